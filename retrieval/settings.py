@@ -1,0 +1,32 @@
+"""Retrieval settings: plain values with defaults, passed in by the caller (chatbot's config)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class RetrievalSettings:
+    # Embedder folder (a sentence-transformers model); empty means the bundled all-MiniLM-L6-v2.
+    embedder: str = ""
+    # Passages: token budget per passage, counted with the embedder's tokenizer (MiniLM reads 256).
+    passage_tokens: int = 200
+    # Embed FAQ answer passages too (documents' passages are always embedded). Off by default: the
+    # question variants carry the dense signal and answers still reach the lexical index.
+    embed_answers: bool = False
+    # Past this many vectors the dense index is approximate (IVF), below it exact (flat).
+    approximate_above: int = 50_000
+    ivf_nprobe: int = 16
+    # Candidates fetched from each retriever before fusion.
+    candidates: int = 50
+    # Fusion: weighted reciprocal rank over entry rankings, plus a small share of the raw cosine so
+    # that a clearly better dense match is not flattened to its rank.
+    rrf_k: int = 60
+    dense_weight: float = 1.0
+    lexical_weight: float = 0.6
+    # Calibrated confidence = sigmoid(w . features + b); features are the entry's best cosine, its
+    # margin over the next entry and its lexical agreement. Fitted with `supportbot eval retrieval
+    # --calibrate` (see retrieval.calibration).
+    calibration: list[float] = field(default_factory=lambda: [9.0, 6.0, 1.0, -5.5])
+    # Refuse KB fields longer than this (characters): such a field is almost always a broken file.
+    max_field_chars: int = 100_000

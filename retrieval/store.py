@@ -1,0 +1,300 @@
+"""The knowledge base's SQLite store: entries, their searchable units, the BM25 index and cached vectors.
+
+The store is the source of truth. The FAISS file beside it is named by the store's `index_token`, so a
+reader can always tell whether a file matches the rows it sees, and rebuild from the cached vectors when
+it does not (a crash between writing the two leaves nothing inconsistent).
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from .records import Entry, Passage
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS entries(
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    title TEXT NOT NULL,
+    answer TEXT NOT NULL,
+    category TEXT NOT NULL DEFAULT '',
+    url TEXT NOT NULL DEFAULT '',
+    source TEXT NOT NULL DEFAULT '',
+    content_hash TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+-- What search matches: an entry's question variants and its passages. vector_key is NULL for units
+-- that only the lexical index holds.
+CREATE TABLE IF NOT EXISTS units(
+    uid INTEGER PRIMARY KEY AUTOINCREMENT,
+    entry_id TEXT NOT NULL REFERENCES entries(id) ON DELETE CASCADE,
+    kind TEXT NOT NULL CHECK (kind IN ('question', 'passage')),
+    ordinal INTEGER NOT NULL,
+    title TEXT NOT NULL,
+    text TEXT NOT NULL,
+    vector_key TEXT
+);
+CREATE INDEX IF NOT EXISTS units_entry ON units(entry_id);
+CREATE VIRTUAL TABLE IF NOT EXISTS units_fts USING fts5(
+    title, text, content='units', content_rowid='uid', tokenize='porter unicode61 remove_diacritics 2'
+);
+CREATE TRIGGER IF NOT EXISTS units_ai AFTER INSERT ON units BEGIN
+    INSERT INTO units_fts(rowid, title, text) VALUES (new.uid, new.title, new.text);
+END;
+CREATE TRIGGER IF NOT EXISTS units_ad AFTER DELETE ON units BEGIN
+    INSERT INTO units_fts(units_fts, rowid, title, text) VALUES ('delete', old.uid, old.title, old.text);
+END;
+-- Embedding cache by content: key = hash(model id, text). Kept after an entry is removed so that
+-- re-adding it embeds nothing.
+CREATE TABLE IF NOT EXISTS vectors(key TEXT PRIMARY KEY, vector BLOB NOT NULL);
+"""
+
+STOPWORDS = frozenset(
+    "a an and are as at be but by can could did do does for from had has have how i if in is it its me my "
+    "of on or our please so than that the their them then there these they this to was we were what when "
+    "where which who why will with would you your".split()
+)
+
+
+@dataclass
+class Unit:
+    """A searchable piece of an entry, as stored."""
+
+    entry_id: str
+    kind: str  # "question" or "passage"
+    ordinal: int
+    title: str
+    text: str
+    vector_key: str | None
+
+
+@dataclass
+class EntrySummary:
+    id: str
+    kind: str
+    title: str
+    category: str
+    url: str
+    source: str
+    variants: int
+    passages: int
+    updated_at: str
+
+
+class Store:
+    """One knowledge base's SQLite file. Safe to share between threads; WAL lets readers run during writes."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=60)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        token = uuid.uuid4().hex
+        self._db.executescript(f"BEGIN IMMEDIATE; {SCHEMA} INSERT OR IGNORE INTO meta VALUES ('index_token', '{token}'); COMMIT;")
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction that takes the database lock at once (no upgrade deadlocks)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    @contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction: every query inside sees the same state."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                yield self._db
+            finally:
+                self._db.execute("COMMIT")
+
+    # --- meta -------------------------------------------------------------------------------------
+
+    def meta(self, key: str, default: str | None = None) -> str | None:
+        row = self._query("SELECT value FROM meta WHERE key = ?", (key,))
+        return row[0][0] if row else default
+
+    def index_token(self) -> str:
+        return self.meta("index_token")
+
+    @staticmethod
+    def meta_in(db: sqlite3.Connection, key: str) -> str | None:
+        row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    @staticmethod
+    def set_meta(db: sqlite3.Connection, key: str, value: str) -> None:
+        db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    @staticmethod
+    def new_index_token(db: sqlite3.Connection) -> str:
+        token = uuid.uuid4().hex
+        Store.set_meta(db, "index_token", token)
+        return token
+
+    # --- writing (inside `write()`) ---------------------------------------------------------------
+
+    @staticmethod
+    def put_entry(db: sqlite3.Connection, entry: Entry, units: list[Unit]) -> tuple[list[int], list[tuple[int, str]]]:
+        """Insert or replace an entry; returns (uids removed, (uid, vector key) added with vectors)."""
+        removed = Store.delete_entry(db, entry.id, keep_row=True)
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        db.execute(
+            """INSERT INTO entries(id, kind, title, answer, category, url, source, content_hash, created_at, updated_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT(id) DO UPDATE SET kind=excluded.kind, title=excluded.title, answer=excluded.answer,
+                   category=excluded.category, url=excluded.url, source=excluded.source,
+                   content_hash=excluded.content_hash, updated_at=excluded.updated_at""",
+            (entry.id, entry.kind, entry.title, entry.answer, entry.category, entry.url, entry.source,
+             entry.content_hash(), now, now),
+        )
+        added = []
+        for unit in units:
+            cur = db.execute(
+                "INSERT INTO units(entry_id, kind, ordinal, title, text, vector_key) VALUES (?, ?, ?, ?, ?, ?)",
+                (entry.id, unit.kind, unit.ordinal, unit.title, unit.text, unit.vector_key),
+            )
+            if unit.vector_key:
+                added.append((cur.lastrowid, unit.vector_key))
+        return removed, added
+
+    @staticmethod
+    def delete_entry(db: sqlite3.Connection, entry_id: str, keep_row: bool = False) -> list[int]:
+        """Delete an entry's units (and the entry unless keep_row); returns the uids that had vectors."""
+        uids = [r[0] for r in db.execute("SELECT uid FROM units WHERE entry_id = ? AND vector_key IS NOT NULL", (entry_id,))]
+        db.execute("DELETE FROM units WHERE entry_id = ?", (entry_id,))
+        if not keep_row:
+            db.execute("DELETE FROM entries WHERE id = ?", (entry_id,))
+        return uids
+
+    @staticmethod
+    def put_vectors(db: sqlite3.Connection, vectors: dict[str, np.ndarray]) -> None:
+        db.executemany(
+            "INSERT OR REPLACE INTO vectors VALUES (?, ?)",
+            [(key, np.asarray(v, dtype=np.float32).tobytes()) for key, v in vectors.items()],
+        )
+
+    # --- reading ----------------------------------------------------------------------------------
+
+    def content_hashes(self, ids: list[str]) -> dict[str, str]:
+        return dict(self._query_in("SELECT id, content_hash FROM entries WHERE id IN ({})", ids))
+
+    def entry_info(self, ids: list[str]) -> dict[str, tuple[str, str, str]]:
+        """id -> (title, category, url)."""
+        rows = self._query_in("SELECT id, title, category, url FROM entries WHERE id IN ({})", ids)
+        return {r[0]: r[1:] for r in rows}
+
+    def missing_vectors(self, keys: list[str]) -> set[str]:
+        return set(keys) - {r[0] for r in self._query_in("SELECT key FROM vectors WHERE key IN ({})", keys)}
+
+    @staticmethod
+    def vectors_for(db: sqlite3.Connection, pairs: list[tuple[int, str]], dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """(uids, matrix) for (uid, vector key) pairs, read from the cache."""
+        blobs = dict(_select_in(db, "SELECT key, vector FROM vectors WHERE key IN ({})", list({k for _, k in pairs})))
+        matrix = np.zeros((len(pairs), dim), dtype=np.float32)
+        for row, (_, key) in enumerate(pairs):
+            matrix[row] = np.frombuffer(blobs[key], dtype=np.float32)
+        return np.array([uid for uid, _ in pairs], dtype=np.int64), matrix
+
+    @staticmethod
+    def all_dense_units(db: sqlite3.Connection) -> list[tuple[int, str]]:
+        return db.execute("SELECT uid, vector_key FROM units WHERE vector_key IS NOT NULL ORDER BY uid").fetchall()
+
+    def unit_entries(self, uids: list[int]) -> dict[int, tuple[str, str]]:
+        """uid -> (entry id, unit text) for the uids that still exist."""
+        rows = self._query_in("SELECT uid, entry_id, text FROM units WHERE uid IN ({})", uids)
+        return {uid: (entry_id, text) for uid, entry_id, text in rows}
+
+    def lexical(self, query: str, limit: int) -> list[tuple[int, float]]:
+        """BM25 over variants and passages: (uid, score) best first, score positive (higher is better)."""
+        terms = [t for t in re.findall(r"\w+", query.lower()) if t not in STOPWORDS and len(t) > 1]
+        if not terms:
+            return []
+        match = " OR ".join(f'"{t}"' for t in dict.fromkeys(terms))
+        rows = self._query(
+            "SELECT rowid, -bm25(units_fts, 0.5, 1.0) FROM units_fts WHERE units_fts MATCH ? ORDER BY rank LIMIT ?",
+            (match, limit),
+        )
+        return [(uid, score) for uid, score in rows]
+
+    def entry(self, entry_id: str) -> Entry | None:
+        rows = self._query("SELECT id, kind, title, answer, category, url, source FROM entries WHERE id = ?", (entry_id,))
+        if not rows:
+            return None
+        eid, kind, title, answer, category, url, source = rows[0]
+        units = self._query("SELECT kind, title, text FROM units WHERE entry_id = ? ORDER BY kind, ordinal", (eid,))
+        return Entry(
+            id=eid, kind=kind, title=title, answer=answer, category=category, url=url, source=source,
+            questions=[text for k, _, text in units if k == "question"],
+            passages=[Passage(title=t, text=text) for k, t, text in units if k == "passage"],
+        )
+
+    def entries(self, category: str | None = None, contains: str | None = None, limit: int | None = None) -> list[EntrySummary]:
+        sql = """SELECT e.id, e.kind, e.title, e.category, e.url, e.source,
+                        SUM(u.kind = 'question'), SUM(u.kind = 'passage'), e.updated_at
+                 FROM entries e LEFT JOIN units u ON u.entry_id = e.id WHERE 1"""
+        args: list = []
+        if category:
+            sql += " AND e.category = ?"
+            args.append(category)
+        if contains:
+            sql += " AND (e.title LIKE ? OR e.id LIKE ?)"
+            args += [f"%{contains}%"] * 2
+        sql += " GROUP BY e.id ORDER BY e.category, e.id"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        return [EntrySummary(*(r[:6]), int(r[6] or 0), int(r[7] or 0), r[8]) for r in self._query(sql, args)]
+
+    def counts(self) -> dict[str, int]:
+        (entries, documents), = self._query("SELECT COUNT(*), COALESCE(SUM(kind = 'document'), 0) FROM entries")
+        (variants, passages, dense), = self._query(
+            "SELECT COALESCE(SUM(kind = 'question'), 0), COALESCE(SUM(kind = 'passage'), 0),"
+            " COALESCE(SUM(vector_key IS NOT NULL), 0) FROM units"
+        )
+        (cached,) = self._query("SELECT COUNT(*) FROM vectors")[0]
+        categories = self._query("SELECT COUNT(DISTINCT category) FROM entries WHERE category != ''")[0][0]
+        return {
+            "entries": entries, "documents": documents, "categories": categories, "variants": variants,
+            "passages": passages, "vectors": dense, "cached_vectors": cached,
+        }
+
+    def _query(self, sql: str, args=()) -> list[tuple]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    def _query_in(self, sql: str, values: list) -> list[tuple]:
+        with self._lock:
+            return _select_in(self._db, sql, values)
+
+
+def _select_in(db: sqlite3.Connection, sql: str, values: list) -> list[tuple]:
+    """Run `sql` whose `{}` is an IN list, in chunks that stay under SQLite's variable limit."""
+    rows: list[tuple] = []
+    for start in range(0, len(values), 500):
+        chunk = values[start : start + 500]
+        rows += db.execute(sql.format(",".join("?" * len(chunk))), chunk).fetchall()
+    return rows

@@ -1,0 +1,1 @@
+"""The faces of supportbot: the `supportbot` command line and the web app."""

@@ -1,0 +1,194 @@
+"""The `supportbot` command. Each subcommand wires arguments to the same functions the web app calls.
+
+`--json` prints exactly one JSON object on stdout; progress and logs go to stderr. Errors exit non-zero
+with one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from chatbot import Config, ConfigError, as_dict, load_config, save_settings  # noqa: E402
+from retrieval import EvalFileError, IngestError, KnowledgeBase, evaluate_retrieval, load_queries  # noqa: E402
+
+from .progress import TerminalProgress  # noqa: E402
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {}
+
+
+class CommandError(Exception):
+    """A user-facing failure: printed as one line, exit status 1."""
+
+
+def command(name: str):
+    def register(fn):
+        COMMANDS[name] = fn
+        return fn
+
+    return register
+
+
+def open_kb(config: Config) -> KnowledgeBase:
+    return KnowledgeBase(config.kb_dir(), config.retrieval)
+
+
+def emit(args: argparse.Namespace, payload: dict, text: str) -> None:
+    print(json.dumps(payload, ensure_ascii=False) if args.json else text)
+
+
+# --- kb ---------------------------------------------------------------------------------------------
+
+
+@command("kb add")
+def kb_add(args, config):
+    kb = open_kb(config)
+    report = kb.add(args.paths, progress=TerminalProgress(not args.quiet))
+    payload = {k: v for k, v in vars(report).items() if k != "ids"}
+    emit(args, payload, (
+        f"{report.entries} entries from {len(report.files)} file(s): {report.added} added, {report.updated} updated, "
+        f"{report.unchanged} unchanged; {report.embedded} texts embedded in {report.seconds:.1f} s"
+    ))
+    return 0
+
+
+@command("kb list")
+def kb_list(args, config):
+    rows = open_kb(config).entries(category=args.category, contains=args.contains)
+    lines = [f"{'id':32} {'category':28} {'var':>3} {'psg':>3}  title"]
+    lines += [f"{r.id[:32]:32} {r.category[:28]:28} {r.variants:>3} {r.passages:>3}  {r.title}" for r in rows]
+    emit(args, {"entries": [vars(r) for r in rows]}, "\n".join(lines))
+    return 0
+
+
+@command("kb stats")
+def kb_stats(args, config):
+    stats = open_kb(config).stats()
+    emit(args, stats, "\n".join(f"{k:15} {v}" for k, v in stats.items()))
+    return 0
+
+
+@command("kb remove")
+def kb_remove(args, config):
+    kb = open_kb(config)
+    missing = [i for i in args.ids if kb.entry(i) is None]
+    if missing:
+        raise CommandError(f"no entry with id '{missing[0]}' in knowledge base '{config.kb}'")
+    for entry_id in args.ids:
+        kb.remove(entry_id)
+    emit(args, {"removed": args.ids}, f"removed {', '.join(args.ids)}")
+    return 0
+
+
+# --- search and eval --------------------------------------------------------------------------------
+
+
+@command("search")
+def search(args, config):
+    hits = open_kb(config).search(args.query, k=args.k, mode=args.mode)
+    lines = [f"{i}. [{h.entry_id}] {h.title}  (score {h.score:.4f}, confidence {h.confidence:.2f})" for i, h in enumerate(hits, 1)]
+    emit(args, {"query": args.query, "results": [h.to_dict() for h in hits]}, "\n".join(lines) or "no results")
+    return 0
+
+
+@command("eval retrieval")
+def eval_retrieval(args, config):
+    kb = open_kb(config)
+    rows = load_queries(args.file, kb)
+    bar = TerminalProgress(not args.quiet)
+    report = evaluate_retrieval(kb, rows, mode=args.mode, progress=lambda d, t: bar("queries", d, t))
+    summary = report.summary()
+    if args.calibrate:
+        weights = report.fit_calibration()
+        save_settings(config, {"retrieval.calibration": weights})
+        summary["calibration"] = weights
+        print(f"calibration {weights} saved to {config.config_file}", file=sys.stderr)
+    lines = [f"{k:16} {v}" for k, v in summary.items()]
+    lines += [f"miss line {m['line']}: {m['query']!r} expected {m['expected']} got {m['got']}" for m in report.misses[: args.misses]]
+    emit(args, summary, "\n".join(lines))
+    return 0
+
+
+@command("config")
+def show_config(args, config):
+    print(json.dumps(as_dict(config), indent=2, default=str))
+    return 0
+
+
+# --- parser -----------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--home", default=argparse.SUPPRESS, help="state folder (default: $SUPPORTBOT_HOME, else ~/.local/share/supportbot)")
+    common.add_argument("--kb", default=argparse.SUPPRESS, help="knowledge base name (default: 'default')")
+    common.add_argument("--set", action="append", default=argparse.SUPPRESS, metavar="KEY=VALUE", help="override a setting, e.g. retrieval.rrf_k=30")
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
+
+    parser = argparse.ArgumentParser(prog="supportbot", description="Self-hosted support chatbot.", parents=[common])
+    sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    def add(parent, name, help, json_flag=True):
+        p = parent.add_parser(name, help=help, parents=[common])
+        if json_flag:
+            p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+        return p
+
+    kb = sub.add_parser("kb", help="manage the knowledge base").add_subparsers(dest="kb_cmd", required=True, metavar="ACTION")
+    p = add(kb, "add", "add or update entries from files or folders (CSV, JSON, JSONL, Markdown, text)")
+    p.add_argument("paths", nargs="+")
+    p = add(kb, "list", "list entries")
+    p.add_argument("--category")
+    p.add_argument("--contains", help="filter by text in the id or title")
+    add(kb, "stats", "counts and index kind")
+    p = add(kb, "remove", "remove entries by id")
+    p.add_argument("ids", nargs="+", metavar="ID")
+
+    p = add(sub, "search", "search the knowledge base")
+    p.add_argument("query")
+    p.add_argument("-k", type=int, default=5)
+    p.add_argument("--mode", choices=["hybrid", "dense", "lexical"], default="hybrid")
+
+    ev = sub.add_parser("eval", help="evaluate on held-out files").add_subparsers(dest="eval_cmd", required=True, metavar="WHAT")
+    p = add(ev, "retrieval", "top-1, recall@5, MRR, latency on a CSV of query,expected_id")
+    p.add_argument("file")
+    p.add_argument("--mode", choices=["hybrid", "dense", "lexical"], default="hybrid")
+    p.add_argument("--calibrate", action="store_true", help="fit the confidence calibration and save it to config.toml")
+    p.add_argument("--misses", type=int, default=10, help="how many misses to list (text output)")
+
+    add(sub, "config", "print the effective configuration", json_flag=False)
+    return parser
+
+
+def command_name(args: argparse.Namespace) -> str:
+    return " ".join(x for x in (args.cmd, getattr(args, "kb_cmd", None), getattr(args, "eval_cmd", None)) if x)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.json = getattr(args, "json", False)
+    args.quiet = getattr(args, "quiet", False)
+    try:
+        overrides = list(getattr(args, "set", []))
+        if hasattr(args, "kb"):
+            overrides.append(f"kb={args.kb}")
+        config = load_config(getattr(args, "home", None), overrides)
+        return COMMANDS[command_name(args)](args, config)
+    except (CommandError, ConfigError, IngestError, EvalFileError, FileNotFoundError) as err:
+        print(f"supportbot: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("supportbot: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
