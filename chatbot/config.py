@@ -2,7 +2,7 @@
 
 Layers, each overriding the one before: the defaults below, then `config.toml` in the home folder, then
 `SUPPORTBOT_*` environment variables, then command-line flags. Nested sections are TOML tables
-(`[retrieval]`), environment variables `SUPPORTBOT_RETRIEVAL_RRF_K`, flags `--set retrieval.rrf_k=30`.
+(`[retrieval]`), environment variables `SUPPORTBOT_RETRIEVAL_LEXICAL_WEIGHT`, flags `--set retrieval.lexical_weight=0.2`.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def load_config(home: str | Path | None = None, overrides: list[str] | None = No
     for item in overrides or []:
         key, sep, value = item.partition("=")
         if not sep:
-            raise ConfigError(f"--set {item}: expected KEY=VALUE, e.g. retrieval.rrf_k=30")
+            raise ConfigError(f"--set {item}: expected KEY=VALUE, e.g. retrieval.lexical_weight=0.2")
         _set(config, key.strip().split("."), value.strip(), f"--set {item}")
     return config
 

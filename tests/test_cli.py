@@ -1,0 +1,101 @@
+"""The `supportbot` command: JSON contracts, exit status, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import DATA, REPO
+from helpers import write
+
+from ui.cli import main
+
+FAQ = """id,question,answer,category
+gift-exp,Do gift cards expire?,Gift cards never expire.,Gift cards
+acct-pw,How do I reset my password?,Use the reset link within 30 minutes.,Account
+"""
+
+
+@pytest.fixture
+def run(tmp_path, tiny_embedder_path, capsys):
+    """Run the CLI in-process on a fresh home with the tiny embedder; returns (status, stdout, stderr)."""
+
+    def invoke(*args: str):
+        status = main([*args, "--home", str(tmp_path / "home"), "--set", f"retrieval.embedder={tiny_embedder_path}", "-q"])
+        out, err = capsys.readouterr()
+        return status, out, err
+
+    return invoke
+
+
+def test_kb_commands_round_trip(run, tmp_path):
+    path = write(tmp_path / "faq.csv", FAQ)
+    status, out, _ = run("kb", "add", str(path), "--json")
+    assert status == 0 and json.loads(out)["added"] == 2
+    status, out, _ = run("kb", "list", "--json")
+    assert [e["id"] for e in json.loads(out)["entries"]] == ["acct-pw", "gift-exp"]
+    status, out, _ = run("kb", "stats", "--json")
+    assert json.loads(out)["entries"] == 2 and json.loads(out)["index_kind"] == "flat"
+    status, out, _ = run("search", "gift cards expire", "--json", "-k", "1")
+    assert json.loads(out)["results"][0]["entry_id"] == "gift-exp"
+    status, out, _ = run("kb", "remove", "gift-exp")
+    assert status == 0 and "removed gift-exp" in out
+    status, out, err = run("kb", "remove", "gift-exp")
+    assert status == 1 and out == "" and err.strip() == "supportbot: error: no entry with id 'gift-exp' in knowledge base 'default'"
+
+
+def test_separate_kbs_do_not_share_entries(run, tmp_path):
+    run("kb", "add", str(write(tmp_path / "faq.csv", FAQ)), "--kb", "shop")
+    _, out, _ = run("kb", "stats", "--json", "--kb", "other")
+    assert json.loads(out)["entries"] == 0
+
+
+def test_eval_retrieval_reports_the_contract_keys(run, tmp_path):
+    run("kb", "add", str(write(tmp_path / "faq.csv", FAQ)))
+    queries = write(tmp_path / "q.csv", "query,expected_id\ngift card expiry,gift-exp\nreset password,acct-pw\nweather today,\n")
+    status, out, _ = run("eval", "retrieval", str(queries), "--json")
+    report = json.loads(out)
+    assert status == 0
+    assert {"top1", "recall_at_5", "mrr", "latency_ms_p50", "latency_ms_p95", "n"} <= set(report)
+    assert report["n"] == 2 and report["n_out_of_scope"] == 1 and report["top1"] == 1.0
+
+
+def test_eval_calibrate_saves_the_fit(run, tmp_path):
+    run("kb", "add", str(write(tmp_path / "faq.csv", FAQ)))
+    queries = write(tmp_path / "q.csv", "query,expected_id\ngift card expiry,gift-exp\nreset password,acct-pw\nweather,\nsong,\n")
+    status, out, _ = run("eval", "retrieval", str(queries), "--json", "--calibrate")
+    assert status == 0
+    saved = (tmp_path / "home" / "config.toml").read_text()
+    assert "calibration" in saved and json.loads(out)["calibration"][0] != 9.0
+
+
+@pytest.mark.parametrize(
+    "queries, message",
+    [
+        ("question,expected_id\nq,gift-exp\n", "missing required column 'query'"),
+        ("query,expected_id\nq,nope\n", "line 2: expected_id 'nope' is not in the knowledge base"),
+    ],
+)
+def test_bad_eval_file_is_one_line_error(run, tmp_path, queries, message):
+    run("kb", "add", str(write(tmp_path / "faq.csv", FAQ)))
+    status, out, err = run("eval", "retrieval", str(write(tmp_path / "q.csv", queries)))
+    assert status == 1 and out == "" and message in err and err.count("\n") == 1
+
+
+def test_bad_kb_file_is_refused_with_nonzero_exit(run, tmp_path):
+    status, out, err = run("kb", "add", str(write(tmp_path / "faq.csv", "questoin,answer\nq,a\n")))
+    assert status == 1 and "did you mean 'question'" in err and err.count("\n") == 1
+
+
+def test_console_script_json_output_is_only_json(tmp_path, tiny_embedder_path):
+    """As a real process: stdout carries exactly one JSON object, progress goes to stderr."""
+    env = {**os.environ, "SUPPORTBOT_HOME": str(tmp_path / "home"), "SUPPORTBOT_RETRIEVAL_EMBEDDER": str(tiny_embedder_path)}
+    exe = os.path.join(os.path.dirname(sys.executable), "supportbot")
+    proc = subprocess.run([exe, "kb", "add", str(DATA / "kb" / "faq.csv"), "--json"], capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["entries"] >= 150
+    proc = subprocess.run([exe, "search", "gift card", "--json"], capture_output=True, text=True, env=env, timeout=300)
+    assert len(json.loads(proc.stdout)["results"]) == 5

@@ -1,0 +1,52 @@
+"""Fusion of dense and lexical lists into entries, confidence, and its calibration."""
+
+import random
+
+from retrieval import RetrievalSettings
+from retrieval.calibration import brier, fit_logistic
+from retrieval.fusion import best_per_entry, confidence, features, fuse
+
+
+def test_an_entry_scores_by_its_best_unit():
+    units = {1: ("a", "q1"), 2: ("a", "q2"), 3: ("b", "q3")}
+    assert best_per_entry([(1, 0.5), (2, 0.9), (3, 0.7), (99, 1.0)], units) == [("a", 0.9, "q2"), ("b", 0.7, "q3")]
+
+
+def test_lexical_evidence_breaks_a_near_tie_but_not_a_clear_dense_lead():
+    s = RetrievalSettings(lexical_weight=0.15)
+    near = fuse([("a", 0.80, ""), ("b", 0.79, "")], [("b", 12.0, ""), ("a", 3.0, "")], s)
+    assert near[0].entry_id == "b"
+    clear = fuse([("a", 0.90, ""), ("b", 0.60, "")], [("b", 12.0, "")], s)
+    assert clear[0].entry_id == "a"
+
+
+def test_single_modes_use_one_list():
+    s = RetrievalSettings()
+    dense = [("a", 0.8, ""), ("b", 0.7, "")]
+    lexical = [("c", 5.0, ""), ("b", 4.0, "")]
+    assert [c.entry_id for c in fuse(dense, lexical, s, mode="dense")] == ["a", "b"]
+    assert [c.entry_id for c in fuse(dense, lexical, s, mode="lexical")] == ["c", "b"]
+    assert {c.entry_id for c in fuse(dense, lexical, s)} == {"a", "b", "c"}
+
+
+def test_margin_and_confidence_grow_with_a_clear_winner():
+    s = RetrievalSettings()
+    clear = fuse([("a", 0.9, ""), ("b", 0.5, "")], [], s)[0]
+    close = fuse([("a", 0.9, ""), ("b", 0.88, "")], [], s)[0]
+    assert abs(clear.margin - 0.4) < 1e-9 and abs(close.margin - 0.02) < 1e-9
+    assert clear.confidence > close.confidence
+    assert 0.0 < close.confidence < 1.0
+
+
+def test_calibration_fit_separates_right_from_wrong_hits():
+    rng = random.Random(0)
+    x, y = [], []
+    for _ in range(400):
+        right = rng.random() < 0.5
+        cosine = rng.gauss(0.75 if right else 0.45, 0.08)
+        x.append(features(cosine, rng.gauss(0.1 if right else 0.01, 0.03), rng.choice([1, 2, None])))
+        y.append(int(right))
+    weights = fit_logistic(x, y)
+    assert weights[0] > 0
+    probs = [confidence(f, weights) for f in x]
+    assert brier(probs, y) < 0.1 < brier([0.5] * len(y), y)

@@ -1,0 +1,144 @@
+"""The knowledge base: upsert/remove with a consistent index, the embedding cache, refusals that leave
+the KB unchanged, recovery from a missing index file, approximate index, readers beside a writer."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+
+import pytest
+from helpers import write
+
+from retrieval import IngestError
+
+FAQ = """id,question,answer,title,category
+ship-ca,How long does delivery to Canada take?,Canada orders arrive in 5-10 business days.,Canada shipping,Shipping
+ship-ca,Do you ship to Toronto?,Canada orders arrive in 5-10 business days.,Canada shipping,Shipping
+gift-exp,Do gift cards expire?,Gift cards never expire and have no fees.,Gift card expiry,Gift cards
+acct-pw,How do I reset my password?,Use the reset link; it is valid for 30 minutes.,Password reset,Account
+"""
+
+
+def faq_rows(n: int, start: int = 0) -> str:
+    return "id,question,answer\n" + "".join(
+        f"e{i},How do I use widget {i} with the blue gadget?,Widget {i} pairs with gadget {i}.\n" for i in range(start, start + n)
+    )
+
+
+def test_add_then_search_returns_entries_not_variants(make_kb, tmp_path):
+    kb = make_kb()
+    report = kb.add([write(tmp_path / "faq.csv", FAQ)])
+    assert (report.entries, report.added, report.updated, report.unchanged) == (3, 3, 0, 0)
+    assert report.embedded == 4  # the question variants; short answers are lexical-only by default
+    stats = kb.stats()
+    assert (stats["entries"], stats["variants"], stats["passages"], stats["vectors"]) == (3, 4, 3, 4)
+    hits = kb.search("Toronto delivery", k=5)
+    assert [h.entry_id for h in hits].count("ship-ca") == 1
+    assert hits[0].entry_id == "ship-ca" and hits[0].lexical_rank == 1
+
+
+def test_reingesting_an_unchanged_file_embeds_nothing(make_kb, tmp_path):
+    kb = make_kb()
+    path = write(tmp_path / "faq.csv", FAQ)
+    kb.add([path])
+    again = kb.add([path])
+    assert (again.unchanged, again.embedded, again.added, again.updated) == (3, 0, 0, 0)
+
+
+def test_upsert_replaces_the_entry_and_its_index_rows(make_kb, tmp_path):
+    kb = make_kb()
+    kb.add([write(tmp_path / "faq.csv", FAQ)])
+    changed = FAQ.replace("Gift cards never expire and have no fees.", "Gift cards now include a ribbon.")
+    report = kb.add([write(tmp_path / "faq.csv", changed)])
+    assert (report.updated, report.unchanged) == (1, 2)
+    assert kb.entry("gift-exp").answer == "Gift cards now include a ribbon."
+    assert kb.search("ribbon")[0].entry_id == "gift-exp"
+    assert all(h.entry_id != "gift-exp" for h in kb.search("fees", mode="lexical"))
+    assert kb.dense_index().size == kb.stats()["vectors"] == 4
+
+
+def test_remove_deletes_entry_everywhere(make_kb, tmp_path):
+    kb = make_kb()
+    kb.add([write(tmp_path / "faq.csv", FAQ)])
+    assert kb.remove("ship-ca") and not kb.remove("ship-ca")
+    assert kb.entry("ship-ca") is None
+    for mode in ("hybrid", "dense", "lexical"):
+        assert "ship-ca" not in [h.entry_id for h in kb.search("Canada Toronto delivery", k=10, mode=mode)]
+    assert kb.dense_index().size == 2
+
+
+def test_a_refused_batch_leaves_the_kb_unchanged(make_kb, tmp_path):
+    kb = make_kb()
+    kb.add([write(tmp_path / "faq.csv", FAQ)])
+    before = kb.stats()
+    good = write(tmp_path / "more.csv", faq_rows(5))
+    bad = write(tmp_path / "zbad.csv", "id,question,answer\nx,Q?,A\nx,Q2?,B\n")
+    with pytest.raises(IngestError, match="zbad.csv"):
+        kb.add([good, bad])
+    assert kb.stats() == before
+
+
+def test_index_file_lost_in_a_crash_is_rebuilt_from_the_store(make_kb, tmp_path, settings, tiny_embedder):
+    from retrieval import KnowledgeBase
+
+    kb = make_kb()
+    kb.add([write(tmp_path / "faq.csv", FAQ)])
+    expected = [h.entry_id for h in kb.search("gift card fees")]
+    for f in kb.folder.glob("dense-*.faiss"):
+        f.unlink()
+    fresh = KnowledgeBase(kb.folder, settings, tiny_embedder)
+    assert [h.entry_id for h in fresh.search("gift card fees")] == expected
+    assert fresh.dense_index().size == 4
+
+
+def test_a_second_instance_sees_writes_of_the_first(make_kb, tmp_path, settings, tiny_embedder):
+    from retrieval import KnowledgeBase
+
+    writer = make_kb()
+    reader = KnowledgeBase(writer.folder, settings, tiny_embedder)
+    assert reader.search("gift cards") == []
+    writer.add([write(tmp_path / "faq.csv", FAQ)])
+    assert reader.search("gift cards expire")[0].entry_id == "gift-exp"
+    writer.remove("gift-exp")
+    assert "gift-exp" not in [h.entry_id for h in reader.search("gift cards expire")]
+
+
+def test_past_the_threshold_the_index_is_approximate_and_still_supports_removal(make_kb, tmp_path):
+    kb = make_kb(approximate_above=100, ivf_nprobe=64)
+    kb.add([write(tmp_path / "a.csv", faq_rows(60))])
+    assert kb.stats()["index_kind"] == "flat"
+    kb.add([write(tmp_path / "b.csv", faq_rows(150, start=60))])
+    assert kb.stats()["index_kind"].startswith("ivf")
+    assert kb.search("widget 200 gadget", mode="lexical")[0].entry_id == "e200"
+    assert kb.dense_index().search(kb.embedder.encode(["How do I use widget 200 with the blue gadget?"])[0], 1)[0][1] > 0.99
+    kb.remove("e200")
+    assert kb.dense_index().size == 209
+
+
+def _ingest_in_another_process(folder, embedder_path, csv_path, done):
+    from retrieval import Embedder, KnowledgeBase, RetrievalSettings
+
+    kb = KnowledgeBase(folder, RetrievalSettings(), Embedder(embedder_path))
+    for i in range(4):
+        kb.add([csv_path])
+        kb.remove(f"e{i}")
+    done.set()
+
+
+def test_search_never_fails_while_another_process_ingests(make_kb, tmp_path, tiny_embedder_path):
+    kb = make_kb()
+    kb.add([write(tmp_path / "faq.csv", FAQ)])
+    big = write(tmp_path / "big.csv", faq_rows(400))
+    ctx = multiprocessing.get_context("spawn")
+    done = ctx.Event()
+    proc = ctx.Process(target=_ingest_in_another_process, args=(kb.folder, tiny_embedder_path, big, done))
+    proc.start()
+    searches = 0
+    deadline = time.time() + 120
+    while not done.is_set() and time.time() < deadline:
+        hits = kb.search("gift cards expire widget")
+        assert hits and all(h.title for h in hits)
+        searches += 1
+    proc.join(30)
+    assert proc.exitcode == 0 and searches > 0
+    assert kb.stats()["entries"] == 3 + 399  # each round re-adds the entry removed before; e3 stays removed
