@@ -549,7 +549,7 @@ def table(title: str, headers: list[str], rows: list[list]) -> str:
 
 def _cell(value) -> str:
     if isinstance(value, float):
-        return f"{value:,.4f}" if abs(value) < 1 else f"{value:,.1f}" if abs(value) >= 100 else f"{value:,.2f}"
+        return f"{value:,.1f}" if abs(value) >= 100 else f"{value:,.3f}"
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)

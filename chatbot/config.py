@@ -26,10 +26,54 @@ class ConfigError(ValueError):
 
 
 @dataclass
+class ModelSettings:
+    # A local Hugging Face causal-LM folder; empty means the bundled SmolLM2-135M-Instruct, converted
+    # once from its GGUF into home/models/.
+    path: str = ""
+    adapter: str = ""  # optional LoRA adapter folder applied on top of `path`
+    backend: str = "transformers"  # or "openai": any OpenAI-compatible server (vLLM, TGI)
+    openai_url: str = ""  # e.g. http://127.0.0.1:8000/v1
+    openai_model: str = ""
+    openai_api_key: str = ""
+    dtype: str = "float32"
+    threads: int = 0  # torch threads; 0 leaves torch's default
+    max_new_tokens: int = 160
+    temperature: float = 0.0  # 0 = greedy
+    repetition_penalty: float = 1.1
+    max_concurrent: int = 4  # generations running at once; more wait their turn
+
+
+@dataclass
+class AnswerSettings:
+    company: str = "Tidewell Home & Outdoor"
+    tone: str = "friendly, concise and professional"
+    rules: list[str] = field(default_factory=lambda: [
+        "Answer only with facts from the numbered passages and cite them like [1].",
+        "If the passages do not answer the question, say you will pass the conversation to a colleague.",
+        "Never ask for passwords or full card numbers.",
+        "Never promise refunds, discounts or exceptions that the passages do not state.",
+    ])
+    passages: int = 4  # retrieved passages put in the prompt
+    context_tokens: int = 2048  # prompt budget: system + passages + history + question
+    # Hand-off: retrieval confidence below this, or a reply whose grounding is below grounding_min.
+    handoff_confidence: float = 0.35
+    grounding_min: float = 0.5
+    # "generate": always the LM; "template": the top entry's curated answer when confident;
+    # "auto": template at or above template_confidence for FAQ entries, the LM otherwise.
+    mode: str = "auto"
+    template_confidence: float = 0.8
+    max_message_chars: int = 2000  # longer customer messages are cut (and the customer told)
+    output_filter: list[str] = field(default_factory=list)  # regexes a reply must not match
+    redact: list[str] = field(default_factory=lambda: ["email", "phone", "card", "iban"])  # [] = off
+
+
+@dataclass
 class Config:
     home: Path = Path()
     kb: str = "default"  # which knowledge base (a folder under home/kb/)
     retrieval: RetrievalSettings = field(default_factory=RetrievalSettings)
+    model: ModelSettings = field(default_factory=ModelSettings)
+    answer: AnswerSettings = field(default_factory=AnswerSettings)
 
     def kb_dir(self, name: str | None = None) -> Path:
         name = name or self.kb
@@ -40,6 +84,14 @@ class Config:
     @property
     def config_file(self) -> Path:
         return self.home / "config.toml"
+
+    @property
+    def log_file(self) -> Path:
+        return self.home / "conversations.sqlite"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
 
 
 def default_home() -> Path:

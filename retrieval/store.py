@@ -7,7 +7,6 @@ it does not (a crash between writing the two leaves nothing inconsistent).
 
 from __future__ import annotations
 
-import re
 import sqlite3
 import threading
 import uuid
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .records import Entry, Passage
+from .text import content_words
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -61,11 +61,6 @@ END;
 CREATE TABLE IF NOT EXISTS vectors(key TEXT PRIMARY KEY, vector BLOB NOT NULL);
 """
 
-STOPWORDS = frozenset(
-    "a an and are as at be but by can could did do does for from had has have how i if in is it its me my "
-    "of on or our please so than that the their them then there these they this to was we were what when "
-    "where which who why will with would you your".split()
-)
 
 
 @dataclass
@@ -231,7 +226,7 @@ class Store:
 
     def lexical(self, query: str, limit: int) -> list[tuple[int, float]]:
         """BM25 over variants and passages: (uid, score) best first, score positive (higher is better)."""
-        terms = [t for t in re.findall(r"\w+", query.lower()) if t not in STOPWORDS and len(t) > 1]
+        terms = content_words(query)
         if not terms:
             return []
         match = " OR ".join(f'"{t}"' for t in dict.fromkeys(terms))

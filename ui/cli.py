@@ -11,13 +11,16 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from chatbot import Config, ConfigError, as_dict, load_config, save_settings  # noqa: E402
+from chatbot import Config, ConfigError, ConversationLog, LogError, SupportBot, as_dict, load_config, save_settings  # noqa: E402
+from chatbot.backends import BackendError  # noqa: E402
+from chatbot.evaluate import evaluate_answers, load_answer_rows  # noqa: E402
 from retrieval import EvalFileError, IngestError, KnowledgeBase, evaluate_retrieval, load_queries  # noqa: E402
 
 from .progress import TerminalProgress  # noqa: E402
@@ -117,6 +120,69 @@ def eval_retrieval(args, config):
     return 0
 
 
+# --- answering --------------------------------------------------------------------------------------
+
+
+def open_bot(args, config: Config, log: ConversationLog | None = None) -> SupportBot:
+    return SupportBot(config, open_kb(config), log=log, progress=TerminalProgress(not args.quiet))
+
+
+@command("ask")
+def ask(args, config):
+    reply = open_bot(args, config).ask(args.question, args.conversation, channel="cli")
+    sources = "".join(f"\n  [{s.number}] {s.title} ({s.entry_id}, {s.score:.2f})" for s in reply.sources)
+    status = f"handed off: {reply.reason}" if reply.handed_off else f"{reply.mode}, confidence {reply.confidence:.2f}"
+    emit(args, reply.to_json(), f"{reply.text}\n\n({status}; {reply.latency_ms:.0f} ms){sources}")
+    return 0
+
+
+@command("chat")
+def chat(args, config):
+    bot = open_bot(args, config)
+    conversation = None
+    print(f"Chatting with the {config.answer.company} assistant. /new starts over, /quit or Ctrl-D leaves.", file=sys.stderr)
+    while True:
+        try:
+            line = input("you> ")
+        except EOFError:
+            print(file=sys.stderr)
+            return 0
+        if line.strip() in ("/quit", "/exit"):
+            return 0
+        if line.strip() == "/new":
+            conversation = None
+            continue
+        response = bot.respond(line, conversation, channel="cli")
+        print("bot> ", end="", flush=True)
+        streamed = "".join(print(piece, end="", flush=True) or piece for piece in response)
+        reply = response.reply
+        if reply.text != streamed:
+            print(f"\n(final) {reply.text}", end="")
+        cited = ", ".join(f"[{s.number}] {s.title}" for s in reply.sources)
+        print(f"\n   {'handed off to a person' if reply.handed_off else cited}")
+        conversation = reply.conversation_id
+
+
+@command("eval answers")
+def eval_answers(args, config):
+    import tempfile
+
+    rows = load_answer_rows(args.file)[: args.limit or None]
+    if args.mode:
+        config.answer.mode = args.mode
+    with tempfile.TemporaryDirectory() as tmp:  # evaluation turns stay out of the customers' log
+        bot = open_bot(args, config, ConversationLog(Path(tmp) / "eval.sqlite", config.answer.redact))
+        bar = TerminalProgress(not args.quiet)
+        report = evaluate_answers(bot, rows, bot.kb.embedder, progress=lambda d, t: bar("questions", d, t))
+    if args.rows:
+        Path(args.rows).write_text("".join(json.dumps(r) + "\n" for r in report.rows), encoding="utf-8")
+    summary = report.summary()
+    lines = [f"{k:20} {v}" for k, v in summary.items() if k != "by_band"]
+    lines += [f"band {b['band']} {b['mode']:8} n={b['n']:<4} similarity {b['similarity']}" for b in report.by_band]
+    emit(args, summary, "\n".join(lines))
+    return 0
+
+
 @command("config")
 def show_config(args, config):
     print(json.dumps(as_dict(config), indent=2, default=str))
@@ -164,6 +230,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibrate", action="store_true", help="fit the confidence calibration and save it to config.toml")
     p.add_argument("--misses", type=int, default=10, help="how many misses to list (text output)")
 
+    p = add(sub, "ask", "answer one question with sources and confidence")
+    p.add_argument("question")
+    p.add_argument("--conversation", help="continue this conversation id")
+    add(sub, "chat", "multi-turn chat in the terminal (streaming)", json_flag=False)
+    p = add(ev, "answers", "answer quality on a CSV of question,answer[,expected_id]")
+    p.add_argument("file")
+    p.add_argument("--mode", choices=["generate", "template", "auto"], help="override answer.mode")
+    p.add_argument("--limit", type=int, default=0, help="only the first N rows")
+    p.add_argument("--rows", help="write each question's reply and scores to this JSONL file")
+
     add(sub, "config", "print the effective configuration", json_flag=False)
     return parser
 
@@ -182,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
             overrides.append(f"kb={args.kb}")
         config = load_config(getattr(args, "home", None), overrides)
         return COMMANDS[command_name(args)](args, config)
-    except (CommandError, ConfigError, IngestError, EvalFileError, FileNotFoundError) as err:
+    except (CommandError, ConfigError, IngestError, EvalFileError, LogError, BackendError, FileNotFoundError) as err:
         print(f"supportbot: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

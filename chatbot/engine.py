@@ -1,0 +1,256 @@
+"""The answering engine: one customer message in, a sourced answer or an honest hand-off out, all logged.
+
+A turn, top to bottom (`SupportBot.respond`):
+1. clean the message (control characters, length) and log it (redacted);
+2. policy on the message: a request for a person or an unsupported language hands off; abuse, harmful
+   requests and prompt injection get a polite refusal;
+3. retrieve with the message, and with the previous customer message joined to it for follow-ups;
+4. below the confidence threshold: hand off; a confident FAQ match can be answered with its curated text;
+5. otherwise prompt the LM with the numbered passages and stream its reply;
+6. keep only real citations and the passages' own links; a reply that leaks the rules, trips the output
+   filter or is not grounded in the passages is replaced by a hand-off;
+7. log the reply with its sources, confidence, model, tokens and latency.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from retrieval import KnowledgeBase, SearchHit
+
+from .backends import Backend, BackendError, OpenAIBackend, TransformersBackend
+from .citations import resolve_citations
+from .config import Config, ConfigError
+from .grounding import grounding
+from .log import ConversationLog, LogError
+from .model import BUNDLED_NAME, Progress, provision_bundled
+from .policy import Messages, classify_message, clean_message, filtered, leaks, strip_foreign_links
+from .prompt import Source, Turn, build_messages, system_prompt
+
+# Policy outcomes for a message: (hand off?, reason).
+_MESSAGE_POLICY = {"human": True, "language": True, "abuse": False, "harmful": False, "injection": False}
+
+
+@dataclass
+class Reply:
+    text: str
+    sources: list[Source] = field(default_factory=list)
+    confidence: float = 0.0
+    handed_off: bool = False
+    reason: str = ""  # why it handed off or refused: low_confidence, not_grounded, human, ... ; "" if answered
+    mode: str = "policy"  # generate, template or policy
+    grounding: float | None = None
+    draft: str = ""  # the model's text when policy replaced it
+    model: str = ""
+    prompt_tokens: int = 0
+    reply_tokens: int = 0
+    latency_ms: float = 0.0
+    conversation_id: str = ""
+    message_id: int = 0
+
+    def to_json(self) -> dict:
+        """The `supportbot ask --json` contract."""
+        return {
+            "answer": self.text,
+            "sources": [{"id": s.entry_id, "title": s.title, "score": round(s.score, 4), "url": s.url} for s in self.sources],
+            "confidence": round(self.confidence, 4),
+            "handed_off": self.handed_off,
+            "reason": self.reason,
+            "mode": self.mode,
+            "grounding": None if self.grounding is None else round(self.grounding, 4),
+            "latency_ms": round(self.latency_ms, 1),
+            "model": self.model,
+            "conversation_id": self.conversation_id,
+            "message_id": self.message_id,
+        }
+
+
+class Response:
+    """A reply in progress: iterate for text pieces as they are produced; `reply` is set at the end.
+
+    The final `reply.text` can differ from the streamed pieces (invented citations removed, or the
+    whole draft replaced by a hand-off): a reader that streamed shows `reply.text` once it differs."""
+
+    def __init__(self, pieces: Iterator[str | Reply]):
+        self._pieces = pieces
+        self.reply: Reply | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        for item in self._pieces:
+            if isinstance(item, Reply):
+                self.reply = item
+            else:
+                yield item
+
+    def result(self) -> Reply:
+        for _ in self:
+            pass
+        return self.reply
+
+
+def make_backend(config: Config, progress: Progress | None = None) -> Backend:
+    """The configured generation backend; the bundled model is converted on first use."""
+    settings = config.model
+    if settings.backend == "openai":
+        return OpenAIBackend(settings.openai_url, settings.openai_model, settings.openai_api_key)
+    if settings.backend != "transformers":
+        raise ConfigError(f"model.backend {settings.backend!r}: expected 'transformers' or 'openai'")
+    if settings.threads:
+        import torch
+
+        torch.set_num_threads(settings.threads)
+    path = Path(settings.path).expanduser() if settings.path else provision_bundled(config.models_dir, progress)
+    name = path.name if settings.path else BUNDLED_NAME
+    if settings.adapter:
+        name += "+" + Path(settings.adapter).name
+    return TransformersBackend.from_folder(
+        path, name, adapter=settings.adapter, dtype=settings.dtype,
+        max_concurrent=settings.max_concurrent, repetition_penalty=settings.repetition_penalty,
+    )
+
+
+class SupportBot:
+    def __init__(self, config: Config, kb: KnowledgeBase | None = None, backend: Backend | None = None,
+                 log: ConversationLog | None = None, progress: Progress | None = None):
+        self.config = config
+        self.settings = config.answer
+        self.kb = kb or KnowledgeBase(config.kb_dir(), config.retrieval)
+        self.log = log or ConversationLog(config.log_file, config.answer.redact)
+        self.messages = Messages(config.answer.company)
+        self._backend = backend
+        self._progress = progress
+
+    @cached_property
+    def backend(self) -> Backend:
+        return self._backend or make_backend(self.config, self._progress)
+
+    def ask(self, message: str, conversation_id: str | None = None, channel: str = "cli") -> Reply:
+        return self.respond(message, conversation_id, channel).result()
+
+    def respond(self, message: str, conversation_id: str | None = None, channel: str = "web") -> Response:
+        """Start a turn; raises LogError at once for an unknown conversation id."""
+        if conversation_id and not self.log.conversation(conversation_id):
+            raise LogError(f"no conversation {conversation_id!r}")
+        return Response(self._turn(message, conversation_id, channel))
+
+    # --- one turn ---------------------------------------------------------------------------------
+
+    def _turn(self, message: str, conversation_id: str | None, channel: str) -> Iterator[str | Reply]:
+        started = time.perf_counter()
+        conversation_id = conversation_id or self.log.start(channel)
+        history = [Turn(m.role, m.text) for m in self.log.history(conversation_id)]
+        text, cut = clean_message(message, self.settings.max_message_chars)
+        self.log.add_message(conversation_id, "customer", text)
+        prefix = self.messages.cut(self.settings.max_message_chars) + "\n\n" if cut else ""
+        if prefix:
+            yield prefix
+
+        reply = yield from self._reply(text, history)
+        reply.text = prefix + reply.text
+        reply.conversation_id = conversation_id
+        reply.latency_ms = (time.perf_counter() - started) * 1000
+        reply.message_id = self.log.add_message(
+            conversation_id, "bot", reply.text,
+            sources=[s.to_dict() for s in reply.sources], confidence=reply.confidence, grounding=reply.grounding,
+            handed_off=int(reply.handed_off), reason=reply.reason, mode=reply.mode, draft=reply.draft,
+            model=reply.model, prompt_tokens=reply.prompt_tokens, reply_tokens=reply.reply_tokens,
+            latency_ms=reply.latency_ms,
+        )
+        if reply.handed_off:
+            self.log.set_status(conversation_id, "handed_off")
+        yield reply
+
+    def _reply(self, text: str, history: list[Turn]) -> Iterator[str]:
+        """Decide and produce the reply; yields what the customer sees as it comes, returns the Reply."""
+        if not text:
+            return (yield from self._say(Reply(self.messages.empty, reason="empty")))
+        kind = classify_message(text)
+        if kind:
+            handoff = _MESSAGE_POLICY[kind]
+            message = self.messages.handoff if kind == "language" else getattr(self.messages, kind)
+            return (yield from self._say(Reply(message, handed_off=handoff, reason=kind)))
+
+        hits = self.retrieve(text, history)
+        sources = self.sources(hits)
+        confidence = hits[0].confidence if hits else 0.0
+        if confidence < self.settings.handoff_confidence:
+            return (yield from self._say(Reply(self.messages.handoff, confidence=confidence, handed_off=True, reason="low_confidence")))
+        if self._use_template(hits[0]):
+            entry = self.kb.entry(hits[0].entry_id)
+            reply = Reply(f"{entry.answer} [1]", sources=sources[:1], confidence=confidence, mode="template", grounding=1.0)
+            return (yield from self._say(reply))
+        return (yield from self._generate(text, history, sources, confidence))
+
+    def _say(self, reply: Reply) -> Iterator[str]:
+        yield reply.text
+        return reply
+
+    def _use_template(self, top: SearchHit) -> bool:
+        mode = self.settings.mode
+        if mode not in ("generate", "template", "auto"):
+            raise ConfigError(f"answer.mode {mode!r}: expected generate, template or auto")
+        if mode == "generate":
+            return False
+        is_faq = self.kb.entry(top.entry_id).kind == "faq"
+        return is_faq and (mode == "template" or top.confidence >= self.settings.template_confidence)
+
+    def _generate(self, text: str, history: list[Turn], sources: list[Source], confidence: float) -> Iterator[str]:
+        backend = self.backend
+        messages, kept, _ = build_messages(
+            self.settings, sources, history, text, backend.count_tokens, self.config.model.max_new_tokens
+        )
+        reply = Reply("", sources=kept, confidence=confidence, mode="generate", model=backend.name)
+        try:
+            generation = backend.generate(messages, self.config.model.max_new_tokens, self.config.model.temperature)
+            for piece in generation:
+                yield piece
+        except BackendError as err:
+            reply.text, reply.handed_off, reply.reason, reply.draft = self.messages.handoff, True, "error", str(err)
+            return reply
+        reply.prompt_tokens, reply.reply_tokens = generation.prompt_tokens, generation.completion_tokens
+        passages = [s.text for s in kept]
+        answer, cited = resolve_citations(strip_foreign_links(generation.text, passages), kept)
+        reply.grounding = grounding(answer, passages)
+        problem = (
+            "leak" if leaks(answer, system_prompt(self.settings))
+            else "output_filter" if filtered(answer, self.settings.output_filter)
+            else "not_grounded" if reply.grounding < self.settings.grounding_min or not answer
+            else ""
+        )
+        if problem:
+            reply.text, reply.handed_off, reply.reason, reply.draft = self.messages.handoff, True, problem, answer
+            reply.sources = []
+        else:
+            reply.text, reply.sources = answer, cited or kept[:1]
+        return reply
+
+    # --- retrieval --------------------------------------------------------------------------------
+
+    def retrieve(self, text: str, history: list[Turn]) -> list[SearchHit]:
+        """Search with the message alone and joined to the previous customer message (a follow-up such
+        as "and how long does that take?" names its topic only there); keep the more confident."""
+        k = self.settings.passages
+        hits = self.kb.search(text, k=k)
+        previous = next((t.text for t in reversed(history) if t.role == "customer"), None)
+        if previous:
+            joined = self.kb.search(f"{previous} {text}", k=k)
+            if joined and (not hits or joined[0].confidence > hits[0].confidence):
+                hits = joined
+        return hits
+
+    def sources(self, hits: list[SearchHit]) -> list[Source]:
+        """Numbered passages for the prompt: an FAQ entry's answer, or the best passage of a document or a
+        long answer."""
+        sources = []
+        for hit in hits:
+            entry = self.kb.entry(hit.entry_id)
+            if entry is None:
+                continue
+            passage = next((p for p in entry.passages if p.text == hit.matched), entry.passages[0])
+            title, body = (entry.title, entry.answer) if entry.kind == "faq" and len(entry.passages) == 1 else (passage.title, passage.text)
+            sources.append(Source(len(sources) + 1, entry.id, title, body, entry.url, hit.confidence))
+        return sources

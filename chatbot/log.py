@@ -1,0 +1,237 @@
+"""The conversation log: SQLite (WAL) under the home, the source of truth for agents, analytics and training.
+
+Customer and agent text is redacted before it is stored, so personal data never reaches the disk.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .redact import redact
+
+STATUSES = ("open", "handed_off", "resolved")
+ACTIONS = ("approved", "edited", "rejected")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS conversations(
+    id TEXT PRIMARY KEY,
+    channel TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'handed_off', 'resolved')),
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages(
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    conversation_id TEXT NOT NULL REFERENCES conversations(id),
+    role TEXT NOT NULL CHECK (role IN ('customer', 'bot', 'agent')),
+    text TEXT NOT NULL,
+    sources TEXT NOT NULL DEFAULT '[]',   -- JSON list of {n, id, title, url, score}
+    confidence REAL,
+    grounding REAL,
+    handed_off INTEGER NOT NULL DEFAULT 0,
+    reason TEXT NOT NULL DEFAULT '',      -- why the bot handed off or refused, '' when it answered
+    mode TEXT NOT NULL DEFAULT '',        -- how a bot reply was made: generate, template, policy
+    draft TEXT NOT NULL DEFAULT '',       -- the model's reply when policy replaced it (for agents, training)
+    model TEXT NOT NULL DEFAULT '',
+    prompt_tokens INTEGER NOT NULL DEFAULT 0,
+    reply_tokens INTEGER NOT NULL DEFAULT 0,
+    latency_ms REAL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_conversation ON messages(conversation_id, id);
+CREATE TABLE IF NOT EXISTS feedback(
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id INTEGER NOT NULL REFERENCES messages(id),
+    rating INTEGER NOT NULL CHECK (rating IN (-1, 1)),
+    comment TEXT NOT NULL DEFAULT '',
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS agent_actions(
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    conversation_id TEXT NOT NULL REFERENCES conversations(id),
+    draft_message_id INTEGER REFERENCES messages(id),
+    draft TEXT NOT NULL,
+    final TEXT NOT NULL,
+    action TEXT NOT NULL CHECK (action IN ('approved', 'edited', 'rejected')),
+    agent TEXT NOT NULL DEFAULT '',
+    reply_message_id INTEGER REFERENCES messages(id),
+    created_at TEXT NOT NULL
+);
+"""
+
+
+class LogError(ValueError):
+    """A log operation refused (unknown conversation or message, bad value); one line."""
+
+
+@dataclass
+class LoggedMessage:
+    id: int
+    conversation_id: str
+    role: str
+    text: str
+    sources: list[dict] = field(default_factory=list)
+    confidence: float | None = None
+    grounding: float | None = None
+    handed_off: bool = False
+    reason: str = ""
+    mode: str = ""
+    draft: str = ""
+    model: str = ""
+    prompt_tokens: int = 0
+    reply_tokens: int = 0
+    latency_ms: float | None = None
+    created_at: str = ""
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+class ConversationLog:
+    def __init__(self, path: Path, redact_kinds: list[str] | tuple[str, ...] = ("email", "phone", "card", "iban")):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.redact_kinds = tuple(redact_kinds)
+        redact("", self.redact_kinds)  # an unknown kind fails here, at start-up
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=60)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(f"BEGIN IMMEDIATE; {SCHEMA} COMMIT;")
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """All-or-nothing for multi-statement writes; nested uses join the outer transaction."""
+        with self._lock:
+            if self._db.in_transaction:
+                yield
+                return
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _write(self, sql: str, args=()) -> int:
+        with self._lock:
+            return self._db.execute(sql, args).lastrowid
+
+    def _rows(self, sql: str, args=()) -> list[sqlite3.Row]:
+        with self._lock:
+            cursor = self._db.execute(sql, args)
+            names = [d[0] for d in cursor.description]
+            return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+    def redact(self, text: str) -> str:
+        return redact(text, self.redact_kinds) if self.redact_kinds else text
+
+    # --- conversations ----------------------------------------------------------------------------
+
+    def start(self, channel: str) -> str:
+        conversation_id = uuid.uuid4().hex
+        stamp = now()
+        self._write("INSERT INTO conversations VALUES (?, ?, 'open', ?, ?)", (conversation_id, channel, stamp, stamp))
+        return conversation_id
+
+    def conversation(self, conversation_id: str) -> dict | None:
+        rows = self._rows("SELECT * FROM conversations WHERE id = ?", (conversation_id,))
+        return rows[0] if rows else None
+
+    def set_status(self, conversation_id: str, status: str) -> None:
+        if status not in STATUSES:
+            raise LogError(f"status {status!r}: expected one of {', '.join(STATUSES)}")
+        with self._lock:
+            changed = self._db.execute(
+                "UPDATE conversations SET status = ?, updated_at = ? WHERE id = ?", (status, now(), conversation_id)
+            ).rowcount
+        if not changed:
+            raise LogError(f"no conversation {conversation_id!r}")
+
+    def conversations(self, status: str | None = None, limit: int = 1000) -> list[dict]:
+        where = "WHERE status = ?" if status else ""
+        return self._rows(f"SELECT * FROM conversations {where} ORDER BY created_at LIMIT ?", ((status,) if status else ()) + (limit,))
+
+    # --- messages ---------------------------------------------------------------------------------
+
+    def add_message(self, conversation_id: str, role: str, text: str, **fields) -> int:
+        """Store one message (customer and agent text redacted); returns its id."""
+        if role != "bot":
+            text = self.redact(text)
+        if "sources" in fields:
+            fields["sources"] = json.dumps(fields["sources"])
+        columns = ["conversation_id", "role", "text", "created_at", *fields]
+        marks = ",".join("?" * len(columns))
+        with self._transaction():
+            if not self.conversation(conversation_id):
+                raise LogError(f"no conversation {conversation_id!r}")
+            message_id = self._write(
+                f"INSERT INTO messages({','.join(columns)}) VALUES ({marks})",
+                (conversation_id, role, text, now(), *fields.values()),
+            )
+            self._write("UPDATE conversations SET updated_at = ? WHERE id = ?", (now(), conversation_id))
+        return message_id
+
+    def message(self, message_id: int) -> LoggedMessage | None:
+        rows = self._rows("SELECT * FROM messages WHERE id = ?", (message_id,))
+        return _message(rows[0]) if rows else None
+
+    def history(self, conversation_id: str) -> list[LoggedMessage]:
+        return [_message(r) for r in self._rows("SELECT * FROM messages WHERE conversation_id = ? ORDER BY id", (conversation_id,))]
+
+    # --- feedback and agent actions ---------------------------------------------------------------
+
+    def add_feedback(self, message_id: int, thumbs_up: bool, comment: str = "") -> int:
+        message = self.message(message_id)
+        if message is None or message.role != "bot":
+            raise LogError(f"message {message_id}: no bot reply with that id to rate")
+        return self._write(
+            "INSERT INTO feedback(message_id, rating, comment, created_at) VALUES (?, ?, ?, ?)",
+            (message_id, 1 if thumbs_up else -1, self.redact(comment.strip()), now()),
+        )
+
+    def add_agent_action(self, conversation_id: str, draft_message_id: int | None, final: str, action: str, agent: str = "") -> int:
+        """Record what the agent did with the bot's draft and send `final` to the customer as an agent message."""
+        if action not in ACTIONS:
+            raise LogError(f"action {action!r}: expected one of {', '.join(ACTIONS)}")
+        if not final.strip():
+            raise LogError("the reply to send is empty")
+        draft = ""
+        if draft_message_id is not None:
+            message = self.message(draft_message_id)
+            if message is None or message.conversation_id != conversation_id or message.role != "bot":
+                raise LogError(f"message {draft_message_id}: not a bot draft in conversation {conversation_id!r}")
+            draft = message.text
+        with self._transaction():
+            reply_id = self.add_message(conversation_id, "agent", final.strip())
+            return self._write(
+                "INSERT INTO agent_actions(conversation_id, draft_message_id, draft, final, action, agent, reply_message_id, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (conversation_id, draft_message_id, draft, self.message(reply_id).text, action, agent, reply_id, now()),
+            )
+
+    def feedback(self) -> list[dict]:
+        return self._rows("SELECT * FROM feedback ORDER BY id")
+
+    def agent_actions(self) -> list[dict]:
+        return self._rows("SELECT * FROM agent_actions ORDER BY id")
+
+
+def _message(row: dict) -> LoggedMessage:
+    row = dict(row)
+    row["sources"] = json.loads(row["sources"] or "[]")
+    row["handed_off"] = bool(row["handed_off"])
+    return LoggedMessage(**row)
