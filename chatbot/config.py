@@ -37,7 +37,7 @@ class ModelSettings:
     openai_api_key: str = ""
     dtype: str = "float32"
     threads: int = 0  # torch threads; 0 leaves torch's default
-    max_new_tokens: int = 160
+    max_new_tokens: int = 100
     temperature: float = 0.0  # 0 = greedy
     repetition_penalty: float = 1.1
     max_concurrent: int = 4  # generations running at once; more wait their turn
@@ -56,7 +56,7 @@ class AnswerSettings:
     passages: int = 4  # retrieved passages put in the prompt
     context_tokens: int = 2048  # prompt budget: system + passages + history + question
     # Hand-off: retrieval confidence below this, or a reply whose grounding is below grounding_min.
-    handoff_confidence: float = 0.35
+    handoff_confidence: float = 0.3
     grounding_min: float = 0.5
     # "generate": always the LM; "template": the top entry's curated answer when confident;
     # "auto": template at or above template_confidence for FAQ entries, the LM otherwise.

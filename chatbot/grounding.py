@@ -23,8 +23,9 @@ def grounding(reply: str, passages: list[str]) -> float:
 
 
 def _stem(word: str) -> str:
-    """Plural and -ed/-ing forms count as the same word (a crude stemmer is enough here)."""
-    for suffix in ("ing", "ed", "es", "s"):
+    """Plural, -ed and -ing forms count as the same word (a crude stemmer is enough here)."""
+    for suffix, replacement in (("ies", "y"), ("ing", ""), ("ed", ""), ("es", ""), ("s", "")):
         if word.endswith(suffix) and len(word) - len(suffix) >= 3:
-            return word[: -len(suffix)]
-    return word
+            word = word[: -len(suffix)] + replacement
+            break
+    return word[:-1] if word.endswith("e") and len(word) > 3 else word

@@ -14,7 +14,7 @@ from retrieval.text import words
 _HUMAN = re.compile(
     r"\b(talk|speak|chat|connect|transfer|put)\w*\s+(me\s+)?(to|with|through to)\s+(a|an|the|some|your)?\s*"
     r"(real\s+|live\s+)?(human|person|people|agent|representative|rep|operator|someone|somebody|manager|staff)\b"
-    r"|\b(human|real person|live agent|customer service agent|representative|operator)\s*(please|pls|now)?\s*[.!]*$"
+    r"|^\s*(an?\s+)?(human|real person|person|live agent|agent|representative|operator)\s*(please|pls|now)?\s*[.!]*\s*$"
     r"|\bi\s+(want|need|would like)\s+(a|an|to talk to a|to speak to a)?\s*(human|person|agent|representative)\b",
     re.IGNORECASE,
 )
@@ -103,10 +103,14 @@ def classify_message(text: str) -> str | None:
 
 
 def _foreign(text: str) -> bool:
+    """Mostly non-Latin letters, Spanish punctuation, several accented letters, or many foreign function words."""
     letters = [c for c in text if c.isalpha()]
     if letters and sum(c.isascii() for c in letters) / len(letters) < 0.6:
         return True
     tokens = words(text)
+    accented = sum(not c.isascii() for c in letters)
+    if "¿" in text or "¡" in text or (len(tokens) >= 3 and accented >= 2):
+        return True
     return len(tokens) >= 3 and sum(t in _FOREIGN for t in tokens) / len(tokens) >= 0.3
 
 

@@ -79,3 +79,44 @@ def make_kb(tmp_path, tiny_embedder, settings):
     for kb in made:
         kb.close()
 
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_path(tmp_path_factory) -> Path:
+    """A 2-layer Llama with random weights (fixed seed) and the real SmolLM2 tokenizer and chat template."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from chatbot.model import bundled_gguf
+
+    gguf = bundled_gguf()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+                         bos_token_id=1, eos_token_id=2, pad_token_id=2, tie_word_embeddings=True)
+    path = tmp_path_factory.mktemp("tiny-lm") / "tiny-llama"
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture
+def home_config(tmp_path, tiny_embedder_path, tiny_lm_path):
+    """A Config on a fresh home using the tiny embedder and the tiny LM."""
+    from chatbot import load_config
+
+    return load_config(tmp_path / "home", [
+        f"retrieval.embedder={tiny_embedder_path}", f"model.path={tiny_lm_path}", "model.max_new_tokens=12",
+        "model.temperature=1.0",  # greedy decoding of random weights repeats one token
+    ], env={})
+
+
+@pytest.fixture(scope="session")
+def bundled_model_home(tmp_path_factory) -> Path:
+    """A home with the bundled SmolLM2 converted (once per test session: about 20 s)."""
+    from chatbot.model import provision_bundled
+
+    home = tmp_path_factory.mktemp("bundled-home")
+    provision_bundled(home / "models")
+    return home

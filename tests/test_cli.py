@@ -99,3 +99,61 @@ def test_console_script_json_output_is_only_json(tmp_path, tiny_embedder_path):
     assert json.loads(proc.stdout)["entries"] >= 150
     proc = subprocess.run([exe, "search", "gift card", "--json"], capture_output=True, text=True, env=env, timeout=300)
     assert len(json.loads(proc.stdout)["results"]) == 5
+
+
+@pytest.fixture
+def run_bot(tmp_path, tiny_embedder_path, tiny_lm_path, capsys):
+    """The CLI on a home with the tiny embedder and tiny LM, the demo-style FAQ loaded."""
+    home = tmp_path / "home"
+    flags = ["--home", str(home), "-q", "--set", f"retrieval.embedder={tiny_embedder_path}",
+             "--set", f"model.path={tiny_lm_path}", "--set", "model.max_new_tokens=8", "--set", "model.temperature=1.0",
+             "--set", "answer.handoff_confidence=0"]
+    main(["kb", "add", str(write(tmp_path / "faq.csv", FAQ)), *flags])
+    capsys.readouterr()
+
+    def invoke(*args: str):
+        status = main([*args, *flags])
+        out, err = capsys.readouterr()
+        return status, out, err
+
+    return invoke
+
+
+def test_ask_json_has_the_contract_keys(run_bot):
+    status, out, _ = run_bot("ask", "Do gift cards expire?", "--json", "--set", "answer.mode=template")
+    reply = json.loads(out)
+    assert status == 0
+    assert {"answer", "sources", "confidence", "handed_off", "latency_ms", "model"} <= set(reply)
+    assert set(reply["sources"][0]) >= {"id", "title", "score"}
+    assert reply["answer"].endswith("[1]") and reply["handed_off"] is False
+
+
+def test_ask_continues_a_conversation_and_refuses_unknown_ones(run_bot):
+    _, out, _ = run_bot("ask", "Do gift cards expire?", "--json", "--set", "answer.mode=template")
+    conversation = json.loads(out)["conversation_id"]
+    status, out, _ = run_bot("ask", "and passwords?", "--json", "--conversation", conversation, "--set", "answer.mode=template")
+    assert status == 0 and json.loads(out)["conversation_id"] == conversation
+    status, out, err = run_bot("ask", "hi", "--conversation", "nope")
+    assert status == 1 and out == "" and "no conversation 'nope'" in err
+
+
+def test_eval_answers_reports_the_contract_keys(run_bot, tmp_path):
+    qa = write(tmp_path / "qa.csv", "question,answer,expected_id\nDo gift cards expire?,They never expire.,gift-exp\n"
+                                    "Can I speak to a human?,,\n")
+    status, out, _ = run_bot("eval", "answers", str(qa), "--json", "--mode", "generate")
+    report = json.loads(out)
+    assert status == 0
+    assert {"answer_similarity", "grounding", "handoff_precision", "handoff_recall", "latency_ms_p50", "n"} <= set(report)
+    assert report["n"] == 1 and report["n_out_of_scope"] == 1 and report["handoff_recall"] == 1.0
+
+
+def test_chat_streams_several_turns_from_standard_input(tmp_path, tiny_embedder_path, tiny_lm_path):
+    env = {**os.environ, "SUPPORTBOT_HOME": str(tmp_path / "home"), "SUPPORTBOT_RETRIEVAL_EMBEDDER": str(tiny_embedder_path),
+           "SUPPORTBOT_MODEL_PATH": str(tiny_lm_path), "SUPPORTBOT_ANSWER_MODE": "template",
+           "SUPPORTBOT_ANSWER_HANDOFF_CONFIDENCE": "0"}
+    exe = os.path.join(os.path.dirname(sys.executable), "supportbot")
+    subprocess.run([exe, "kb", "add", str(write(tmp_path / "faq.csv", FAQ)), "-q"], env=env, check=True, timeout=300, capture_output=True)
+    proc = subprocess.run([exe, "chat", "-q"], input="Do gift cards expire?\nI want a human\n/quit\n",
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("bot> ") == 2 and "never expire" in proc.stdout and "handed off to a person" in proc.stdout

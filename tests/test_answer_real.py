@@ -1,0 +1,67 @@
+"""Integration: the real bundled SmolLM2 and MiniLM on the demo knowledge base."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import DATA
+
+from chatbot import SupportBot, load_config
+from chatbot.evaluate import evaluate_answers, load_answer_rows
+from chatbot.model import BUNDLED_NAME, provision_bundled
+from retrieval import KnowledgeBase
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def demo_bot(bundled_model_home, real_embedder):
+    config = load_config(bundled_model_home, ["model.max_new_tokens=48"], env={})
+    kb = KnowledgeBase(config.kb_dir(), config.retrieval, real_embedder)
+    kb.add([DATA / "kb"])
+    bot = SupportBot(config, kb)
+    yield bot
+    bot.log.close()
+    kb.close()
+
+
+def test_provisioning_converts_once_and_then_reuses_the_folder(bundled_model_home):
+    folder = provision_bundled(bundled_model_home / "models")
+    assert folder.name == BUNDLED_NAME and (folder / "model.safetensors").exists() and (folder / "tokenizer.json").exists()
+    stamp = (folder / "model.safetensors").stat().st_mtime_ns
+    assert provision_bundled(bundled_model_home / "models") == folder
+    assert (folder / "model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_the_real_model_answers_from_the_passages_or_hands_off(demo_bot):
+    demo_bot.settings.mode = "generate"
+    response = demo_bot.respond("How long does delivery to Canada take?")
+    pieces = list(response)
+    reply = response.reply
+    assert pieces and reply.model == BUNDLED_NAME and reply.prompt_tokens > 150 and reply.reply_tokens > 0
+    assert reply.sources or reply.reason == "not_grounded"
+    if not reply.handed_off:
+        assert reply.grounding >= demo_bot.settings.grounding_min and reply.sources[0].entry_id.startswith("ship-")
+    logged = demo_bot.log.message(reply.message_id)
+    assert logged.model == BUNDLED_NAME and logged.prompt_tokens == reply.prompt_tokens
+
+
+def test_confident_faq_matches_get_the_curated_answer(demo_bot):
+    demo_bot.settings.mode = "auto"
+    reply = demo_bot.ask("Do your gift cards ever expire?")
+    assert reply.mode == "template" and reply.sources[0].entry_id.startswith("gift-")
+    assert reply.text == demo_bot.kb.entry(reply.sources[0].entry_id).answer + " [1]"
+
+
+def test_out_of_scope_questions_hand_off(demo_bot):
+    for question in ("What's the weather in Paris tomorrow?", "Write me a poem about the sea"):
+        reply = demo_bot.ask(question)
+        assert reply.handed_off and reply.reason == "low_confidence", (question, reply.confidence)
+
+
+def test_eval_answers_on_a_slice_of_the_demo_set(demo_bot):
+    demo_bot.settings.mode = "auto"
+    rows = load_answer_rows(DATA / "eval" / "answers.csv")
+    picked = [r for r in rows if r["answer"]][:6] + [r for r in rows if not r["answer"]][:6]
+    report = evaluate_answers(demo_bot, picked, demo_bot.kb.embedder)
+    assert report.n == 6 and report.n_out_of_scope == 6
+    assert report.answer_similarity > 0.5 and report.handoff_recall >= 0.5
