@@ -68,12 +68,27 @@ class AnswerSettings:
 
 
 @dataclass
+class ServeSettings:
+    host: str = "127.0.0.1"
+    port: int = 7860
+    # Accounts as "name:role:password-hash" (role agent or ops; add them with `supportbot user add`).
+    # With none, the demo accounts agent/agent and ops/ops exist, which production mode refuses.
+    users: list[str] = field(default_factory=list)
+    production: bool = False
+    session_minutes: int = 480
+    copilot: bool = False  # agents review every bot reply, not only hand-offs and low confidence
+    concurrency: int = 8  # customers streaming at once
+    poll_seconds: float = 2.0  # how often an open chat page looks for agents' replies
+
+
+@dataclass
 class Config:
     home: Path = Path()
     kb: str = "default"  # which knowledge base (a folder under home/kb/)
     retrieval: RetrievalSettings = field(default_factory=RetrievalSettings)
     model: ModelSettings = field(default_factory=ModelSettings)
     answer: AnswerSettings = field(default_factory=AnswerSettings)
+    serve: ServeSettings = field(default_factory=ServeSettings)
 
     def kb_dir(self, name: str | None = None) -> Path:
         name = name or self.kb

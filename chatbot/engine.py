@@ -131,25 +131,48 @@ class SupportBot:
     def ask(self, message: str, conversation_id: str | None = None, channel: str = "cli") -> Reply:
         return self.respond(message, conversation_id, channel).result()
 
-    def respond(self, message: str, conversation_id: str | None = None, channel: str = "web") -> Response:
+    def respond(self, message: str, conversation_id: str | None = None, channel: str = "web",
+                max_new_tokens: int | None = None, temperature: float | None = None) -> Response:
         """Start a turn; raises LogError at once for an unknown conversation id."""
         if conversation_id and not self.log.conversation(conversation_id):
             raise LogError(f"no conversation {conversation_id!r}")
-        return Response(self._turn(message, conversation_id, channel))
+        options = {"max_new_tokens": max_new_tokens or self.config.model.max_new_tokens,
+                   "temperature": self.config.model.temperature if temperature is None else temperature}
+        return Response(self._turn(message, conversation_id, channel, options))
+
+    def hand_off(self, conversation_id: str) -> Reply:
+        """The customer asked for a person (a button, not a message): log it and mark the conversation."""
+        reply = Reply(self.messages.human, handed_off=True, reason="human", conversation_id=conversation_id)
+        reply.message_id = self.log.add_message(conversation_id, "bot", reply.text, handed_off=1, reason="human", mode="policy")
+        self.log.set_status(conversation_id, "handed_off")
+        return reply
+
+    def draft(self, conversation_id: str) -> Reply:
+        """A reply to the conversation's last customer message for an agent to review; nothing is logged."""
+        history = [Turn(m.role, m.text) for m in self.log.history(conversation_id)]
+        last = max((i for i, t in enumerate(history) if t.role == "customer"), default=None)
+        if last is None:
+            return Reply("", reason="empty")
+        options = {"max_new_tokens": self.config.model.max_new_tokens, "temperature": self.config.model.temperature}
+        return _drain(self._reply(history[last].text, history[:last], options))
 
     # --- one turn ---------------------------------------------------------------------------------
 
-    def _turn(self, message: str, conversation_id: str | None, channel: str) -> Iterator[str | Reply]:
+    def _turn(self, message: str, conversation_id: str | None, channel: str, options: dict) -> Iterator[str | Reply]:
         started = time.perf_counter()
         conversation_id = conversation_id or self.log.start(channel)
         history = [Turn(m.role, m.text) for m in self.log.history(conversation_id)]
         text, cut = clean_message(message, self.settings.max_message_chars)
         self.log.add_message(conversation_id, "customer", text)
+        if self.log.conversation(conversation_id)["status"] == "handed_off":
+            # A person has the conversation now: the bot stays quiet; the message waits in the agents' queue.
+            yield Reply("", reason="waiting_for_agent", handed_off=True, conversation_id=conversation_id)
+            return
         prefix = self.messages.cut(self.settings.max_message_chars) + "\n\n" if cut else ""
         if prefix:
             yield prefix
 
-        reply = yield from self._reply(text, history)
+        reply = yield from self._reply(text, history, options)
         reply.text = prefix + reply.text
         reply.conversation_id = conversation_id
         reply.latency_ms = (time.perf_counter() - started) * 1000
@@ -164,7 +187,7 @@ class SupportBot:
             self.log.set_status(conversation_id, "handed_off")
         yield reply
 
-    def _reply(self, text: str, history: list[Turn]) -> Iterator[str]:
+    def _reply(self, text: str, history: list[Turn], options: dict) -> Iterator[str]:
         """Decide and produce the reply; yields what the customer sees as it comes, returns the Reply."""
         if not text:
             return (yield from self._say(Reply(self.messages.empty, reason="empty")))
@@ -183,7 +206,7 @@ class SupportBot:
             entry = self.kb.entry(hits[0].entry_id)
             reply = Reply(f"{entry.answer} [1]", sources=sources[:1], confidence=confidence, mode="template", grounding=1.0)
             return (yield from self._say(reply))
-        return (yield from self._generate(text, history, sources, confidence))
+        return (yield from self._generate(text, history, sources, confidence, options))
 
     def _say(self, reply: Reply) -> Iterator[str]:
         yield reply.text
@@ -198,14 +221,12 @@ class SupportBot:
         is_faq = self.kb.entry(top.entry_id).kind == "faq"
         return is_faq and (mode == "template" or top.confidence >= self.settings.template_confidence)
 
-    def _generate(self, text: str, history: list[Turn], sources: list[Source], confidence: float) -> Iterator[str]:
+    def _generate(self, text: str, history: list[Turn], sources: list[Source], confidence: float, options: dict) -> Iterator[str]:
         backend = self.backend
-        messages, kept, _ = build_messages(
-            self.settings, sources, history, text, backend.count_tokens, self.config.model.max_new_tokens
-        )
+        messages, kept, _ = build_messages(self.settings, sources, history, text, backend.count_tokens, options["max_new_tokens"])
         reply = Reply("", sources=kept, confidence=confidence, mode="generate", model=backend.name)
         try:
-            generation = backend.generate(messages, self.config.model.max_new_tokens, self.config.model.temperature)
+            generation = backend.generate(messages, options["max_new_tokens"], options["temperature"])
             for piece in generation:
                 yield piece
         except BackendError as err:
@@ -254,3 +275,12 @@ class SupportBot:
             title, body = (entry.title, entry.answer) if entry.kind == "faq" and len(entry.passages) == 1 else (passage.title, passage.text)
             sources.append(Source(len(sources) + 1, entry.id, title, body, entry.url, hit.confidence))
         return sources
+
+
+def _drain(generator: Iterator) -> Reply:
+    """Run a generator to its end and return its return value (the Reply of `_reply`)."""
+    try:
+        while True:
+            next(generator)
+    except StopIteration as stop:
+        return stop.value

@@ -203,25 +203,74 @@ class ConversationLog:
             (message_id, 1 if thumbs_up else -1, self.redact(comment.strip()), now()),
         )
 
-    def add_agent_action(self, conversation_id: str, draft_message_id: int | None, final: str, action: str, agent: str = "") -> int:
-        """Record what the agent did with the bot's draft and send `final` to the customer as an agent message."""
+    def add_agent_action(self, conversation_id: str, draft_message_id: int | None, final: str, action: str,
+                         agent: str = "", draft: str | None = None) -> int:
+        """Record what the agent did with the bot's draft and send `final` to the customer as an agent message.
+
+        The draft is the bot message's text unless given (a suggestion made for the agent, never sent)."""
         if action not in ACTIONS:
             raise LogError(f"action {action!r}: expected one of {', '.join(ACTIONS)}")
         if not final.strip():
             raise LogError("the reply to send is empty")
-        draft = ""
+        if not self.conversation(conversation_id):
+            raise LogError(f"no conversation {conversation_id!r}")
         if draft_message_id is not None:
             message = self.message(draft_message_id)
             if message is None or message.conversation_id != conversation_id or message.role != "bot":
                 raise LogError(f"message {draft_message_id}: not a bot draft in conversation {conversation_id!r}")
-            draft = message.text
+            draft = (message.draft or message.text) if draft is None else draft
         with self._transaction():
             reply_id = self.add_message(conversation_id, "agent", final.strip())
             return self._write(
                 "INSERT INTO agent_actions(conversation_id, draft_message_id, draft, final, action, agent, reply_message_id, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (conversation_id, draft_message_id, draft, self.message(reply_id).text, action, agent, reply_id, now()),
+                (conversation_id, draft_message_id, draft or "", self.message(reply_id).text, action, agent, reply_id, now()),
             )
+
+    # --- what agents and ops read -----------------------------------------------------------------
+
+    def awaiting_reply(self) -> list[dict]:
+        """Unresolved conversations whose last message is not an agent's, with that message's fields
+        (oldest first): the candidates for the agents' queue."""
+        return self._rows(
+            """SELECT c.id, c.channel, c.status, c.created_at, m.role AS last_role, m.id AS last_message_id,
+                      m.confidence AS last_confidence, m.created_at AS last_at,
+                      (SELECT text FROM messages WHERE conversation_id = c.id AND role = 'customer' ORDER BY id DESC LIMIT 1) AS last_customer,
+                      (SELECT MIN(created_at) FROM messages WHERE conversation_id = c.id AND role = 'customer'
+                         AND id > COALESCE((SELECT MAX(id) FROM messages WHERE conversation_id = c.id AND role = 'agent'), 0)) AS waiting_since
+               FROM conversations c JOIN messages m ON m.id = (SELECT MAX(id) FROM messages WHERE conversation_id = c.id)
+               WHERE c.status != 'resolved' AND m.role != 'agent' AND c.channel != 'eval'
+               ORDER BY waiting_since"""
+        )
+
+    def daily_conversations(self, days: int = 30) -> list[dict]:
+        return self._rows(
+            "SELECT substr(created_at, 1, 10) AS day, COUNT(*) AS conversations FROM conversations"
+            " WHERE created_at >= date('now', ?) AND channel != 'eval' GROUP BY day ORDER BY day", (f"-{days} days",)
+        )
+
+    def status_counts(self) -> dict[str, int]:
+        rows = self._rows("SELECT status, COUNT(*) AS n FROM conversations WHERE channel != 'eval' GROUP BY status")
+        return {status: 0 for status in STATUSES} | {r["status"]: r["n"] for r in rows}
+
+    def rating_counts(self) -> dict[str, int]:
+        rows = self._rows("SELECT rating, COUNT(*) AS n FROM feedback GROUP BY rating")
+        counts = {r["rating"]: r["n"] for r in rows}
+        return {"up": counts.get(1, 0), "down": counts.get(-1, 0)}
+
+    def bot_latencies(self) -> list[float]:
+        return [r["latency_ms"] for r in self._rows("SELECT latency_ms FROM messages WHERE role = 'bot' AND latency_ms IS NOT NULL")]
+
+    def unanswered_questions(self, limit: int = 50) -> list[dict]:
+        """Customer questions the bot could not answer from the knowledge base: the gaps to fill."""
+        return self._rows(
+            """SELECT q.text AS question, COUNT(*) AS times, MAX(q.created_at) AS last_asked
+               FROM messages b JOIN messages q ON q.id = (SELECT MAX(id) FROM messages WHERE conversation_id = b.conversation_id
+                                                          AND role = 'customer' AND id < b.id)
+               WHERE b.role = 'bot' AND b.reason IN ('low_confidence', 'not_grounded')
+               GROUP BY lower(q.text) ORDER BY times DESC, last_asked DESC LIMIT ?""",
+            (limit,),
+        )
 
     def feedback(self) -> list[dict]:
         return self._rows("SELECT * FROM feedback ORDER BY id")

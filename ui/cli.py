@@ -183,6 +183,44 @@ def eval_answers(args, config):
     return 0
 
 
+# --- the web app and its accounts --------------------------------------------------------------------
+
+
+@command("serve")
+def serve_command(args, config):
+    from .app import serve
+    from .service import ServiceError
+
+    if args.host:
+        config.serve.host = args.host
+    if args.port:
+        config.serve.port = args.port
+    print(f"supportbot: serving {config.answer.company} on http://{config.serve.host}:{config.serve.port} "
+          f"(knowledge base '{config.kb}', home {config.home})", file=sys.stderr)
+    try:
+        serve(config)
+    except ServiceError as err:
+        raise CommandError(str(err)) from None
+    return 0
+
+
+@command("user add")
+def user_add(args, config):
+    import getpass
+
+    from .auth import hash_password
+
+    password = getpass.getpass(f"password for {args.name}: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
+    if len(password) < 8:
+        raise CommandError("the password needs at least 8 characters")
+    if ":" in args.name or not args.name.strip():
+        raise CommandError(f"user name {args.name!r}: must be non-empty without ':'")
+    users = [u for u in config.serve.users if u.split(":", 1)[0] != args.name]
+    save_settings(config, {"serve.users": [*users, f"{args.name}:{args.role}:{hash_password(password)}"]})
+    emit(args, {"user": args.name, "role": args.role}, f"saved {args.role} account '{args.name}' in {config.config_file}")
+    return 0
+
+
 @command("config")
 def show_config(args, config):
     print(json.dumps(as_dict(config), indent=2, default=str))
@@ -240,12 +278,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=0, help="only the first N rows")
     p.add_argument("--rows", help="write each question's reply and scores to this JSONL file")
 
+    p = add(sub, "serve", "start the web app and the OpenAI-compatible API", json_flag=False)
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    user = sub.add_parser("user", help="staff accounts").add_subparsers(dest="user_cmd", required=True, metavar="ACTION")
+    p = add(user, "add", "add or replace an agent/ops account (password from standard input)")
+    p.add_argument("name")
+    p.add_argument("--role", choices=["agent", "ops"], required=True)
+
     add(sub, "config", "print the effective configuration", json_flag=False)
     return parser
 
 
 def command_name(args: argparse.Namespace) -> str:
-    return " ".join(x for x in (args.cmd, getattr(args, "kb_cmd", None), getattr(args, "eval_cmd", None)) if x)
+    parts = (args.cmd, getattr(args, "kb_cmd", None), getattr(args, "eval_cmd", None), getattr(args, "user_cmd", None))
+    return " ".join(x for x in parts if x)
 
 
 def main(argv: list[str] | None = None) -> int:

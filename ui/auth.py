@@ -1,0 +1,104 @@
+"""Agent and ops accounts, password hashing (scrypt: memory-hard) and expiring sessions.
+
+Roles are checked on the server by every handler that needs one (`Sessions.require`), not by hiding tabs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+
+ROLES = ("agent", "ops")
+DEMO_USERS = ("agent", "ops")  # name = password = role: for trying the app, refused in production
+_SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+
+
+class AuthError(PermissionError):
+    """Not logged in, wrong role, or session expired: one line the UI shows."""
+
+
+def hash_password(password: str) -> str:
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, dklen=32, **_SCRYPT)
+    return f"scrypt${salt.hex()}${digest.hex()}"
+
+
+def verify_password(password: str, stored: str) -> bool:
+    try:
+        scheme, salt, digest = stored.split("$")
+    except ValueError:
+        return False
+    if scheme != "scrypt":
+        return False
+    candidate = hashlib.scrypt(password.encode(), salt=bytes.fromhex(salt), dklen=32, **_SCRYPT)
+    return hmac.compare_digest(candidate.hex(), digest)
+
+
+@dataclass
+class Account:
+    name: str
+    role: str
+    password_hash: str
+
+
+def parse_accounts(entries: list[str]) -> dict[str, Account]:
+    """ "name:role:hash" entries; with none, the demo accounts."""
+    if not entries:
+        return {name: Account(name, name, hash_password(name)) for name in DEMO_USERS}
+    accounts = {}
+    for entry in entries:
+        name, role, password_hash = (entry.split(":", 2) + ["", ""])[:3]
+        if not name or role not in ROLES or not password_hash.startswith("scrypt$"):
+            raise ValueError(f"serve.users entry {entry.split(':')[0]!r}: expected name:role:scrypt-hash with role agent or ops")
+        accounts[name] = Account(name, role, password_hash)
+    return accounts
+
+
+def uses_demo_password(accounts: dict[str, Account]) -> bool:
+    return any(verify_password(a.name, a.password_hash) for a in accounts.values())
+
+
+@dataclass
+class Session:
+    user: str
+    role: str
+    expires: float
+
+
+class Sessions:
+    def __init__(self, accounts: dict[str, Account], minutes: int):
+        self.accounts = accounts
+        self.lifetime = minutes * 60
+        self._sessions: dict[str, Session] = {}
+        self._lock = threading.Lock()
+
+    def login(self, name: str, password: str) -> tuple[str, Session]:
+        account = self.accounts.get(name.strip())
+        if account is None or not verify_password(password, account.password_hash):
+            raise AuthError("wrong user name or password")
+        token = secrets.token_urlsafe(32)
+        session = Session(account.name, account.role, time.time() + self.lifetime)
+        with self._lock:
+            self._sessions[token] = session
+        return token, session
+
+    def logout(self, token: str) -> None:
+        with self._lock:
+            self._sessions.pop(token, None)
+
+    def require(self, token: str | None, role: str) -> Session:
+        """The session behind `token` if it is live and has `role` (ops may do what agents do)."""
+        with self._lock:
+            session = self._sessions.get(token or "")
+            if session and session.expires < time.time():
+                del self._sessions[token]
+                session = None
+        if session is None:
+            raise AuthError("please log in (your session is missing or has expired)")
+        if session.role != role and not (session.role == "ops" and role == "agent"):
+            raise AuthError(f"this needs the {role} role; you are logged in as {session.role}")
+        return session

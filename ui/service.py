@@ -1,0 +1,155 @@
+"""Everything the web app and its API do, as plain typed methods: the Gradio handlers, the `gradio_client`
+API and the OpenAI-compatible route all call these, so each behaviour has one path.
+
+Methods for agents and ops take a session token first and check its role before anything else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import asdict
+from pathlib import Path
+
+from chatbot import Config, LogError, SupportBot
+from chatbot.analytics import analytics
+from chatbot.review import Suggestion, close, review_queue, send_reply, suggestion
+from retrieval import IngestError
+
+from .auth import AuthError, Sessions, parse_accounts, uses_demo_password
+
+ACTIONS = ("approved", "edited", "rejected")
+
+
+class ServiceError(ValueError):
+    """A request refused with a message for the person who made it."""
+
+
+class SupportService:
+    def __init__(self, config: Config, bot: SupportBot | None = None):
+        accounts = parse_accounts(config.serve.users)
+        if config.serve.production and uses_demo_password(accounts):
+            raise ServiceError("production mode refuses to start with a default password: add accounts with `supportbot user add`")
+        self.config = config
+        self.bot = bot or SupportBot(config)
+        self.sessions = Sessions(accounts, config.serve.session_minutes)
+
+    def warm_up(self) -> None:
+        """Load the embedder and the model before the first customer waits for them."""
+        self.bot.kb.search("warm up")
+        self.bot.backend.count_tokens("warm up")
+
+    # --- customers (no login) ---------------------------------------------------------------------
+
+    def chat(self, message: str, conversation_id: str = "") -> Iterator[dict]:
+        """Stream a reply: dicts with the text so far; the last one also has the full reply."""
+        response = self.bot.respond(message, conversation_id or None, channel="web")
+        text = ""
+        for piece in response:
+            text += piece
+            yield {"text": text, "done": False}
+        yield {"text": response.reply.text, "done": True, "reply": response.reply.to_json()}
+
+    def openai_chat(self, messages: list[dict], max_tokens: int | None, temperature: float | None):
+        """A chat-completions call as a logged conversation: earlier turns are logged, the last user
+        message is answered (a system message from the caller is not an instruction to the bot)."""
+        conversation_id = self.bot.log.start("api")
+        for m in messages[:-1]:
+            if m["role"] in ("user", "assistant") and m["content"].strip():
+                self.bot.log.add_message(conversation_id, "customer" if m["role"] == "user" else "bot", m["content"])
+        return self.bot.respond(messages[-1]["content"], conversation_id, channel="api",
+                                max_new_tokens=max_tokens, temperature=temperature)
+
+    def history(self, conversation_id: str) -> list[dict]:
+        """The conversation as the customer sees it (roles customer, bot, agent)."""
+        if not conversation_id or not self.bot.log.conversation(conversation_id):
+            return []
+        return [
+            {"id": m.id, "role": m.role, "text": m.text, "sources": m.sources, "handed_off": m.handed_off}
+            for m in self.bot.log.history(conversation_id) if m.text
+        ]
+
+    def rate(self, message_id: int, thumbs_up: bool, comment: str = "") -> dict:
+        feedback_id = self.bot.log.add_feedback(int(message_id), bool(thumbs_up), comment or "")
+        return {"feedback_id": feedback_id}
+
+    def talk_to_person(self, conversation_id: str) -> dict:
+        if not conversation_id or not self.bot.log.conversation(conversation_id):
+            conversation_id = self.bot.log.start("web")
+        reply = self.bot.hand_off(conversation_id)
+        return {"conversation_id": conversation_id, "text": reply.text, "message_id": reply.message_id}
+
+    # --- sign-in ----------------------------------------------------------------------------------
+
+    def login(self, user: str, password: str) -> dict:
+        token, session = self.sessions.login(user, password)
+        return {"token": token, "user": session.user, "role": session.role}
+
+    # --- agents -----------------------------------------------------------------------------------
+
+    def queue(self, token: str) -> dict:
+        self.sessions.require(token, "agent")
+        items = review_queue(self.bot, self.config.serve.copilot)
+        counts = {reason: sum(i.reason == reason for i in items) for reason in ("handed_off", "low_confidence", "copilot")}
+        return {"items": [asdict(i) for i in items], "counts": counts}
+
+    def review(self, token: str, conversation_id: str) -> dict:
+        """The conversation and the bot's suggested reply, for an agent."""
+        self.sessions.require(token, "agent")
+        if not self.bot.log.conversation(conversation_id):
+            raise ServiceError(f"no conversation {conversation_id!r}")
+        return {"history": self.history(conversation_id), "suggestion": asdict(suggestion(self.bot, conversation_id)),
+                "status": self.bot.log.conversation(conversation_id)["status"]}
+
+    def send(self, token: str, conversation_id: str, action: str, text: str, draft: str,
+             draft_message_id: int | None = None) -> dict:
+        """Send as is ("approved"), edited ("edited") or the agent's own reply ("rejected")."""
+        session = self.sessions.require(token, "agent")
+        if action not in ACTIONS:
+            raise ServiceError(f"action {action!r}: expected one of {', '.join(ACTIONS)}")
+        suggested = Suggestion(draft, int(draft_message_id) if draft_message_id else None)
+        action_id = send_reply(self.bot, conversation_id, suggested, text, action, session.user)
+        return {"action_id": action_id}
+
+    def close(self, token: str, conversation_id: str) -> dict:
+        self.sessions.require(token, "agent")
+        close(self.bot, conversation_id)
+        return {"status": "resolved"}
+
+    # --- ops --------------------------------------------------------------------------------------
+
+    def kb_upload(self, token: str, paths: list[str], progress: Callable[[str, int, int], None] | None = None) -> dict:
+        self.sessions.require(token, "ops")
+        report = self.bot.kb.add([Path(p) for p in paths], progress=progress)
+        return {k: v for k, v in asdict(report).items() if k != "ids"}
+
+    def kb_entries(self, token: str, query: str = "") -> list[dict]:
+        """Entries whose id or title contains `query`, or, failing that, the search results for it."""
+        self.sessions.require(token, "ops")
+        rows = [asdict(e) for e in self.bot.kb.entries(contains=query or None)]
+        if query and not rows:
+            found = {h.entry_id for h in self.bot.kb.search(query, k=10)}
+            rows = [asdict(e) for e in self.bot.kb.entries() if e.id in found]
+        return rows
+
+    def kb_remove(self, token: str, entry_id: str) -> dict:
+        self.sessions.require(token, "ops")
+        if not self.bot.kb.remove(entry_id.strip()):
+            raise ServiceError(f"no entry with id {entry_id!r}")
+        return {"removed": entry_id}
+
+    def analytics(self, token: str) -> dict:
+        self.sessions.require(token, "ops")
+        report = analytics(self.bot.log)
+        return {**asdict(report), "shares": report.shares(), "thumbs_up_rate": report.thumbs_up_rate}
+
+    def models(self, token: str) -> list[dict]:
+        """The serving models (the training issue adds versions, metrics and promotion)."""
+        self.sessions.require(token, "ops")
+        return [
+            {"version": self.bot.backend.name, "kind": "lm", "serving": True, "metrics": {}},
+            {"version": self.bot.kb.embedder.path.name, "kind": "retriever", "serving": True, "metrics": {}},
+        ]
+
+
+# Errors a person can act on: shown as a one-line message, never a stack trace.
+USER_ERRORS = (AuthError, ServiceError, LogError, IngestError)

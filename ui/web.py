@@ -1,0 +1,278 @@
+"""The Gradio app: customer chat, staff sign-in, agent review queue and ops console.
+
+Each event handler does one thing: call a SupportService method and render its result. The same methods
+are exposed through Gradio's API (`gr.api`) for `gradio_client`, so the UI and the API share one path.
+"""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+import time
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from .service import USER_ERRORS, SupportService
+
+STREAM_INTERVAL = 0.08  # seconds between streamed updates: Gradio re-sends the whole message each time
+
+
+def shown(fn):
+    """Turn a refusal a person can act on into a Gradio error (a one-line toast / API error)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except USER_ERRORS as err:
+            raise gr.Error(str(err)) from None
+
+    return wrapper
+
+
+# --- rendering ------------------------------------------------------------------------------------
+
+
+def sources_markdown(sources: list[dict]) -> str:
+    links = [f"[{s['title']}]({s['url']})" if s.get("url") else s["title"] for s in sources]
+    return f"\n\n*Sources: {'; '.join(links)}*" if links else ""
+
+
+def render_chat(history: list[dict]) -> list[dict]:
+    """Log messages as chat bubbles: the customer on the right, bot and agents on the left."""
+    bubbles = []
+    for m in history:
+        if m["role"] == "customer":
+            bubbles.append({"role": "user", "content": m["text"]})
+        elif m["role"] == "bot":
+            bubbles.append({"role": "assistant", "content": m["text"] + sources_markdown(m["sources"])})
+        else:
+            bubbles.append({"role": "assistant", "content": f"**Support agent:** {m['text']}"})
+    return bubbles
+
+
+def queue_table(queue: dict) -> pd.DataFrame:
+    rows = [[i["waiting_since"][:19].replace("T", " "), i["reason"], i["channel"], i["last_customer"][:120], i["conversation_id"]]
+            for i in queue["items"]]
+    return pd.DataFrame(rows, columns=["waiting since (UTC)", "why", "channel", "last customer message", "conversation"])
+
+
+# --- the app --------------------------------------------------------------------------------------
+
+
+def build_blocks(service: SupportService) -> gr.Blocks:
+    company = service.config.answer.company
+    with gr.Blocks(title=f"{company} support", analytics_enabled=False) as blocks:
+        token = gr.State("")
+        with gr.Tab("Chat", id="chat"):
+            _customer_tab(service, company, blocks)
+        with gr.Tab("Staff sign-in", id="signin"):
+            _signin_tab(service, token)
+        with gr.Tab("Agent", id="agent"):
+            _agent_tab(service, token)
+        with gr.Tab("Ops", id="ops"):
+            _ops_tab(service, token)
+        _api(service)
+    return blocks
+
+
+def _customer_tab(service: SupportService, company: str, blocks: gr.Blocks) -> None:
+    gr.Markdown(f"### {company} support\nAsk about orders, shipping, returns, payments or your account.")
+    conversation = gr.BrowserState("", storage_key="supportbot-conversation")
+    ids = gr.State([])  # log message id of each bubble, for ratings
+    chat = gr.Chatbot(label="Conversation", height=460, feedback_options=("Like", "Dislike"), elem_id="customer-chat")
+    with gr.Row():
+        message = gr.Textbox(placeholder="Type your question and press Enter", show_label=False, scale=5, elem_id="customer-message")
+        send = gr.Button("Send", variant="primary", scale=1, elem_id="customer-send")
+    with gr.Row():
+        person = gr.Button("Talk to a person", elem_id="talk-to-person")
+        fresh = gr.Button("New conversation", elem_id="new-conversation")
+        comment = gr.Textbox(placeholder="Optional comment with your rating", show_label=False, scale=3, elem_id="rating-comment")
+    notice = gr.Markdown(elem_id="customer-notice")
+
+    def restore(conversation_id):
+        history = service.history(conversation_id)
+        return render_chat(history), [m["id"] for m in history], conversation_id if history else ""
+
+    def ask(text, conversation_id):
+        shown_history = service.history(conversation_id)
+        bubbles = render_chat(shown_history) + [{"role": "user", "content": text}, {"role": "assistant", "content": ""}]
+        last = 0.0
+        for update in service.chat(text, conversation_id):
+            if update["done"]:
+                conversation_id = update["reply"]["conversation_id"]
+                history = service.history(conversation_id)
+                yield render_chat(history), [m["id"] for m in history], conversation_id, ""
+            elif time.monotonic() - last >= STREAM_INTERVAL:
+                last = time.monotonic()
+                bubbles[-1]["content"] = update["text"]
+                yield bubbles, gr.skip(), gr.skip(), ""
+
+    def rate(data: gr.LikeData, message_ids, text):
+        message_id = message_ids[data.index[0] if isinstance(data.index, (list, tuple)) else data.index]
+        service.rate(message_id, bool(data.liked), text)
+        return "Thanks for your feedback.", ""
+
+    def hand_off(conversation_id):
+        result = service.talk_to_person(conversation_id)
+        history = service.history(result["conversation_id"])
+        return render_chat(history), [m["id"] for m in history], result["conversation_id"]
+
+    def poll(conversation_id, message_ids):
+        """Agents' replies appear without a reload: re-render when the log has new messages."""
+        history = service.history(conversation_id)
+        if [m["id"] for m in history] == message_ids:
+            return gr.skip(), gr.skip()
+        return render_chat(history), [m["id"] for m in history]
+
+    outputs = [chat, ids, conversation]
+    gr.on([message.submit, send.click], shown(ask), [message, conversation], [*outputs, message], api_visibility="private",
+          concurrency_limit=service.config.serve.concurrency)
+    chat.like(shown(rate), [ids, comment], [notice, comment], api_visibility="private")
+    person.click(shown(hand_off), [conversation], outputs, api_visibility="private")
+    fresh.click(lambda: ([], [], ""), None, outputs, api_visibility="private")
+    gr.Timer(service.config.serve.poll_seconds).tick(poll, [conversation, ids], [chat, ids], api_visibility="private",
+                                                     show_progress="hidden")
+    blocks.load(restore, [conversation], outputs, api_visibility="private")
+
+
+def _signin_tab(service: SupportService, token: gr.State) -> None:
+    gr.Markdown("### Staff sign-in\nAgents review the queue; ops manage the knowledge base and models.")
+    user = gr.Textbox(label="User", elem_id="login-user")
+    password = gr.Textbox(label="Password", type="password", elem_id="login-password")
+    login = gr.Button("Sign in", variant="primary", elem_id="login-button")
+    status = gr.Markdown("Not signed in.", elem_id="login-status")
+
+    def sign_in(name, secret):
+        session = service.login(name, secret)
+        return session["token"], f"Signed in as **{session['user']}** ({session['role']})."
+
+    gr.on([login.click, password.submit], shown(sign_in), [user, password], [token, status], api_visibility="private")
+
+
+def _agent_tab(service: SupportService, token: gr.State) -> None:
+    counts = gr.Markdown("Sign in as an agent, then refresh the queue.", elem_id="queue-counts")
+    refresh = gr.Button("Refresh queue", elem_id="queue-refresh")
+    table = gr.Dataframe(label="Waiting for a person (oldest first)", interactive=False, elem_id="queue-table")
+    selected = gr.Textbox(label="Conversation", elem_id="agent-conversation")
+    history = gr.Chatbot(label="History", height=320, elem_id="agent-history")
+    info = gr.Markdown(elem_id="agent-suggestion-info")
+    reply = gr.Textbox(label="Suggested reply (edit it, or replace it with your own)", lines=4, elem_id="agent-reply")
+    draft = gr.State("")
+    draft_id = gr.State(None)
+    with gr.Row():
+        approve = gr.Button("Send as is", variant="primary", elem_id="agent-approve")
+        edit = gr.Button("Send edited", elem_id="agent-edit")
+        reject = gr.Button("Reject and send my own", elem_id="agent-reject")
+        close = gr.Button("Close conversation", elem_id="agent-close")
+    done = gr.Markdown(elem_id="agent-status")
+
+    def load_queue(session_token):
+        queue = service.queue(session_token)
+        c = queue["counts"]
+        text = f"**{len(queue['items'])} waiting**: {c['handed_off']} handed off, {c['low_confidence']} low confidence, {c['copilot']} copilot"
+        return text, queue_table(queue)
+
+    def pick(data: gr.SelectData, frame):
+        return frame.iloc[data.index[0]]["conversation"]
+
+    def open_conversation(session_token, conversation_id):
+        if not conversation_id:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        review = service.review(session_token, conversation_id)
+        s = review["suggestion"]
+        sources = ", ".join(f"{x['title']} ({x.get('score', 0):.2f})" for x in s["sources"]) or "none"
+        text = f"Bot confidence **{s['confidence']:.2f}**; sources: {sources}" + (f"; handed off: {s['handed_off_reason']}" if s["handed_off_reason"] else "")
+        return render_chat(review["history"]), text, s["text"], s["text"], s["draft_message_id"]
+
+    def act(action):
+        def handler(session_token, conversation_id, text, suggested, suggested_id):
+            service.send(session_token, conversation_id, action, text, suggested, suggested_id)
+            return render_chat(service.history(conversation_id)), f"Sent ({action})."
+        return handler
+
+    def finish(session_token, conversation_id):
+        service.close(session_token, conversation_id)
+        return f"Conversation {conversation_id[:8]} resolved."
+
+    refresh.click(shown(load_queue), [token], [counts, table], api_visibility="private")
+    table.select(pick, [table], [selected], api_visibility="private")
+    selected.change(shown(open_conversation), [token, selected], [history, info, reply, draft, draft_id], api_visibility="private")
+    for button, action in ((approve, "approved"), (edit, "edited"), (reject, "rejected")):
+        button.click(shown(act(action)), [token, selected, reply, draft, draft_id], [history, done], api_visibility="private")
+    close.click(shown(finish), [token, selected], [done], api_visibility="private")
+
+
+def _ops_tab(service: SupportService, token: gr.State) -> None:
+    with gr.Tab("Knowledge base"):
+        files = gr.File(label="Upload CSV, JSON, JSONL, Markdown or text", file_count="multiple", elem_id="kb-files")
+        upload = gr.Button("Add to knowledge base", variant="primary", elem_id="kb-upload")
+        uploaded = gr.Markdown(elem_id="kb-upload-status")
+        query = gr.Textbox(label="Find entries (id, title or a question)", elem_id="kb-query")
+        entries = gr.Dataframe(interactive=False, elem_id="kb-entries")
+        entry_id = gr.Textbox(label="Entry id to remove", elem_id="kb-remove-id")
+        remove = gr.Button("Remove entry", variant="stop", elem_id="kb-remove")
+        removed = gr.Markdown()
+    with gr.Tab("Analytics"):
+        refresh = gr.Button("Refresh analytics", elem_id="analytics-refresh")
+        summary = gr.Markdown(elem_id="analytics-summary")
+        per_day = gr.BarPlot(x="day", y="conversations", title="Conversations per day")
+        outcomes = gr.BarPlot(x="outcome", y="share", title="Outcomes")
+        gaps = gr.Dataframe(label="Questions the bot could not answer (knowledge gaps)", interactive=False)
+    with gr.Tab("Models"):
+        models_refresh = gr.Button("Refresh models")
+        models = gr.Dataframe(interactive=False)
+
+    def add_files(session_token, paths, progress=gr.Progress()):
+        if not paths:
+            raise gr.Error("choose one or more files first")
+        report = service.kb_upload(session_token, paths, lambda stage, done, total: progress((done, total), desc=stage))
+        return (f"Added {report['added']}, updated {report['updated']}, unchanged {report['unchanged']} entries "
+                f"({report['embedded']} texts embedded, {report['seconds']:.1f} s).")
+
+    def find(session_token, text):
+        return pd.DataFrame(service.kb_entries(session_token, text))
+
+    def drop(session_token, entry):
+        return f"Removed {service.kb_remove(session_token, entry)['removed']}."
+
+    def show_analytics(session_token):
+        a = service.analytics(session_token)
+        rate = "no ratings yet" if a["thumbs_up_rate"] is None else f"{a['thumbs_up_rate']:.0%} thumbs up"
+        text = (f"**Conversations** {sum(a['statuses'].values())} ({', '.join(f'{k}: {v}' for k, v in a['statuses'].items())}); "
+                f"**ratings** {rate} ({a['thumbs_up']} up, {a['thumbs_down']} down); "
+                f"**reply latency** p50 {a['latency_ms_p50']:.0f} ms, p95 {a['latency_ms_p95']:.0f} ms")
+        shares = pd.DataFrame([{"outcome": k, "share": v} for k, v in a["shares"].items()])
+        return text, pd.DataFrame(a["per_day"], columns=["day", "conversations"]), shares, pd.DataFrame(a["gaps"])
+
+    def list_models(session_token):
+        return pd.DataFrame(service.models(session_token))
+
+    upload.click(shown(add_files), [token, files], [uploaded], api_visibility="private")
+    gr.on([query.submit, query.change], shown(find), [token, query], [entries], api_visibility="private", trigger_mode="always_last")
+    remove.click(shown(drop), [token, entry_id], [removed], api_visibility="private")
+    refresh.click(shown(show_analytics), [token], [summary, per_day, outcomes, gaps], api_visibility="private")
+    models_refresh.click(shown(list_models), [token], [models], api_visibility="private")
+
+
+def _api(service: SupportService) -> None:
+    """The same service methods, named for `gradio_client` (e.g. client.predict(..., api_name="/queue"))."""
+
+    def chat(message: str, conversation_id: str = "") -> dict:
+        """Ask the bot; streams dicts with the text so far, the last one with the full reply."""
+        yield from service.chat(message, conversation_id)
+
+    def kb_upload(token: str, filename: str, content: str) -> dict:
+        """Add one knowledge-base file given as text (its name's extension picks the format)."""
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / Path(filename).name
+            path.write_text(content, encoding="utf-8")
+            return service.kb_upload(token, [str(path)])
+
+    for fn in (service.history, service.rate, service.talk_to_person, service.login, service.queue, service.review,
+               service.send, service.close, service.kb_entries, service.kb_remove, service.analytics, service.models):
+        gr.api(shown(fn), api_name=fn.__name__)
+    gr.api(shown(chat), api_name="chat", concurrency_limit=service.config.serve.concurrency)
+    gr.api(shown(kb_upload), api_name="kb_upload")
