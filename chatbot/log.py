@@ -235,6 +235,7 @@ class ConversationLog:
         return self._rows(
             """SELECT c.id, c.channel, c.status, c.created_at, m.role AS last_role, m.id AS last_message_id,
                       m.confidence AS last_confidence, m.created_at AS last_at,
+                      (SELECT MIN(rating) FROM feedback WHERE message_id = m.id) AS last_rating,
                       (SELECT text FROM messages WHERE conversation_id = c.id AND role = 'customer' ORDER BY id DESC LIMIT 1) AS last_customer,
                       (SELECT MIN(created_at) FROM messages WHERE conversation_id = c.id AND role = 'customer'
                          AND id > COALESCE((SELECT MAX(id) FROM messages WHERE conversation_id = c.id AND role = 'agent'), 0)) AS waiting_since

@@ -12,7 +12,7 @@ from .log import LogError
 @dataclass
 class QueueItem:
     conversation_id: str
-    reason: str  # handed_off, low_confidence or copilot
+    reason: str  # handed_off, disliked, low_confidence or copilot
     waiting_since: str
     last_customer: str
     channel: str
@@ -30,13 +30,15 @@ class Suggestion:
 
 
 def review_queue(bot: SupportBot, copilot: bool = False) -> list[QueueItem]:
-    """Conversations waiting for a person, oldest first: handed off, answered with low confidence, or
-    (copilot mode) every conversation whose last reply came from the bot."""
+    """Conversations waiting for a person, oldest first: handed off, the bot's last reply rated down,
+    answered with low confidence, or (copilot mode) every conversation whose last reply came from the bot."""
     low = bot.settings.template_confidence
     items = []
     for row in bot.log.awaiting_reply():
         if row["status"] == "handed_off":
             reason = "handed_off"
+        elif row["last_rating"] == -1:
+            reason = "disliked"
         elif row["last_role"] == "bot" and row["last_confidence"] is not None and row["last_confidence"] < low:
             reason = "low_confidence"
         elif copilot:

@@ -89,7 +89,7 @@ class SupportService:
     def queue(self, token: str) -> dict:
         self.sessions.require(token, "agent")
         items = review_queue(self.bot, self.config.serve.copilot)
-        counts = {reason: sum(i.reason == reason for i in items) for reason in ("handed_off", "low_confidence", "copilot")}
+        counts = {reason: sum(i.reason == reason for i in items) for reason in ("handed_off", "disliked", "low_confidence", "copilot")}
         return {"items": [asdict(i) for i in items], "counts": counts}
 
     def review(self, token: str, conversation_id: str) -> dict:

@@ -7,6 +7,7 @@ are exposed through Gradio's API (`gr.api`) for `gradio_client`, so the UI and t
 from __future__ import annotations
 
 import functools
+import inspect
 import tempfile
 import time
 from pathlib import Path
@@ -20,16 +21,27 @@ STREAM_INTERVAL = 0.08  # seconds between streamed updates: Gradio re-sends the 
 
 
 def shown(fn):
-    """Turn a refusal a person can act on into a Gradio error (a one-line toast / API error)."""
+    """Turn a refusal a person can act on into a Gradio error (a one-line toast / API error).
+    Generator handlers stay generators, so Gradio still streams them."""
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def stream(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except USER_ERRORS as err:
+                raise gr.Error(str(err)) from None
+
+        return stream
 
     @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
+    def call(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except USER_ERRORS as err:
             raise gr.Error(str(err)) from None
 
-    return wrapper
+    return call
 
 
 # --- rendering ------------------------------------------------------------------------------------
@@ -65,6 +77,7 @@ def queue_table(queue: dict) -> pd.DataFrame:
 def build_blocks(service: SupportService) -> gr.Blocks:
     company = service.config.answer.company
     with gr.Blocks(title=f"{company} support", analytics_enabled=False) as blocks:
+        _api(service)  # first, so that the API names are not taken by the UI's private handlers
         token = gr.State("")
         with gr.Tab("Chat", id="chat"):
             _customer_tab(service, company, blocks)
@@ -74,7 +87,6 @@ def build_blocks(service: SupportService) -> gr.Blocks:
             _agent_tab(service, token)
         with gr.Tab("Ops", id="ops"):
             _ops_tab(service, token)
-        _api(service)
     return blocks
 
 
@@ -82,7 +94,9 @@ def _customer_tab(service: SupportService, company: str, blocks: gr.Blocks) -> N
     gr.Markdown(f"### {company} support\nAsk about orders, shipping, returns, payments or your account.")
     conversation = gr.BrowserState("", storage_key="supportbot-conversation")
     ids = gr.State([])  # log message id of each bubble, for ratings
-    chat = gr.Chatbot(label="Conversation", height=460, feedback_options=("Like", "Dislike"), elem_id="customer-chat")
+    chat = gr.Chatbot(label="Conversation", height=460, feedback_options=("Like", "Dislike"), buttons=["copy"],
+                      group_consecutive_messages=False,
+                      elem_id="customer-chat")
     with gr.Row():
         message = gr.Textbox(placeholder="Type your question and press Enter", show_label=False, scale=5, elem_id="customer-message")
         send = gr.Button("Send", variant="primary", scale=1, elem_id="customer-send")
@@ -172,7 +186,8 @@ def _agent_tab(service: SupportService, token: gr.State) -> None:
     def load_queue(session_token):
         queue = service.queue(session_token)
         c = queue["counts"]
-        text = f"**{len(queue['items'])} waiting**: {c['handed_off']} handed off, {c['low_confidence']} low confidence, {c['copilot']} copilot"
+        text = (f"**{len(queue['items'])} waiting**: {c['handed_off']} handed off, {c['disliked']} rated down, "
+                f"{c['low_confidence']} low confidence, {c['copilot']} copilot")
         return text, queue_table(queue)
 
     def pick(data: gr.SelectData, frame):
