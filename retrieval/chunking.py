@@ -79,14 +79,14 @@ def _paragraphs(text: str) -> list[str]:
 
 def _pack(paragraphs: list[str], budget: int, count: TokenCounter) -> list[str]:
     """Greedily join paragraphs up to the budget; split any paragraph that alone exceeds it."""
-    units: list[str] = []
+    units: list[tuple[str, int]] = []  # (text, tokens): each paragraph is counted once
     for para in paragraphs:
-        units.extend([para] if count(para) <= budget else _split_long(para, budget, count))
+        n = count(para)
+        units.extend([(para, n)] if n <= budget else [(u, count(u)) for u in _split_long(para, budget, count)])
     pieces: list[str] = []
     current: list[str] = []
     used = 0
-    for unit in units:
-        n = count(unit)
+    for unit, n in units:
         if current and used + n > budget:
             pieces.append("\n\n".join(current))
             current, used = [], 0
