@@ -282,21 +282,10 @@ def _unrank(code: int, dims: tuple[int, ...]) -> list[int]:
 
 
 @dataclass
-class QualityRow:
-    mode: str
-    top1: float
-    recall_at_5: float
-    mrr: float
-    latency_ms_p50: float
-    latency_ms_p95: float
-    n: int
-
-
-@dataclass
 class Quality:
     entries: int
     queries_file: str
-    rows: list[QualityRow]
+    rows: list[dict]  # RetrievalReport.summary() per mode
     hybrid_vs_dense_top1: float
 
 
@@ -440,9 +429,9 @@ def bench_quality(bench: Bench) -> Quality:
         for mode in MODES:
             log(f"quality: evaluating {len(rows)} queries, mode {mode}")
             r = evaluate_retrieval(kb, rows, mode=mode)
-            results.append(QualityRow(mode, r.top1, r.recall_at_5, r.mrr, r.latency_ms_p50, r.latency_ms_p95, r.n))
-        by_mode = {r.mode: r for r in results}
-        ratio = by_mode["hybrid"].top1 / by_mode["dense"].top1 if by_mode["dense"].top1 else float("inf")
+            results.append(r.summary())
+        by_mode = {r["mode"]: r for r in results}
+        ratio = by_mode["hybrid"]["top1"] / by_mode["dense"]["top1"] if by_mode["dense"]["top1"] else float("inf")
         return Quality(kb.stats()["entries"], str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else "parts", results, round(ratio, 3))
 
 
@@ -565,9 +554,10 @@ def render(env: dict, quality: Quality, ingest: Ingest, scales: list[Scale]) -> 
            "CPU probe (short sentences embedded/s, batch of 256) before each section: "
            + ", ".join(f"{k} {v:.0f}" for k, v in env["cpu_probes_sentences_per_s"].items())]
     out.append(table(
-        f"1. Quality on the demo data ({quality.entries} entries, {quality.rows[0].n} queries from {quality.queries_file})",
+        f"1. Quality on the demo data ({quality.entries} entries, {quality.rows[0]['n']} queries from {quality.queries_file})",
         ["mode", "top1", "recall@5", "MRR", "p50 ms", "p95 ms", "n"],
-        [[MODE_LABELS[r.mode], r.top1, r.recall_at_5, r.mrr, r.latency_ms_p50, r.latency_ms_p95, r.n] for r in quality.rows],
+        [[MODE_LABELS[r["mode"]], r["top1"], r["recall_at_5"], r["mrr"], r["latency_ms_p50"], r["latency_ms_p95"], r["n"]]
+         for r in quality.rows],
     ))
     out.append(f"hybrid / dense top-1: {quality.hybrid_vs_dense_top1:.3f}x")
 

@@ -4,6 +4,8 @@ precision/recall (an empty reference means the bot should hand off)."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -38,6 +40,21 @@ class AnswerReport:
         out = asdict(self)
         out.pop("rows")
         return out
+
+
+def save_eval(home: Path, kind: str, model: str, summary: dict) -> None:
+    """Keep the latest evaluation of each model (kind "answers" or "retrieval") for the models table."""
+    path = home / "evals.json"
+    evals = load_evals(home)
+    evals.setdefault(kind, {})[model] = {k: v for k, v in summary.items() if not isinstance(v, (list, dict))}
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(evals, indent=1), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def load_evals(home: Path) -> dict:
+    path = home / "evals.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
 
 
 def load_answer_rows(path: str | Path) -> list[dict]:

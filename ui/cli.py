@@ -20,7 +20,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from chatbot import Config, ConfigError, ConversationLog, LogError, SupportBot, as_dict, load_config, save_settings  # noqa: E402
 from chatbot.backends import BackendError  # noqa: E402
-from chatbot.evaluate import evaluate_answers, load_answer_rows  # noqa: E402
+from chatbot.evaluate import evaluate_answers, load_answer_rows, save_eval  # noqa: E402
 from retrieval import EvalFileError, IngestError, KnowledgeBase, evaluate_retrieval, load_queries  # noqa: E402
 
 from .progress import TerminalProgress  # noqa: E402
@@ -109,6 +109,7 @@ def eval_retrieval(args, config):
     bar = TerminalProgress(not args.quiet)
     report = evaluate_retrieval(kb, rows, mode=args.mode, progress=lambda d, t: bar("queries", d, t))
     summary = report.summary()
+    save_eval(config.home, "retrieval", f"{kb.embedder.path.name}:{args.mode}", summary)
     if args.calibrate:
         weights = report.fit_calibration()
         save_settings(config, {"retrieval.calibration": weights})
@@ -177,6 +178,7 @@ def eval_answers(args, config):
     if args.rows:
         Path(args.rows).write_text("".join(json.dumps(r) + "\n" for r in report.rows), encoding="utf-8")
     summary = report.summary()
+    save_eval(config.home, "answers", f"{bot.backend.name}:{config.answer.mode}", summary)
     lines = [f"{k:20} {v}" for k, v in summary.items() if k != "by_band"]
     lines += [f"band {b['band']} {b['mode']:8} n={b['n']:<4} similarity {b['similarity']}" for b in report.by_band]
     emit(args, summary, "\n".join(lines))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from chatbot import Config, LogError, SupportBot
 from chatbot.analytics import analytics
+from chatbot.evaluate import load_evals
 from chatbot.review import Suggestion, close, review_queue, send_reply, suggestion
 from retrieval import IngestError
 
@@ -41,7 +42,10 @@ class SupportService:
     # --- customers (no login) ---------------------------------------------------------------------
 
     def chat(self, message: str, conversation_id: str = "") -> Iterator[dict]:
-        """Stream a reply: dicts with the text so far; the last one also has the full reply."""
+        """Stream a reply: dicts with the text so far; the last one also has the full reply. An unknown
+        conversation id (a browser remembering a conversation this server does not have) starts anew."""
+        if conversation_id and not self.bot.log.conversation(conversation_id):
+            conversation_id = ""
         response = self.bot.respond(message, conversation_id or None, channel="web")
         text = ""
         for piece in response:
@@ -143,11 +147,16 @@ class SupportService:
         return {**asdict(report), "shares": report.shares(), "thumbs_up_rate": report.thumbs_up_rate}
 
     def models(self, token: str) -> list[dict]:
-        """The serving models (the training issue adds versions, metrics and promotion)."""
+        """The serving models with their latest evaluation numbers (from `supportbot eval ...`); the
+        training issue adds versions and promotion."""
         self.sessions.require(token, "ops")
+        evals = load_evals(self.config.home)
+        lm, retriever = self.bot.backend.name, self.bot.kb.embedder.path.name
         return [
-            {"version": self.bot.backend.name, "kind": "lm", "serving": True, "metrics": {}},
-            {"version": self.bot.kb.embedder.path.name, "kind": "retriever", "serving": True, "metrics": {}},
+            {"version": lm, "kind": "lm", "serving": True,
+             "metrics": {k: v for k, v in evals.get("answers", {}).items() if k.startswith(lm + ":")}},
+            {"version": retriever, "kind": "retriever", "serving": True,
+             "metrics": {k: v for k, v in evals.get("retrieval", {}).items() if k.startswith(retriever + ":")}},
         ]
 
 

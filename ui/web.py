@@ -263,7 +263,12 @@ def _ops_tab(service: SupportService, token: gr.State) -> None:
         return text, pd.DataFrame(a["per_day"], columns=["day", "conversations"]), shares, pd.DataFrame(a["gaps"])
 
     def list_models(session_token):
-        return pd.DataFrame(service.models(session_token))
+        """One row per model and evaluation run, numbers in columns."""
+        rows = []
+        for m in service.models(session_token):
+            for evaluated, numbers in (m["metrics"] or {"": {}}).items():
+                rows.append({"version": m["version"], "kind": m["kind"], "serving": m["serving"], "evaluation": evaluated, **numbers})
+        return pd.DataFrame(rows)
 
     upload.click(shown(add_files), [token, files], [uploaded], api_visibility="private")
     gr.on([query.submit, query.change], shown(find), [token, query], [entries], api_visibility="private", trigger_mode="always_last")
