@@ -85,7 +85,11 @@ def test_agent_reviews_edits_and_closes(client):
     assert client.predict(token, first["conversation_id"], api_name="/close") == {"status": "resolved"}
 
 
-def test_ops_manage_the_kb_and_read_analytics(client):
+def test_ops_manage_the_kb_and_read_analytics(client, server):
+    from chatbot.evaluate import save_eval
+
+    save_eval(server[1].home, "answers", "tiny-llama:auto", {"answer_similarity": 0.5, "n": 3, "by_band": []})
+    client.predict("Do gift cards expire?", "", api_name="/chat")
     token = login(client, "ops")
     added = client.predict(token, "more.csv", "id,question,answer\nplus-cost,What does Plus cost?,Plus costs $49 a year.\n", api_name="/kb_upload")
     assert added["added"] == 1
@@ -94,7 +98,9 @@ def test_ops_manage_the_kb_and_read_analytics(client):
     stats = client.predict(token, api_name="/analytics")
     assert {"per_day", "statuses", "shares", "thumbs_up_rate", "latency_ms_p50", "latency_ms_p95", "gaps"} <= set(stats)
     assert sum(stats["statuses"].values()) >= 1
-    assert {m["kind"] for m in client.predict(token, api_name="/models")} == {"lm", "retriever"}
+    models = {m["kind"]: m for m in client.predict(token, api_name="/models")}
+    assert set(models) == {"lm", "retriever"} and models["lm"]["serving"]
+    assert models["lm"]["metrics"] == {"tiny-llama:auto": {"answer_similarity": 0.5, "n": 3}}
 
 
 @pytest.mark.parametrize(
