@@ -31,7 +31,7 @@ from .model import BUNDLED_NAME, Progress, provision_bundled
 from .policy import Messages, classify_message, clean_message, filtered, leaks, strip_foreign_links
 from .prompt import Source, Turn, build_messages, system_prompt
 
-# Policy outcomes for a message: (hand off?, reason).
+# For each kind of message the policy answers itself: does the conversation go to a person?
 _MESSAGE_POLICY = {"human": True, "language": True, "abuse": False, "harmful": False, "injection": False}
 
 
@@ -164,7 +164,10 @@ class SupportBot:
         history = [Turn(m.role, m.text) for m in self.log.history(conversation_id)]
         text, cut = clean_message(message, self.settings.max_message_chars)
         self.log.add_message(conversation_id, "customer", text)
-        if self.log.conversation(conversation_id)["status"] == "handed_off":
+        status = self.log.conversation(conversation_id)["status"]
+        if status == "resolved":  # the customer came back: the conversation is open again
+            self.log.set_status(conversation_id, "open")
+        if status == "handed_off":
             # A person has the conversation now: the bot stays quiet; the message waits in the agents' queue.
             yield Reply("", reason="waiting_for_agent", handed_off=True, conversation_id=conversation_id)
             return
@@ -194,8 +197,7 @@ class SupportBot:
         kind = classify_message(text)
         if kind:
             handoff = _MESSAGE_POLICY[kind]
-            message = self.messages.handoff if kind == "language" else getattr(self.messages, kind)
-            return (yield from self._say(Reply(message, handed_off=handoff, reason=kind)))
+            return (yield from self._say(Reply(getattr(self.messages, kind), handed_off=handoff, reason=kind)))
 
         hits = self.retrieve(text, history)
         sources = self.sources(hits)

@@ -207,3 +207,15 @@ def test_a_passage_with_planted_instructions_cannot_make_the_bot_leak(bot, tmp_p
     assert reply.handed_off and reply.reason == "leak"
     assert system_prompt(bot.settings)[:60] not in reply.text
     assert bot.log.message(reply.message_id).text == bot.messages.handoff
+
+
+def test_after_a_hand_off_the_bot_stays_quiet_and_a_resolved_conversation_reopens(bot):
+    bot.settings.mode = "template"
+    first = bot.ask("Do gift cards expire?")
+    bot.hand_off(first.conversation_id)
+    quiet = bot.ask("hello? anyone?", first.conversation_id)
+    assert quiet.text == "" and quiet.reason == "waiting_for_agent"
+    assert [m.role for m in bot.log.history(first.conversation_id)][-1] == "customer"
+    bot.log.set_status(first.conversation_id, "resolved")
+    again = bot.ask("Do gift cards expire?", first.conversation_id)
+    assert again.mode == "template" and bot.log.conversation(first.conversation_id)["status"] == "open"
