@@ -61,7 +61,7 @@ class AnswerSettings:
     # "generate": always the LM; "template": the top entry's curated answer when confident;
     # "auto": template at or above template_confidence for FAQ entries, the LM otherwise.
     mode: str = "auto"
-    template_confidence: float = 0.8
+    template_confidence: float = 0.3  # = handoff_confidence: curated answers won in every band (README)
     max_message_chars: int = 2000  # longer customer messages are cut (and the customer told)
     output_filter: list[str] = field(default_factory=list)  # regexes a reply must not match
     redact: list[str] = field(default_factory=lambda: ["email", "phone", "card", "iban"])  # [] = off

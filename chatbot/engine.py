@@ -203,7 +203,8 @@ class SupportBot:
         sources = self.sources(hits)
         confidence = hits[0].confidence if hits else 0.0
         if confidence < self.settings.handoff_confidence:
-            return (yield from self._say(Reply(self.messages.handoff, confidence=confidence, handed_off=True, reason="low_confidence")))
+            reply = Reply(self.messages.handoff, sources=sources, confidence=confidence, handed_off=True, reason="low_confidence")
+            return (yield from self._say(reply))
         if self._use_template(hits[0]):
             entry = self.kb.entry(hits[0].entry_id)
             reply = Reply(f"{entry.answer} [1]", sources=sources[:1], confidence=confidence, mode="template", grounding=1.0)
@@ -244,9 +245,8 @@ class SupportBot:
             else "not_grounded" if reply.grounding < self.settings.grounding_min or not answer
             else ""
         )
-        if problem:
+        if problem:  # the sources stay on the reply: what the bot looked at, for agents and evaluation
             reply.text, reply.handed_off, reply.reason, reply.draft = self.messages.handoff, True, problem, answer
-            reply.sources = []
         else:
             reply.text, reply.sources = answer, cited or kept[:1]
         return reply

@@ -59,7 +59,8 @@ def render_chat(history: list[dict]) -> list[dict]:
         if m["role"] == "customer":
             bubbles.append({"role": "user", "content": m["text"]})
         elif m["role"] == "bot":
-            bubbles.append({"role": "assistant", "content": m["text"] + sources_markdown(m["sources"])})
+            shown_sources = [] if m["handed_off"] else m["sources"]  # a hand-off cites nothing to the customer
+            bubbles.append({"role": "assistant", "content": m["text"] + sources_markdown(shown_sources)})
         else:
             bubbles.append({"role": "assistant", "content": f"**Support agent:** {m['text']}"})
     return bubbles
