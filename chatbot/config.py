@@ -77,6 +77,7 @@ class ServeSettings:
     production: bool = False
     session_minutes: int = 480
     copilot: bool = False  # agents review every bot reply, not only hand-offs and low confidence
+    review_confidence: float = 0.6  # bot replies less confident than this wait in the agents' queue
     concurrency: int = 8  # customers streaming at once
     poll_seconds: float = 2.0  # how often an open chat page looks for agents' replies
 

@@ -32,7 +32,7 @@ class Suggestion:
 def review_queue(bot: SupportBot, copilot: bool = False) -> list[QueueItem]:
     """Conversations waiting for a person, oldest first: handed off, the bot's last reply rated down,
     answered with low confidence, or (copilot mode) every conversation whose last reply came from the bot."""
-    low = bot.settings.template_confidence
+    low = bot.config.serve.review_confidence
     items = []
     for row in bot.log.awaiting_reply():
         if row["status"] == "handed_off":
