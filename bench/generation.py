@@ -24,8 +24,9 @@ Both paths are forced to produce exactly N tokens, so that their speeds compare:
 serving code is unchanged; a model folder can ship that default). Actual token counts are recorded for
 every run anyway, and one unforced product run reports how long the model's natural reply is.
 Each number is the median of `--runs` runs (default 5) after one warm-up run; product and baseline runs
-alternate so that drift in the machine's load hits both alike. The machine is shared and noisy: the load
-average before and after is recorded; run it when nothing else is running.
+alternate so that drift in the machine's load hits both alike. The machine is shared and noisy: the CPU
+used by other processes during each run (from /proc/stat) is recorded, and the table warns when it was
+above a quarter of a core; run it when nothing else is running.
 
 Run from the repository root:
 
@@ -79,6 +80,7 @@ QUESTION = (
     "Hi, I ordered a patio umbrella on Friday afternoon with standard shipping. When will it arrive, "
     "and do I have to pay for shipping on a $62 order?"
 )
+BUSY_CORES = 0.25  # other processes' load above which a run's timings are flagged
 START = time.perf_counter()
 
 
@@ -96,6 +98,26 @@ def peak_rss_mib() -> float:
 
 def load_average() -> float:
     return round(os.getloadavg()[0], 2)
+
+
+def busy_cpu_seconds() -> float:
+    """CPU seconds all processes have spent busy since boot (the `cpu` line of /proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+class OtherLoad:
+    """Cores kept busy by other processes between start() and stop(): this machine is shared, and a
+    timing taken while something else runs is not comparable."""
+
+    def start(self) -> None:
+        self.wall, self.busy, self.own = time.perf_counter(), busy_cpu_seconds(), time.process_time()
+
+    def stop(self) -> float:
+        wall = time.perf_counter() - self.wall
+        other = (busy_cpu_seconds() - self.busy) - (time.process_time() - self.own)
+        return round(max(0.0, other) / wall, 2)
 
 
 # --- the typical prompt -------------------------------------------------------------------------------
@@ -232,6 +254,7 @@ class LengthResult:
     product_runs: list[ProductRun]
     baseline_runs: list[BaselineRun]
     baseline_prefill_s: float  # median of the max_new_tokens=1 runs
+    other_load: list[float]  # cores busy with other processes during each run (product + baseline + prefill)
     product_ttft_s: float = 0.0
     product_decode_tok_s: float = 0.0
     product_total_s: float = 0.0
@@ -298,8 +321,11 @@ def measure_length(backend: TransformersBackend, messages: Messages, inputs, n: 
     product: list[ProductRun] = []
     baseline: list[BaselineRun] = []
     prefill: list[float] = []
+    other: list[float] = []
+    meter = OtherLoad()
     with forced_length(backend.model, n):
         for i in range(runs + 1):
+            meter.start()
             p, _ = product_run(backend, messages, n)
             b = baseline_run(backend, inputs, n)
             f = baseline_run(backend, inputs, 1).total_s
@@ -309,10 +335,11 @@ def measure_length(backend: TransformersBackend, messages: Messages, inputs, n: 
             product.append(p)
             baseline.append(b)
             prefill.append(f)
+            other.append(meter.stop())
             log(f"N={n} run {i}/{runs}: product ttft {p.ttft_s * 1000:.0f} ms, {p.decode_tok_s:.1f} tok/s "
                 f"({p.completion_tokens} tokens); baseline {b.completion_tokens / b.total_s:.1f} tok/s overall, "
-                f"prefill {f * 1000:.0f} ms")
-    return LengthResult(n, product, baseline, median(prefill))
+                f"prefill {f * 1000:.0f} ms; other processes {other[-1]:.2f} cores")
+    return LengthResult(n, product, baseline, median(prefill), other)
 
 
 def run_benchmark(home: Path, runs: int, lengths: list[int], target_tokens: int) -> Results:
@@ -363,7 +390,11 @@ def table(results: Results) -> str:
         "",
         f"model load {r.model_load_s:.2f} s; peak RSS {r.peak_rss_mib:.0f} MiB; "
         f"load average {r.load_average_before} before, {r.load_average_after} after",
+        "other processes' CPU during the runs (cores): "
+        + "; ".join(f"N={x.max_new_tokens} max {max(x.other_load):.2f}" for x in r.lengths),
     ]
+    if any(max(x.other_load) > BUSY_CORES for x in r.lengths):
+        lines.append(f"WARNING: other processes used over {BUSY_CORES} cores during some runs: timings are not comparable")
     return "\n".join(lines)
 
 

@@ -64,4 +64,5 @@ def test_eval_answers_on_a_slice_of_the_demo_set(demo_bot):
     picked = [r for r in rows if r["answer"]][:6] + [r for r in rows if not r["answer"]][:6]
     report = evaluate_answers(demo_bot, picked, demo_bot.kb.embedder)
     assert report.n == 6 and report.n_out_of_scope == 6
-    assert report.answer_similarity > 0.5 and report.handoff_recall >= 0.5
+    # deterministic (curated answers, no sampling): a drop here means retrieval or the policy regressed
+    assert report.answered_similarity > 0.4 and report.handoff_recall >= 0.5 and report.template_share > 0.5
