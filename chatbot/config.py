@@ -40,7 +40,7 @@ class ModelSettings:
     max_new_tokens: int = 100
     temperature: float = 0.0  # 0 = greedy
     repetition_penalty: float = 1.1
-    max_concurrent: int = 4  # generations running at once; more wait their turn
+    max_concurrent: int = 8  # generations running at once (= serve.concurrency); more wait their turn
 
 
 @dataclass
