@@ -25,6 +25,10 @@ def build_app(config: Config, service: SupportService | None = None) -> FastAPI:
 def serve(config: Config, service: SupportService | None = None) -> None:
     import uvicorn
 
-    service = service or SupportService(config)
-    service.warm_up()
+    from chatbot import SupportBot
+
+    from .progress import TerminalProgress
+
+    service = service or SupportService(config, SupportBot(config, progress=TerminalProgress()))
+    service.warm_up()  # converts the bundled model on first use, with progress on the terminal
     uvicorn.run(build_app(config, service), host=config.serve.host, port=config.serve.port, log_level="warning")
