@@ -50,13 +50,14 @@ def review_queue(bot: SupportBot, copilot: bool = False) -> list[QueueItem]:
 
 
 def suggestion(bot: SupportBot, conversation_id: str) -> Suggestion:
-    """The bot's last reply (or the draft policy withheld); when it only handed off, a fresh draft."""
+    """The bot's reply to the latest message (or the draft policy withheld); when it only handed off,
+    or the customer wrote after it, a fresh draft."""
     history = bot.log.history(conversation_id)
     if not history:
         raise LogError(f"no conversation {conversation_id!r}")
-    last_bot = next((m for m in reversed(history) if m.role == "bot"), None)
-    if last_bot and last_bot.role == "bot" and (last_bot.draft or not last_bot.handed_off):
-        return Suggestion(last_bot.draft or last_bot.text, last_bot.id, last_bot.sources, last_bot.confidence or 0.0, last_bot.reason)
+    last = history[-1]
+    if last.role == "bot" and (last.draft or not last.handed_off):
+        return Suggestion(last.draft or last.text, last.id, last.sources, last.confidence or 0.0, last.reason)
     draft = bot.draft(conversation_id)
     return Suggestion(draft.draft or draft.text, None, [s.to_dict() for s in draft.sources], draft.confidence, draft.reason)
 

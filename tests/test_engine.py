@@ -219,3 +219,15 @@ def test_after_a_hand_off_the_bot_stays_quiet_and_a_resolved_conversation_reopen
     bot.log.set_status(first.conversation_id, "resolved")
     again = bot.ask("Do gift cards expire?", first.conversation_id)
     assert again.mode == "template" and bot.log.conversation(first.conversation_id)["status"] == "open"
+
+
+def test_agents_get_a_fresh_draft_for_messages_written_after_the_hand_off(bot):
+    from chatbot.review import suggestion
+
+    bot.settings.mode = "template"
+    first = bot.ask("Do gift cards expire?")
+    assert suggestion(bot, first.conversation_id).draft_message_id == first.message_id
+    bot.hand_off(first.conversation_id)
+    bot.ask("How long does delivery to Canada take?", first.conversation_id)  # the bot stays quiet now
+    fresh = suggestion(bot, first.conversation_id)
+    assert fresh.draft_message_id is None and "Canada" in fresh.text
