@@ -23,3 +23,13 @@ def resolve_citations(text: str, sources: list[Source]) -> tuple[str, list[Sourc
     cleaned = _CITATION.sub(keep, text)
     cleaned = re.sub(r" +([.,;:!?])", r"\1", cleaned).strip()
     return cleaned, list(cited.values())
+
+
+def renumber_citations(text: str, numbers: dict[int, int]) -> str:
+    """Rewrite [old] as [new] (a reply moved onto a re-numbered passage list); unknown numbers are dropped."""
+
+    def swap(match: re.Match) -> str:
+        kept = [numbers[int(n)] for n in re.findall(r"\d+", match.group(1)) if int(n) in numbers]
+        return "".join(f" [{n}]" for n in dict.fromkeys(kept))
+
+    return re.sub(r" +([.,;:!?])", r"\1", _CITATION.sub(swap, text)).strip()

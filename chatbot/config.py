@@ -41,6 +41,10 @@ class ModelSettings:
     temperature: float = 0.0  # 0 = greedy
     repetition_penalty: float = 1.1
     max_concurrent: int = 8  # generations running at once (= serve.concurrency); more wait their turn
+    # Best-of-n: sample this many replies and send the one the serving reward model scores highest
+    # (1 = off; each extra sample costs a full generation, see README).
+    best_of: int = 1
+    best_of_temperature: float = 0.7
 
 
 @dataclass
@@ -83,6 +87,20 @@ class ServeSettings:
 
 
 @dataclass
+class GateSettings:
+    """The evaluation gate every promotion passes: candidate and serving model on the same held-out questions."""
+
+    # question,answer CSV; empty = data/eval/answers.csv of the project when present. Held-out logged
+    # conversations (agent-approved replies) are always added.
+    eval_file: str = ""
+    questions: int = 48  # questions per run, spread evenly over the file (0 = all)
+    max_new_tokens: int = 80
+    tolerance: float = 0.02  # how far a quality metric may fall (absolute) before promotion is refused
+    latency_tolerance: float = 0.5  # how much slower (relative, p50) a candidate may be
+    heldout_share: float = 0.2  # share of logged conversations kept out of training for evaluation
+
+
+@dataclass
 class Config:
     home: Path = Path()
     kb: str = "default"  # which knowledge base (a folder under home/kb/)
@@ -90,6 +108,7 @@ class Config:
     model: ModelSettings = field(default_factory=ModelSettings)
     answer: AnswerSettings = field(default_factory=AnswerSettings)
     serve: ServeSettings = field(default_factory=ServeSettings)
+    gate: GateSettings = field(default_factory=GateSettings)
 
     def kb_dir(self, name: str | None = None) -> Path:
         name = name or self.kb

@@ -14,10 +14,10 @@ A turn, top to bottom (`SupportBot.respond`):
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 
 from retrieval import KnowledgeBase, SearchHit
@@ -27,9 +27,10 @@ from .citations import resolve_citations
 from .config import Config, ConfigError
 from .grounding import grounding
 from .log import ConversationLog, LogError
-from .model import BUNDLED_NAME, Progress, provision_bundled
+from .model import Progress, provision_bundled
 from .policy import Messages, classify_message, clean_message, filtered, leaks, strip_foreign_links
 from .prompt import Source, Turn, build_messages, system_prompt
+from .versions import Versions, serving_weights
 
 # For each kind of message the policy answers itself: does the conversation go to a person?
 _MESSAGE_POLICY = {"human": True, "language": True, "abuse": False, "harmful": False, "injection": False}
@@ -93,7 +94,9 @@ class Response:
 
 
 def make_backend(config: Config, progress: Progress | None = None) -> Backend:
-    """The configured generation backend; the bundled model is converted on first use."""
+    """The configured generation backend: the home's serving version (at first the bundled model with the
+    demo adapter, or `model.path`; converted on first use), or exactly `model.path` + `model.adapter`
+    when an adapter is configured."""
     settings = config.model
     if settings.backend == "openai":
         return OpenAIBackend(settings.openai_url, settings.openai_model, settings.openai_api_key)
@@ -103,14 +106,20 @@ def make_backend(config: Config, progress: Progress | None = None) -> Backend:
         import torch
 
         torch.set_num_threads(settings.threads)
-    path = Path(settings.path).expanduser() if settings.path else provision_bundled(config.models_dir, progress)
-    name = path.name if settings.path else BUNDLED_NAME
-    if settings.adapter:
-        name += "+" + Path(settings.adapter).name
+    if settings.adapter:  # a fixed model, outside the versions
+        path = Path(settings.path).expanduser() if settings.path else provision_bundled(config.models_dir, progress)
+        name, adapter = f"{path.name}+{Path(settings.adapter).name}", settings.adapter
+    else:
+        name, path, adapter = serving_weights(config.home, settings.path, progress)
     return TransformersBackend.from_folder(
-        path, name, adapter=settings.adapter, dtype=settings.dtype,
+        path, name, adapter=adapter or "", dtype=settings.dtype,
         max_concurrent=settings.max_concurrent, repetition_penalty=settings.repetition_penalty,
     )
+
+
+def follows_serving(config: Config) -> bool:
+    """Whether the model comes from the home's serving pointer (and so changes when ops promote)."""
+    return config.model.backend == "transformers" and not config.model.adapter
 
 
 class SupportBot:
@@ -122,11 +131,23 @@ class SupportBot:
         self.log = log or ConversationLog(config.log_file, config.answer.redact)
         self.messages = Messages(config.answer.company)
         self._backend = backend
+        self._backend_for = ""  # the serving version the loaded backend was made for
+        self._backend_lock = threading.Lock()
         self._progress = progress
+        self._fixed = backend is not None or not follows_serving(config)
 
-    @cached_property
+    @property
     def backend(self) -> Backend:
-        return self._backend or make_backend(self.config, self._progress)
+        """The model to answer with. When it follows the serving pointer, a promotion or rollback is picked
+        up at the next turn, without a restart; replies already streaming finish on the model they began with."""
+        if self._fixed and self._backend is not None:
+            return self._backend
+        serving = "" if self._fixed else Versions(self.config.home).serving_version("lm")
+        with self._backend_lock:
+            if self._backend is None or serving != self._backend_for:
+                self._backend = make_backend(self.config, self._progress)
+                self._backend_for = Versions(self.config.home).serving_version("lm") if not self._fixed else ""
+            return self._backend
 
     def ask(self, message: str, conversation_id: str | None = None, channel: str = "cli") -> Reply:
         return self.respond(message, conversation_id, channel).result()
@@ -240,7 +261,8 @@ class SupportBot:
         answer, cited = resolve_citations(strip_foreign_links(generation.text, passages), kept)
         reply.grounding = grounding(answer, passages)
         problem = (
-            "leak" if leaks(answer, system_prompt(self.settings))
+            "model_handoff" if self.messages.handoff[:40] in answer  # a fine-tuned model hands off itself
+            else "leak" if leaks(answer, system_prompt(self.settings))
             else "output_filter" if filtered(answer, self.settings.output_filter)
             else "not_grounded" if reply.grounding < self.settings.grounding_min or not answer
             else ""

@@ -210,12 +210,13 @@ def find_personal_data(text: str, kinds: Iterable[str] = KINDS) -> list[tuple[st
     return [(kind, s, e) for s, e, kind in found if kind in wanted]
 
 
-def redact(text: str, kinds: Iterable[str] = KINDS) -> str:
+def redact(text: str, kinds: Iterable[str] = KINDS, keep: str = "") -> str:
     """Replace personal data with placeholders: [EMAIL], [PHONE], [CARD], [IBAN].
 
     Everything else is kept byte-for-byte, so the logged text still reads as the customer wrote it.
+    Spans that also occur in `keep` are the company's own (the support phone number in a passage) and stay.
     """
-    spans = find_personal_data(text, kinds)
+    spans = [(k, s, e) for k, s, e in find_personal_data(text, kinds) if not (keep and text[s:e] in keep)]
     if not spans:
         return text
     parts: list[str] = []

@@ -22,13 +22,13 @@ def build_app(config: Config, service: SupportService | None = None) -> FastAPI:
     return gr.mount_gradio_app(app, blocks, path="", footer_links=["api"])
 
 
-def serve(config: Config, service: SupportService | None = None) -> None:
+def serve(config: Config, service: SupportService | None = None, overrides: list[str] | None = None) -> None:
     import uvicorn
 
     from chatbot import SupportBot
 
     from .progress import TerminalProgress
 
-    service = service or SupportService(config, SupportBot(config, progress=TerminalProgress()))
+    service = service or SupportService(config, SupportBot(config, progress=TerminalProgress()), overrides)
     service.warm_up()  # converts the bundled model on first use, with progress on the terminal
     uvicorn.run(build_app(config, service), host=config.serve.host, port=config.serve.port, log_level="warning")

@@ -185,6 +185,79 @@ def eval_answers(args, config):
     return 0
 
 
+# --- the learning loop ------------------------------------------------------------------------------
+
+
+@command("logs export")
+def logs_export(args, config):
+    from training import export_logs
+
+    if args.format != "jsonl":
+        raise CommandError(f"--format {args.format}: only jsonl is supported")
+    bot = SupportBot(config, open_kb(config), progress=TerminalProgress(not args.quiet))
+    report = export_logs(bot, Path(args.out), args.heldout if args.heldout is not None else config.gate.heldout_share,
+                         progress=TerminalProgress(not args.quiet))
+    lines = [f"{kind:7} train {c['train']:>5}  held-out {c['heldout']:>5}" for kind, c in report.counts.items()]
+    emit(args, {"counts": report.counts, "files": report.files}, "\n".join(lines + [f"written to {args.out}"]))
+    return 0
+
+
+@command("train")
+def train_command(args, config):
+    from training import LEARNING_RATES, RunRequest, TrainSettings, run_training
+
+    settings = TrainSettings(
+        epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size, grad_accum=args.grad_accum,
+        lora=not args.full, lora_r=args.lora_r, max_length=args.max_length, threads=args.threads, seed=args.seed,
+        learning_rate=args.lr or LEARNING_RATES[args.method] / (1 if not args.full else 10),
+    )
+    request = RunRequest(args.method, settings, data=args.data or [], parent=args.parent or "", kb_seed=not args.no_kb_seed)
+    log = (lambda line: print(line, file=sys.stderr)) if not args.quiet else None
+    card = run_training(config, request, TerminalProgress(not args.quiet), log)
+    train = card.metrics["train"]
+    emit(args, card.to_json(), f"trained {card.version} ({card.kind}, from {card.parent or card.base}): "
+         f"{train.get('examples')} examples, {train.get('steps')} steps, loss {train.get('train_loss', float('nan')):.4f}, "
+         f"{train.get('seconds', 0):.0f} s\npromote it with: supportbot models promote {card.version}")
+    return 0
+
+
+@command("models list")
+def models_list(args, config):
+    from chatbot.versions import Versions
+
+    versions = Versions(config.home)
+    versions.ensure_base(config.model.path, TerminalProgress(not args.quiet))
+    rows = versions.listing()
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False))
+        return 0
+    print(f"{'':2}{'version':32} {'kind':9} {'parent':32} created")
+    for r in rows:
+        print(f"{'* ' if r['serving'] else '  '}{r['version'][:32]:32} {r['kind']:9} {r['parent'][:32]:32} {r['created']}")
+    return 0
+
+
+@command("models promote")
+def models_promote(args, config):
+    from training import promote
+
+    bar = TerminalProgress(not args.quiet)
+    result = promote(config, args.version, force=args.force, progress=bar)
+    lines = [f"{r['metric']:18} serving {r['serving']!s:>8}  candidate {r['candidate']!s:>8}  {'ok' if r['ok'] else 'REGRESSION'}" for r in result.rows]
+    verdict = f"promoted {result.candidate}" if result.promoted else f"refused {result.candidate}: a metric regressed beyond the tolerance (--force overrides)"
+    emit(args, result.to_json(), "\n".join(lines + [verdict, f"report: {result.report}/report.md"]))
+    return 0 if result.promoted else 2
+
+
+@command("models rollback")
+def models_rollback(args, config):
+    from training import rollback
+
+    version = rollback(config, args.role)
+    emit(args, {"serving": version, "role": args.role}, f"now serving {version}")
+    return 0
+
+
 # --- the web app and its accounts --------------------------------------------------------------------
 
 
@@ -200,7 +273,7 @@ def serve_command(args, config):
     print(f"supportbot: serving {config.answer.company} on http://{config.serve.host}:{config.serve.port} "
           f"(knowledge base '{config.kb}', home {config.home})", file=sys.stderr)
     try:
-        serve(config)
+        serve(config, overrides=list(getattr(args, "set", [])))
     except ServiceError as err:
         raise CommandError(str(err)) from None
     return 0
@@ -288,12 +361,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--role", choices=["agent", "ops"], required=True)
 
+    logs = sub.add_parser("logs", help="the conversation log").add_subparsers(dest="logs_cmd", required=True, metavar="ACTION")
+    p = add(logs, "export", "training data from the log (redacted, de-duplicated, split by conversation)")
+    p.add_argument("--out", required=True, help="folder for <kind>.train.jsonl and <kind>.heldout.jsonl")
+    p.add_argument("--format", default="jsonl")
+    p.add_argument("--heldout", type=float, help="share of conversations held out (default gate.heldout_share)")
+
+    p = add(sub, "train", "train a new model version from the log and the knowledge base")
+    p.add_argument("method", choices=["sft", "kto", "dpo", "reward", "grpo"])
+    p.add_argument("--data", action="append", help="JSONL file(s) from `logs export` instead of the live log")
+    p.add_argument("--no-kb-seed", action="store_true", help="sft/grpo: no examples made from the knowledge base")
+    p.add_argument("--from", dest="parent", help="version to continue from (default: the serving one)")
+    p.add_argument("--epochs", type=float, default=1.0)
+    p.add_argument("--max-steps", type=int, default=-1)
+    p.add_argument("--lr", type=float, help="learning rate (default per method)")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--grad-accum", type=int, default=1)
+    p.add_argument("--full", action="store_true", help="full fine-tune instead of LoRA")
+    p.add_argument("--lora-r", type=int, default=16)
+    p.add_argument("--max-length", type=int, default=1024)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0)
+
+    models = sub.add_parser("models", help="model versions").add_subparsers(dest="models_cmd", required=True, metavar="ACTION")
+    add(models, "list", "versions with their kind, parent and metrics (* = serving)")
+    p = add(models, "promote", "run the evaluation gate and serve the version if it passes")
+    p.add_argument("version", help="a version name or 'latest'")
+    p.add_argument("--force", action="store_true", help="promote even if the gate finds a regression")
+    p = add(models, "rollback", "serve the previous version again")
+    p.add_argument("--role", choices=["lm", "reward"], default="lm")
+
     add(sub, "config", "print the effective configuration", json_flag=False)
     return parser
 
 
 def command_name(args: argparse.Namespace) -> str:
-    parts = (args.cmd, getattr(args, "kb_cmd", None), getattr(args, "eval_cmd", None), getattr(args, "user_cmd", None))
+    parts = (args.cmd, *(getattr(args, f"{name}_cmd", None) for name in ("kb", "eval", "user", "logs", "models")))
     return " ".join(x for x in parts if x)
 
 
@@ -307,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
             overrides.append(f"kb={args.kb}")
         config = load_config(getattr(args, "home", None), overrides)
         return COMMANDS[command_name(args)](args, config)
-    except (CommandError, ConfigError, IngestError, EvalFileError, LogError, BackendError, FileNotFoundError) as err:
+    except (CommandError, ConfigError, IngestError, EvalFileError, LogError, BackendError, FileNotFoundError, ValueError) as err:
         print(f"supportbot: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

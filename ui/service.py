@@ -12,11 +12,13 @@ from pathlib import Path
 
 from chatbot import Config, LogError, SupportBot
 from chatbot.analytics import analytics
-from chatbot.evaluate import load_evals
+from chatbot.versions import Versions, VersionError
+from training import METHODS, rollback
 from chatbot.review import Suggestion, close, review_queue, send_reply, suggestion
 from retrieval import IngestError
 
 from .auth import AuthError, Sessions, parse_accounts, uses_demo_password
+from .jobs import JobError, Jobs
 
 ACTIONS = ("approved", "edited", "rejected")
 
@@ -26,13 +28,15 @@ class ServiceError(ValueError):
 
 
 class SupportService:
-    def __init__(self, config: Config, bot: SupportBot | None = None):
+    def __init__(self, config: Config, bot: SupportBot | None = None, overrides: list[str] | None = None):
         accounts = parse_accounts(config.serve.users)
         if config.serve.production and uses_demo_password(accounts):
             raise ServiceError("production mode refuses to start with a default password: add accounts with `supportbot user add`")
         self.config = config
         self.bot = bot or SupportBot(config)
         self.sessions = Sessions(accounts, config.serve.session_minutes)
+        self.jobs = Jobs(config.home)
+        self.overrides = list(overrides or [])  # the `--set` flags this app was started with
 
     def warm_up(self) -> None:
         """Load the embedder and the model before the first customer waits for them."""
@@ -147,18 +151,47 @@ class SupportService:
         return {**asdict(report), "shares": report.shares(), "thumbs_up_rate": report.thumbs_up_rate}
 
     def models(self, token: str) -> list[dict]:
-        """The serving models with their latest evaluation numbers (from `supportbot eval ...`); the
-        training issue adds versions and promotion."""
+        """Every version (the `supportbot models list --json` rows), newest first."""
         self.sessions.require(token, "ops")
-        evals = load_evals(self.config.home)
-        lm, retriever = self.bot.backend.name, self.bot.kb.embedder.path.name
-        return [
-            {"version": lm, "kind": "lm", "serving": True,
-             "metrics": {k: v for k, v in evals.get("answers", {}).items() if k.startswith(lm + ":")}},
-            {"version": retriever, "kind": "retriever", "serving": True,
-             "metrics": {k: v for k, v in evals.get("retrieval", {}).items() if k.startswith(retriever + ":")}},
-        ]
+        versions = Versions(self.config.home)
+        versions.ensure_base(self.config.model.path)
+        return list(reversed(versions.listing()))
+
+    def train(self, token: str, method: str, epochs: float = 1.0, max_steps: int = -1) -> dict:
+        """Start a training run in the background; its progress shows in `jobs`."""
+        self.sessions.require(token, "ops")
+        if method not in METHODS:
+            raise ServiceError(f"method {method!r}: expected one of {', '.join(METHODS)}")
+        args = ["train", method, "--epochs", str(float(epochs)), "--max-steps", str(int(max_steps)), *self._settings_args()]
+        return self.jobs.start(f"train {method}", args).to_json()
+
+    def promote(self, token: str, version: str, force: bool = False) -> dict:
+        """Run the evaluation gate in the background; the app serves the version once it passes."""
+        self.sessions.require(token, "ops")
+        Versions(self.config.home).card(version.strip())
+        args = ["models", "promote", version.strip(), *(["--force"] if force else []), *self._settings_args()]
+        return self.jobs.start(f"promote {version.strip()}", args).to_json()
+
+    def rollback(self, token: str) -> dict:
+        self.sessions.require(token, "ops")
+        return {"serving": rollback(self.config, "lm")}
+
+    def job_list(self, token: str) -> list[dict]:
+        self.sessions.require(token, "ops")
+        return [job.to_json() for job in self.jobs.list()]
+
+    def gate_report(self, token: str, version: str) -> dict:
+        """The last gate comparison of a version: Markdown, and the plot's path."""
+        self.sessions.require(token, "ops")
+        folder = Versions(self.config.home).folder(version.strip()) / "gate"
+        if not (folder / "report.md").exists():
+            raise ServiceError(f"version {version!r} has not been through the gate yet")
+        return {"markdown": (folder / "report.md").read_text(encoding="utf-8"), "plot": str(folder / "report.png")}
+
+    def _settings_args(self) -> list[str]:
+        """The app's own overrides (`--set` flags, the knowledge base) passed on to a job it starts."""
+        return ["--kb", self.config.kb, *[f"--set={item}" for item in self.overrides]]
 
 
 # Errors a person can act on: shown as a one-line message, never a stack trace.
-USER_ERRORS = (AuthError, ServiceError, LogError, IngestError)
+USER_ERRORS = (AuthError, ServiceError, LogError, IngestError, JobError, VersionError)

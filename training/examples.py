@@ -1,0 +1,274 @@
+"""Training examples from the conversation log and from the knowledge base.
+
+Every example's prompt is built by the chatbot's own prompt builder from the question, the history before
+it and the passages retrieved for it, so training and serving see identical prompts. Kinds (trl's
+conversational formats, one JSON object per line):
+
+- sft:    prompt, completion                 (agent-approved or agent-edited replies; KB seed)
+- kto:    prompt, completion, label          (bot replies a customer rated up or down)
+- dpo:    prompt, chosen, rejected           (the agent's edit or own reply over the bot's draft)
+- reward: prompt, chosen, rejected           (the dpo pairs, plus disliked replies an agent then answered)
+
+Each row also carries `question` (what the customer asked, for evaluation), `conversation_id` (the split is by conversation, so no conversation is in both
+train and held-out) and `source`. Text is redacted again on export: the log redacts what customers and
+agents type, and this also catches personal data that reached a bot reply.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from chatbot import SupportBot, Turn, build_messages
+from chatbot.citations import renumber_citations
+from chatbot.log import LoggedMessage
+from chatbot.prompt import Source
+from chatbot.redact import redact
+
+KINDS = ("sft", "kto", "dpo", "reward")
+RATED_MODES = ("generate", "template")  # policy refusals say nothing about the model
+MODEL_HANDOFFS = ("low_confidence", "not_grounded", "model_handoff")
+
+
+@dataclass
+class ExportReport:
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)  # kind -> {"train": n, "heldout": n}
+    files: list[str] = field(default_factory=list)
+
+
+# --- prompts ----------------------------------------------------------------------------------------
+
+
+def prompt_for(bot: SupportBot, question: str, history: list[Turn], sources: list[Source]) -> list[dict]:
+    return build_messages(bot.settings, sources, history, question, bot.backend.count_tokens, bot.config.model.max_new_tokens)[0]
+
+
+def assistant(text: str) -> list[dict]:
+    return [{"role": "assistant", "content": text}]
+
+
+def passages_for(bot: SupportBot, question: str, history: list[Turn], must_have: list[dict]) -> tuple[list[Source], dict[int, int]]:
+    """The passages retrieved for the question now, with every entry the logged reply cited put back in if
+    retrieval no longer ranks it (it takes the place of the weakest other passage); and how the logged
+    citation numbers map onto the new numbering."""
+    sources = bot.sources(bot.retrieve(question, history))
+    have = {s.entry_id for s in sources}
+    missing = [s for s in must_have if s.get("id") not in have and bot.kb.entry(s.get("id", ""))]
+    for logged in missing:
+        replaceable = [i for i, s in enumerate(sources) if s.entry_id not in {m.get("id") for m in must_have}]
+        hit = bot.sources([_pseudo_hit(logged["id"], logged.get("score", 0.0))])
+        if replaceable:
+            sources[replaceable[-1]] = hit[0]
+        else:
+            sources.append(hit[0])
+    sources = [Source(i + 1, s.entry_id, s.title, s.text, s.url, s.score) for i, s in enumerate(sources)]
+    number = {s.entry_id: s.number for s in sources}
+    mapping = {m["n"]: number[m["id"]] for m in must_have if m.get("id") in number and "n" in m}
+    return sources, mapping
+
+
+def _pseudo_hit(entry_id: str, confidence: float):
+    """A hit for an entry retrieval no longer ranks, so `bot.sources` renders its passage the usual way."""
+    from retrieval import SearchHit
+
+    return SearchHit(entry_id, "", 0.0, confidence, 0.0, 0.0, None, "")
+
+
+# --- from the log -----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Context:
+    question: str
+    history: list[Turn]
+
+
+def _context(messages: list[LoggedMessage], before_id: int) -> _Context | None:
+    """The last customer message before `before_id` and the turns before it."""
+    earlier = [m for m in messages if m.id < before_id]
+    last = max((i for i, m in enumerate(earlier) if m.role == "customer"), default=None)
+    if last is None:
+        return None
+    return _Context(earlier[last].text, [Turn(m.role, m.text) for m in earlier[:last] if m.text])
+
+
+def log_examples(bot: SupportBot, progress: Callable[[str, int, int], None] | None = None) -> dict[str, list[dict]]:
+    """All examples the log holds, by kind (not yet redacted, de-duplicated or split)."""
+    out: dict[str, list[dict]] = {kind: [] for kind in KINDS}
+    ratings = {}
+    for row in bot.log.feedback():  # the latest rating of a message counts
+        ratings[row["message_id"]] = row["rating"]
+    actions = bot.log.agent_actions()
+    conversations = {r["conversation_id"] for r in actions} | {bot.log.message(m).conversation_id for m in ratings}
+    conversations = sorted(c for c in conversations if bot.log.conversation(c)["channel"] != "eval")
+    for i, conversation_id in enumerate(conversations):
+        messages = bot.log.history(conversation_id)
+        by_id = {m.id: m for m in messages}
+        for m in messages:
+            if m.id in ratings and m.role == "bot":
+                _rated(bot, m, ratings[m.id] > 0, messages, out)
+        for action in (a for a in actions if a["conversation_id"] == conversation_id):
+            _acted(bot, action, by_id.get(action["draft_message_id"]), messages, ratings, out)
+        if progress:
+            progress("export", i + 1, len(conversations))
+    return out
+
+
+def _rated(bot: SupportBot, m: LoggedMessage, up: bool, messages: list[LoggedMessage], out: dict) -> None:
+    if not (m.mode in RATED_MODES or m.reason in MODEL_HANDOFFS) or not m.text:
+        return
+    context = _context(messages, m.id)
+    if context is None:
+        return
+    sources, numbers = passages_for(bot, context.question, context.history, m.sources)
+    prompt = prompt_for(bot, context.question, context.history, sources)
+    out["kto"].append({"prompt": prompt, "completion": assistant(renumber_citations(m.text, numbers)), "label": up,
+                       "question": context.question, "passages": [s.text for s in sources],
+                       "conversation_id": m.conversation_id, "source": "thumbs"})
+
+
+def _acted(bot: SupportBot, action: dict, draft: LoggedMessage | None, messages: list[LoggedMessage],
+           ratings: dict[int, int], out: dict) -> None:
+    context = _context(messages, action["reply_message_id"])
+    if context is None:
+        return
+    sources, numbers = passages_for(bot, context.question, context.history, draft.sources if draft else [])
+    prompt = prompt_for(bot, context.question, context.history, sources)
+    final = action["final"]
+    meta = {"question": context.question, "passages": [s.text for s in sources], "conversation_id": action["conversation_id"], "source": f"agent_{action['action']}"}
+    if action["action"] in ("approved", "edited"):
+        out["sft"].append({"prompt": prompt, "completion": assistant(final), **meta})
+    rejected = renumber_citations(action["draft"], numbers) if action["draft"] else ""
+    if rejected and action["action"] in ("edited", "rejected") and rejected.strip() != final.strip():
+        pair = {"prompt": prompt, "chosen": assistant(final), "rejected": assistant(rejected), **meta}
+        out["dpo"].append(pair)
+        out["reward"].append(pair)
+    elif draft is not None and ratings.get(draft.id, 0) < 0 and draft.text.strip() != final.strip():
+        # The customer disliked the bot's reply and an agent answered instead: a preference for the reward model.
+        out["reward"].append({"prompt": prompt, "chosen": assistant(final),
+                              "rejected": assistant(renumber_citations(draft.text, numbers)), **meta, "source": "thumbs_agent"})
+
+
+# --- from the knowledge base ------------------------------------------------------------------------
+
+
+def seed_examples(bot: SupportBot, handoff_every: int = 5, seed: int = 0,
+                  progress: Callable[[str, int, int], None] | None = None) -> list[dict]:
+    """SFT examples a fresh install can train on before any traffic.
+
+    Each question variant of an FAQ entry with the passages retrieved for it (the right one put in if
+    retrieval missed it, the rest are real distractors) gives the entry's curated answer citing its
+    passage. Every `handoff_every`-th variant is shown without its entry's passage and gives the hand-off
+    reply: the model learns to hand off when the passages do not answer, on questions that look answerable.
+    """
+    rng = random.Random(seed)
+    entries = [bot.kb.entry(row.id) for row in bot.kb.entries()]
+    variants = [(e, q) for e in entries if e.kind == "faq" for q in e.questions]
+    rows = []
+    k = bot.settings.passages
+    for i, (entry, question) in enumerate(variants):
+        hits = bot.kb.search(question, k=k + 1)
+        handoff = handoff_every > 0 and i % handoff_every == handoff_every - 1
+        chosen = [h for h in hits if h.entry_id != entry.id][: k if handoff else k - 1]
+        if not handoff:  # where retrieval ranked the right entry, else anywhere
+            rank = next((j for j, h in enumerate(hits) if h.entry_id == entry.id), None)
+            chosen.insert(min(rank, len(chosen)) if rank is not None else rng.randrange(len(chosen) + 1), _pseudo_hit(entry.id, 1.0))
+        sources = bot.sources(chosen)
+        if handoff:
+            completion = bot.messages.handoff
+        else:
+            number = next(s.number for s in sources if s.entry_id == entry.id)
+            completion = f"{entry.answer} [{number}]"
+        rows.append({"prompt": prompt_for(bot, question, [], sources), "completion": assistant(completion), "question": question,
+                     "passages": [s.text for s in sources], "conversation_id": "kb:" + _digest(question), "source": "kb_handoff" if handoff else "kb"})
+        if progress:
+            progress("seed examples", i + 1, len(variants))
+    return rows
+
+
+# --- cleaning, splitting, files ---------------------------------------------------------------------
+
+
+def redact_row(row: dict, kinds: Iterable[str]) -> dict:
+    """Redact every message; personal-data look-alikes that also appear in the passages (the company's
+    own phone number) are kept, so the model still learns to give them."""
+    kinds = tuple(kinds)
+    if not kinds:
+        return row
+    passages = "\n".join(row.get("passages", []))
+    clean = dict(row)
+    for key in ("prompt", "completion", "chosen", "rejected"):
+        if key in row:
+            clean[key] = [{**m, "content": redact(m["content"], kinds, keep=passages if key != "prompt" else "")
+                           if m["role"] != "system" else m["content"]} for m in row[key]]
+    return clean
+
+
+def deduplicate(rows: list[dict]) -> list[dict]:
+    seen, out = set(), []
+    for row in rows:
+        key = _digest(json.dumps({k: row[k] for k in ("prompt", "completion", "chosen", "rejected", "label") if k in row}, sort_keys=True))
+        if key not in seen:
+            seen.add(key)
+            out.append(row)
+    return out
+
+
+def is_heldout(row: dict, share: float) -> bool:
+    """Stable by conversation: the same conversation always lands on the same side."""
+    return int(_digest(row["conversation_id"])[:8], 16) / 0xFFFFFFFF < share
+
+
+def split(rows: list[dict], share: float) -> tuple[list[dict], list[dict]]:
+    train = [r for r in rows if not is_heldout(r, share)]
+    heldout = [r for r in rows if is_heldout(r, share)]
+    return train, heldout
+
+
+def export_logs(bot: SupportBot, out_dir: Path, heldout_share: float = 0.2,
+                progress: Callable[[str, int, int], None] | None = None) -> ExportReport:
+    """`supportbot logs export`: `<kind>.train.jsonl` and `<kind>.heldout.jsonl` for every kind."""
+    report = ExportReport()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for kind, rows in log_examples(bot, progress).items():
+        rows = deduplicate([redact_row(r, bot.log.redact_kinds) for r in rows])
+        train, heldout = split(rows, heldout_share)
+        report.counts[kind] = {"train": len(train), "heldout": len(heldout)}
+        for name, part in (("train", train), ("heldout", heldout)):
+            path = out_dir / f"{kind}.{name}.jsonl"
+            write_jsonl(path, part)
+            report.files.append(str(path))
+    return report
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    rows = []
+    with Path(path).open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{path}: line {n}: not JSON ({err.msg})") from None
+    return rows
+
+
+def data_hash(rows: list[dict]) -> str:
+    return _digest("\n".join(json.dumps(r, sort_keys=True) for r in rows))
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()

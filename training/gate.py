@@ -1,0 +1,238 @@
+"""The evaluation gate: a candidate serves only if it is not worse than the serving version.
+
+Both answer the same held-out questions (the evaluation file, sampled evenly, plus questions from held-out
+logged conversations with the agent's reply as reference), in "generate" mode so that the language
+model, not the curated answers, is what is measured. A quality metric falling by more than the tolerance,
+or latency growing by more than its relative tolerance, refuses the promotion unless forced. The serving
+version's numbers are kept on its card per evaluation set, so each promotion evaluates one model.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from chatbot import Config, ConversationLog, SupportBot
+from chatbot.backends import TransformersBackend
+from chatbot.evaluate import evaluate_answers, load_answer_rows
+from chatbot.versions import Versions, VersionError, now, write_json
+
+from .examples import deduplicate, log_examples, prompt_for, split
+
+DEMO_EVAL = Path(__file__).resolve().parents[1] / "data" / "eval" / "answers.csv"
+# metric -> True when higher is better
+METRICS = {"answer_similarity": True, "grounding": True, "handoff_precision": True, "handoff_recall": True,
+           "reward": True, "latency_ms_p50": False}
+REWARD_METRICS = {"pair_accuracy": True}
+
+
+@dataclass
+class GateResult:
+    candidate: str
+    serving: str
+    passed: bool
+    forced: bool = False
+    promoted: bool = False
+    rows: list[dict] = field(default_factory=list)  # metric, serving, candidate, delta, ok
+    eval_set: str = ""
+    questions: int = 0
+    report: str = ""  # folder with report.md, report.json, report.png
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+Progress = Callable[[str, int, int], None]
+
+
+# --- the held-out questions -------------------------------------------------------------------------
+
+
+def gate_questions(config: Config, bot: SupportBot) -> list[dict]:
+    """Rows of question, answer ("" = should hand off): the evaluation file sampled evenly, plus held-out logs."""
+    path = Path(config.gate.eval_file) if config.gate.eval_file else DEMO_EVAL
+    rows = load_answer_rows(path) if path.exists() else []
+    if config.gate.questions and len(rows) > config.gate.questions:
+        step = len(rows) / config.gate.questions
+        rows = [rows[int(i * step)] for i in range(config.gate.questions)]
+    logged = deduplicate(log_examples(bot)["sft"])
+    _, heldout = split(logged, config.gate.heldout_share)
+    rows += [{"question": r["question"], "answer": r["completion"][-1]["content"], "expected_id": ""} for r in heldout]
+    if not rows:
+        raise VersionError("no held-out questions: set gate.eval_file to a question,answer CSV")
+    return rows
+
+
+def set_hash(rows: list[dict], config: Config) -> str:
+    payload = json.dumps([rows, config.gate.max_new_tokens, asdict(config.answer)], sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+# --- evaluating one version -------------------------------------------------------------------------
+
+
+def evaluate_version(config: Config, version: str, rows: list[dict], progress: Progress | None = None) -> dict:
+    """Gate metrics of an lm/adapter version, cached on its card under the evaluation set's hash."""
+    versions = Versions(config.home)
+    key = set_hash(rows, config)
+    cached = versions.card(version).metrics.get("gate", {})
+    if cached.get("eval_set") == key:
+        return cached
+    path, adapter = versions.weights(version)
+    settings = copy.deepcopy(config)
+    settings.answer.mode = "generate"
+    settings.model.max_new_tokens = config.gate.max_new_tokens
+    settings.model.temperature = 0.0
+    backend = TransformersBackend.from_folder(path, version, adapter=str(adapter or ""), dtype=config.model.dtype,
+                                              repetition_penalty=config.model.repetition_penalty)
+    with tempfile.TemporaryDirectory() as tmp:
+        bot = SupportBot(settings, backend=backend, log=ConversationLog(Path(tmp) / "gate.sqlite", config.answer.redact))
+        report = evaluate_answers(bot, rows, bot.kb.embedder, progress=lambda d, t: progress and progress(f"gate {version}", d, t))
+        metrics = {k: getattr(report, k) for k in METRICS if k != "reward"}
+        metrics["reward"] = _reward(config, bot, rows, report.rows)
+        bot.log.close()
+    metrics |= {"eval_set": key, "questions": len(rows), "at": now()}
+    versions.update_metrics(version, {"gate": metrics})
+    return metrics
+
+
+def _reward(config: Config, bot: SupportBot, rows: list[dict], replies: list[dict]) -> float | None:
+    """Mean score of the answered replies by the serving reward model (None when none serves)."""
+    reward_version = Versions(config.home).serving_version("reward")
+    if not reward_version:
+        return None
+    from .trainers import load_reward_model, score
+
+    model, tokenizer = load_reward_model(Versions(config.home).folder(reward_version))
+    picked = [(row["question"], reply["answer"]) for row, reply in zip(rows, replies) if not reply["handed_off"]]
+    if not picked:
+        return None
+    prompts = [prompt_for(bot, q, [], bot.sources(bot.retrieve(q, []))) for q, _ in picked]
+    scores = score(model, tokenizer, prompts, [a for _, a in picked])
+    return round(sum(scores) / len(scores), 4)
+
+
+def reward_accuracy(config: Config, version: str, pairs: list[dict]) -> dict:
+    """A reward model's share of held-out pairs where it scores the chosen reply higher."""
+    from .trainers import load_reward_model, score
+
+    model, tokenizer = load_reward_model(Versions(config.home).folder(version))
+    prompts = [p["prompt"] for p in pairs]
+    chosen = score(model, tokenizer, prompts, [p["chosen"][-1]["content"] for p in pairs])
+    rejected = score(model, tokenizer, prompts, [p["rejected"][-1]["content"] for p in pairs])
+    return {"pair_accuracy": round(sum(c > r for c, r in zip(chosen, rejected)) / len(pairs), 4), "pairs": len(pairs)}
+
+
+# --- comparing and promoting ------------------------------------------------------------------------
+
+
+def compare(serving: dict, candidate: dict, config: Config, metrics: dict[str, bool]) -> list[dict]:
+    out = []
+    for name, higher in metrics.items():
+        old, new = serving.get(name), candidate.get(name)
+        if old is None or new is None:
+            out.append({"metric": name, "serving": old, "candidate": new, "delta": None, "ok": True})
+            continue
+        if name.startswith("latency"):
+            ok = new <= old * (1 + config.gate.latency_tolerance)
+        else:
+            ok = (new >= old - config.gate.tolerance) if higher else (new <= old + config.gate.tolerance)
+        out.append({"metric": name, "serving": old, "candidate": new, "delta": round(new - old, 4), "ok": ok})
+    return out
+
+
+def resolve(versions: Versions, version: str) -> str:
+    """A version name, or "latest": the newest version."""
+    if version != "latest":
+        versions.card(version)
+        return version
+    cards = versions.cards()
+    if not cards:
+        raise VersionError("no versions yet: train one with `supportbot train sft`")
+    return cards[-1].version
+
+
+def promote(config: Config, version: str, force: bool = False, progress: Progress | None = None) -> GateResult:
+    """Run the gate and, if it passes (or `force`), point serving at the candidate atomically."""
+    versions = Versions(config.home)
+    versions.ensure_base(config.model.path, progress)
+    version = resolve(versions, version)
+    card = versions.card(version)
+    role = "reward" if card.kind == "reward" else "lm" if card.kind in ("lm", "adapter") else card.kind
+    if role == "retriever":
+        raise VersionError(f"{version}: retriever versions are promoted by the retriever training (not built yet)")
+    serving = versions.serving_version(role)
+    if serving == version:
+        raise VersionError(f"{version} is already serving")
+    if role == "lm":
+        bot = SupportBot(config)
+        rows = gate_questions(config, bot)
+        old = evaluate_version(config, serving, rows, progress)
+        new = evaluate_version(config, version, rows, progress)
+        table, n = compare(old, new, config, METRICS), len(rows)
+    else:
+        bot = SupportBot(config)
+        _, pairs = split(deduplicate(log_examples(bot)["reward"]), config.gate.heldout_share)
+        if not pairs and not force:
+            raise VersionError("no held-out preference pairs to evaluate a reward model on yet (use --force to promote anyway)")
+        new = reward_accuracy(config, version, pairs) if pairs else {}
+        old = reward_accuracy(config, serving, pairs) if serving and pairs else {"pair_accuracy": 0.5}
+        versions.update_metrics(version, {"gate": new})
+        table, n = compare(old, new, config, REWARD_METRICS), len(pairs)
+    result = GateResult(version, serving, passed=all(r["ok"] for r in table), forced=force, rows=table,
+                        eval_set=new.get("eval_set", ""), questions=n)
+    if result.passed or force:
+        versions.set_serving(role, version)
+        result.promoted = True
+    result.report = str(write_report(result, versions.folder(version) / "gate"))
+    return result
+
+
+def rollback(config: Config, role: str = "lm") -> str:
+    return Versions(config.home).rollback(role)
+
+
+# --- the report -------------------------------------------------------------------------------------
+
+
+def write_report(result: GateResult, folder: Path) -> Path:
+    """report.json, report.md and report.png (serving vs candidate per metric) in `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / "report.json", result.to_json())
+    verdict = "promoted" if result.promoted else "refused"
+    lines = [f"# Gate: {result.candidate} vs {result.serving or '(none)'}", "",
+             f"{verdict}{' (forced)' if result.forced and not result.passed else ''}; {result.questions} held-out items", "",
+             "| metric | serving | candidate | delta | ok |", "|---|---|---|---|---|"]
+    lines += [f"| {r['metric']} | {r['serving']} | {r['candidate']} | {r['delta']} | {'yes' if r['ok'] else 'NO'} |" for r in result.rows]
+    tmp = folder / "report.md.tmp"
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tmp.replace(folder / "report.md")
+    _plot(result, folder / "report.png")
+    return folder
+
+
+def _plot(result: GateResult, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in result.rows if r["serving"] is not None and r["candidate"] is not None and not r["metric"].startswith("latency")]
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    x = range(len(rows))
+    ax.bar([i - 0.2 for i in x], [r["serving"] for r in rows], 0.4, label=f"serving ({result.serving})")
+    ax.bar([i + 0.2 for i in x], [r["candidate"] for r in rows], 0.4, label=f"candidate ({result.candidate})")
+    ax.set_xticks(list(x), [r["metric"] for r in rows], fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=7)
+    ax.set_title("promoted" if result.promoted else "refused", fontsize=9)
+    fig.tight_layout()
+    tmp = path.with_name("tmp-" + path.name)
+    fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+    tmp.replace(path)
