@@ -39,7 +39,7 @@ class ModelSettings:
     threads: int = 0  # torch threads; 0 leaves torch's default
     max_new_tokens: int = 100
     temperature: float = 0.0  # 0 = greedy
-    repetition_penalty: float = 1.1
+    repetition_penalty: float = 1.0  # >1 discourages copying the passages, which grounded answers need
     max_concurrent: int = 8  # generations running at once (= serve.concurrency); more wait their turn
     # Best-of-n: sample this many replies and send the one the serving reward model scores highest
     # (1 = off; each extra sample costs a full generation, see README).

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from retrieval import KnowledgeBase, SearchHit
 
-from .backends import Backend, BackendError, OpenAIBackend, TransformersBackend
+from .backends import Backend, BackendError, Generation, OpenAIBackend, TransformersBackend
 from .citations import resolve_citations
 from .config import Config, ConfigError
 from .grounding import grounding
@@ -30,6 +30,7 @@ from .log import ConversationLog, LogError
 from .model import Progress, provision_bundled
 from .policy import Messages, classify_message, clean_message, filtered, leaks, strip_foreign_links
 from .prompt import Source, Turn, build_messages, system_prompt
+from .reward import RewardScorer
 from .versions import Versions, serving_weights
 
 # For each kind of message the policy answers itself: does the conversation go to a person?
@@ -135,6 +136,7 @@ class SupportBot:
         self._backend_lock = threading.Lock()
         self._progress = progress
         self._fixed = backend is not None or not follows_serving(config)
+        self.reward = RewardScorer(config.home)  # used only when model.best_of > 1 and a reward model serves
 
     @property
     def backend(self) -> Backend:
@@ -250,9 +252,13 @@ class SupportBot:
         messages, kept, _ = build_messages(self.settings, sources, history, text, backend.count_tokens, options["max_new_tokens"])
         reply = Reply("", sources=kept, confidence=confidence, mode="generate", model=backend.name)
         try:
-            generation = backend.generate(messages, options["max_new_tokens"], options["temperature"])
-            for piece in generation:
-                yield piece
+            if self.config.model.best_of > 1 and self.reward.available():
+                generation = self._best_of(backend, messages, options["max_new_tokens"])
+                yield generation.text
+            else:
+                generation = backend.generate(messages, options["max_new_tokens"], options["temperature"])
+                for piece in generation:
+                    yield piece
         except BackendError as err:
             reply.text, reply.handed_off, reply.reason, reply.draft = self.messages.handoff, True, "error", str(err)
             return reply
@@ -272,6 +278,18 @@ class SupportBot:
         else:
             reply.text, reply.sources = answer, cited or kept[:1]
         return reply
+
+    def _best_of(self, backend: Backend, messages: list[dict], max_new_tokens: int) -> Generation:
+        """Sample `model.best_of` replies and keep the one the serving reward model scores highest.
+        Nothing streams until all are done: the cost is n generations (measured in bench/generation.py)."""
+        samples = []
+        for _ in range(self.config.model.best_of):
+            generation = backend.generate(messages, max_new_tokens, self.config.model.best_of_temperature)
+            for _piece in generation:
+                pass
+            samples.append(generation)
+        scores = self.reward([messages] * len(samples), [g.text for g in samples])
+        return samples[max(range(len(samples)), key=scores.__getitem__)]
 
     # --- retrieval --------------------------------------------------------------------------------
 

@@ -77,7 +77,7 @@ def evaluate_answers(bot: SupportBot, rows: list[dict], embedder: Embedder,
     answerable = [i for i, r in enumerate(rows) if r["answer"]]
     similarity = np.zeros(len(rows))
     if answerable:
-        a = embedder.encode([_plain(replies[i].text) for i in answerable])
+        a = embedder.encode([without_citations(replies[i].text) for i in answerable])
         b = embedder.encode([rows[i]["answer"] for i in answerable])
         similarity[answerable] = np.sum(a * b, axis=1)
     answered = [i for i in answerable if not replies[i].handed_off]
@@ -118,7 +118,7 @@ def _bands(rows: list[dict], replies: list[Reply], similarity: np.ndarray) -> li
     return out
 
 
-def _plain(text: str) -> str:
+def without_citations(text: str) -> str:
     return re.sub(r"\s*\[\d+\]", "", text)
 
 

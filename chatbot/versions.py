@@ -83,6 +83,16 @@ class Versions:
         cards = [self.card(p.name) for p in self.root.iterdir() if (p / "card.json").exists() and not p.name.endswith(".partial")]
         return sorted(cards, key=lambda c: (c.created, c.version))
 
+    def resolve(self, version: str) -> str:
+        """A version name, or "latest": the newest version."""
+        if version != "latest":
+            self.card(version)
+            return version
+        cards = self.cards()
+        if not cards:
+            raise VersionError("no versions yet: train one with `supportbot train sft`")
+        return cards[-1].version
+
     def save_card(self, card: Card) -> None:
         write_json(self.folder(card.version) / "card.json", card.to_json())
 
@@ -132,6 +142,19 @@ class Versions:
         return [{"version": c.version, "kind": c.kind, "parent": c.parent, "base": c.base, "method": c.method,
                  "serving": serving.get(role(c.kind)) == c.version, "metrics": c.metrics, "created": c.created}
                 for c in self.cards()]
+
+    def export(self, version: str, target: Path, name: str | None = None) -> Card:
+        """Copy a version's weights and card (renamed to `name`) to `target`, leaving its TensorBoard logs."""
+        version = self.resolve(version)
+        card = self.card(version)
+        card.version = name or version
+        tmp = target.with_name(target.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(self.folder(version), tmp, ignore=shutil.ignore_patterns("runs", "gate", "card.json"))
+        write_json(tmp / "card.json", card.to_json())
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp, target)
+        return card
 
     # --- what to load -----------------------------------------------------------------------------
 

@@ -20,10 +20,12 @@ EDITED = "Our gift cards never expire and have no fees. You can check the balanc
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory, real_embedder, tiny_lm_path):
-    from chatbot import load_config
+    from chatbot import load_config, save_settings
     from retrieval import KnowledgeBase
 
-    config = load_config(tmp_path_factory.mktemp("browser") / "home", [f"model.path={tiny_lm_path}", "serve.poll_seconds=1"], env={})
+    config = load_config(tmp_path_factory.mktemp("browser") / "home", env={})
+    # In config.toml, so that the training and gate jobs the ops console starts use them too.
+    save_settings(config, {"model.path": str(tiny_lm_path), "serve.poll_seconds": 1, "gate.questions": 4})
     kb = KnowledgeBase(config.kb_dir(), config.retrieval, real_embedder)
     kb.add([DATA / "kb"])
     kb.close()
@@ -44,6 +46,18 @@ def browser():
         browser.close()
 
 
+def signed_in(browser, url: str, user: str, viewport: dict):
+    """A new page signed in with the demo account `user` (password = name)."""
+    page = browser.new_context(viewport=viewport).new_page()
+    page.goto(url + "/")
+    page.get_by_role("tab", name="Staff sign-in").click()
+    page.fill("#login-user textarea", user)
+    page.fill("#login-password input", user)
+    page.click("#login-button")
+    page.get_by_text("Signed in as").wait_for(timeout=30_000)
+    return page
+
+
 def test_customer_asks_rates_down_and_sees_the_agents_edited_reply(app, browser):
     url, config = app
     customer = browser.new_context(viewport={"width": 1200, "height": 900}).new_page()
@@ -60,13 +74,7 @@ def test_customer_asks_rates_down_and_sees_the_agents_edited_reply(app, browser)
     customer.locator("#customer-chat button[aria-label='Dislike']").last.click()
     customer.get_by_text("Thanks for your feedback.").wait_for(timeout=30_000)
 
-    agent = browser.new_context(viewport={"width": 1200, "height": 1100}).new_page()
-    agent.goto(url + "/")
-    agent.get_by_role("tab", name="Staff sign-in").click()
-    agent.fill("#login-user textarea", "agent")
-    agent.fill("#login-password input", "agent")
-    agent.click("#login-button")
-    agent.get_by_text("Signed in as").wait_for(timeout=30_000)
+    agent = signed_in(browser, url, "agent", {"width": 1200, "height": 1100})
     agent.get_by_role("tab", name="Agent").click()
     agent.click("#queue-refresh")
     row = agent.locator("#queue-table", has_text="disliked")
@@ -104,3 +112,39 @@ def test_the_conversation_survives_a_reload_and_starts_fresh_on_request(app, bro
     page.click("#new-conversation")
     page.wait_for_function("!document.querySelector('#customer-chat').innerText.includes('business days')", timeout=30_000)
     page.screenshot(path=str(ARTIFACTS / "05-fresh-conversation.png"), full_page=True)
+
+
+def test_ops_train_a_version_promote_it_through_the_gate_and_read_the_report(app, browser):
+    url, config = app
+    ops = signed_in(browser, url, "ops", {"width": 1300, "height": 1200})
+    ops.get_by_role("tab", name="Ops").click()
+    ops.get_by_role("tab", name="Training").click()
+    ops.fill("#train-steps input", "1")
+    ops.click("#train-start")
+    ops.get_by_text("Started train sft").wait_for(timeout=30_000)
+    ops.locator("#jobs-table [role=gridcell]", has_text="done").first.wait_for(timeout=240_000)
+    ops.screenshot(path=str(ARTIFACTS / "05-ops-training-done.png"), full_page=True)
+
+    ops.get_by_role("tab", name="Models").click()
+    ops.click("#models-refresh")
+    ops.locator("#models-table [role=gridcell]", has_text="sft-").first.wait_for(timeout=30_000)
+    ops.fill("#models-version textarea", "latest")
+    ops.locator("#models-force input").check()
+    ops.click("#models-promote")
+    ops.get_by_text("Gate running for latest").wait_for(timeout=30_000)
+    ops.get_by_role("tab", name="Training").click()
+    ops.locator("#jobs-table [role=gridcell]", has_text="promote").first.wait_for(timeout=30_000)
+    ops.wait_for_function("[...document.querySelectorAll('#jobs-table [role=gridcell]')].filter(c => c.innerText.trim() == 'done').length >= 2",
+                          timeout=240_000)
+
+    from chatbot.versions import Versions
+
+    serving = Versions(config.home).serving_version("lm")
+    assert serving.startswith("sft-")
+    ops.get_by_role("tab", name="Models").click()
+    ops.click("#models-refresh")
+    ops.fill("#models-version textarea", serving)
+    ops.click("#models-report")
+    ops.locator("#gate-report", has_text="promoted").wait_for(timeout=30_000)
+    ops.locator("#gate-plot img").wait_for(timeout=30_000)
+    ops.screenshot(path=str(ARTIFACTS / "06-ops-gate-report.png"), full_page=True)

@@ -251,3 +251,56 @@ def test_ops_start_training_in_the_background_and_see_it_finish(config, override
     agent = service.login("agent", "agent")["token"]
     with pytest.raises(Exception, match="ops"):
         service.train(agent, "sft")
+
+
+def test_grpo_trains_against_the_grounding_reward(config):
+    request = RunRequest("grpo", TrainSettings(max_steps=1, batch_size=2, num_generations=2, max_completion_length=8))
+    card = run_training(config, request)
+    assert card.method == "grpo" and card.kind == "adapter" and card.metrics["train"]["steps"] == 1
+
+
+def test_best_of_n_sends_the_reply_the_reward_model_prefers(config, bot):
+    traffic(bot)
+    reward = run_training(config, one_step("reward"))
+    assert promote(config, reward.version, force=True).promoted
+    assert Versions(config.home).serving_version("reward") == reward.version
+    seen = []
+    real = bot.reward
+
+    def recording(prompts, replies):
+        scores = real(prompts, replies)
+        seen.append((replies, scores))
+        return scores
+
+    bot.reward = recording
+    bot.reward.available = real.available
+    bot.config.model.best_of = 3
+    reply = bot.ask("Do gift cards expire?")
+    (replies, scores), = seen
+    assert len(replies) == 3 and reply.mode == "generate"
+    best = replies[max(range(3), key=scores.__getitem__)]
+    assert best.split()[0] in reply.text + reply.draft
+
+
+def test_sigkill_mid_training_leaves_the_serving_version_serving(config, overrides, tiny_lm_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    Versions(config.home).ensure_base(config.model.path)
+    command = [sys.executable, "-m", "ui.cli", "train", "sft", "--max-steps", "500", "--batch-size", "1",
+               "--home", str(config.home), *[f"--set={o}" for o in overrides]]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    for line in process.stderr:
+        if line.startswith("step 2/"):  # training, with a partial version folder on disk
+            break
+    assert list(Versions(config.home).root.glob("*.partial"))
+    process.send_signal(signal.SIGKILL)
+    process.wait(30)
+    versions = Versions(config.home)
+    assert [c.version for c in versions.cards()] == [tiny_lm_path.name]
+    assert versions.serving_version("lm") == tiny_lm_path.name
+    bot = SupportBot(config)
+    assert bot.ask("Do gift cards expire?").model == tiny_lm_path.name
+    bot.log.close()

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from training.trainers import TrainSettings, load_reward_model, score, train
+from chatbot.reward import load_reward_model, score
+from training.trainers import TrainSettings, train
 
 STEPS = 2
 TINY = TrainSettings(max_steps=STEPS, batch_size=2, learning_rate=1e-3, num_generations=2, max_completion_length=6,

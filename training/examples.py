@@ -29,6 +29,7 @@ from chatbot.citations import renumber_citations
 from chatbot.log import LoggedMessage
 from chatbot.prompt import Source
 from chatbot.redact import redact
+from retrieval import SearchHit
 
 KINDS = ("sft", "kto", "dpo", "reward")
 RATED_MODES = ("generate", "template")  # policy refusals say nothing about the model
@@ -72,10 +73,8 @@ def passages_for(bot: SupportBot, question: str, history: list[Turn], must_have:
     return sources, mapping
 
 
-def _pseudo_hit(entry_id: str, confidence: float):
-    """A hit for an entry retrieval no longer ranks, so `bot.sources` renders its passage the usual way."""
-    from retrieval import SearchHit
-
+def _pseudo_hit(entry_id: str, confidence: float) -> SearchHit:
+    """A hit for an entry retrieval did not rank, so `bot.sources` renders its passage the usual way."""
     return SearchHit(entry_id, "", 0.0, confidence, 0.0, 0.0, None, "")
 
 
@@ -157,7 +156,7 @@ def _acted(bot: SupportBot, action: dict, draft: LoggedMessage | None, messages:
 # --- from the knowledge base ------------------------------------------------------------------------
 
 
-def seed_examples(bot: SupportBot, handoff_every: int = 5, seed: int = 0,
+def seed_examples(bot: SupportBot, handoff_every: int = 5, max_variants: int = 0, seed: int = 0,
                   progress: Callable[[str, int, int], None] | None = None) -> list[dict]:
     """SFT examples a fresh install can train on before any traffic.
 
@@ -165,10 +164,11 @@ def seed_examples(bot: SupportBot, handoff_every: int = 5, seed: int = 0,
     retrieval missed it, the rest are real distractors) gives the entry's curated answer citing its
     passage. Every `handoff_every`-th variant is shown without its entry's passage and gives the hand-off
     reply: the model learns to hand off when the passages do not answer, on questions that look answerable.
+    `max_variants` > 0 keeps that many variants per entry (a shorter run that still covers every entry).
     """
     rng = random.Random(seed)
     entries = [bot.kb.entry(row.id) for row in bot.kb.entries()]
-    variants = [(e, q) for e in entries if e.kind == "faq" for q in e.questions]
+    variants = [(e, q) for e in entries if e.kind == "faq" for q in e.questions[: max_variants or None]]
     rows = []
     k = bot.settings.passages
     for i, (entry, question) in enumerate(variants):

@@ -20,6 +20,7 @@ from pathlib import Path
 from chatbot import Config, ConversationLog, SupportBot
 from chatbot.backends import TransformersBackend
 from chatbot.evaluate import evaluate_answers, load_answer_rows
+from chatbot.reward import RewardScorer, load_version, score
 from chatbot.versions import Versions, VersionError, now, write_json
 
 from .examples import deduplicate, log_examples, prompt_for, split
@@ -69,7 +70,7 @@ def gate_questions(config: Config, bot: SupportBot) -> list[dict]:
 
 
 def set_hash(rows: list[dict], config: Config) -> str:
-    payload = json.dumps([rows, config.gate.max_new_tokens, asdict(config.answer)], sort_keys=True, default=str)
+    payload = json.dumps([rows, config.gate.max_new_tokens, config.model.best_of, asdict(config.answer)], sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -103,25 +104,18 @@ def evaluate_version(config: Config, version: str, rows: list[dict], progress: P
 
 def _reward(config: Config, bot: SupportBot, rows: list[dict], replies: list[dict]) -> float | None:
     """Mean score of the answered replies by the serving reward model (None when none serves)."""
-    reward_version = Versions(config.home).serving_version("reward")
-    if not reward_version:
-        return None
-    from .trainers import load_reward_model, score
-
-    model, tokenizer = load_reward_model(Versions(config.home).folder(reward_version))
+    scorer = RewardScorer(config.home)
     picked = [(row["question"], reply["answer"]) for row, reply in zip(rows, replies) if not reply["handed_off"]]
-    if not picked:
+    if not scorer.available() or not picked:
         return None
     prompts = [prompt_for(bot, q, [], bot.sources(bot.retrieve(q, []))) for q, _ in picked]
-    scores = score(model, tokenizer, prompts, [a for _, a in picked])
+    scores = scorer(prompts, [a for _, a in picked])
     return round(sum(scores) / len(scores), 4)
 
 
 def reward_accuracy(config: Config, version: str, pairs: list[dict]) -> dict:
     """A reward model's share of held-out pairs where it scores the chosen reply higher."""
-    from .trainers import load_reward_model, score
-
-    model, tokenizer = load_reward_model(Versions(config.home).folder(version))
+    model, tokenizer = load_version(Versions(config.home), version)
     prompts = [p["prompt"] for p in pairs]
     chosen = score(model, tokenizer, prompts, [p["chosen"][-1]["content"] for p in pairs])
     rejected = score(model, tokenizer, prompts, [p["rejected"][-1]["content"] for p in pairs])
@@ -146,22 +140,11 @@ def compare(serving: dict, candidate: dict, config: Config, metrics: dict[str, b
     return out
 
 
-def resolve(versions: Versions, version: str) -> str:
-    """A version name, or "latest": the newest version."""
-    if version != "latest":
-        versions.card(version)
-        return version
-    cards = versions.cards()
-    if not cards:
-        raise VersionError("no versions yet: train one with `supportbot train sft`")
-    return cards[-1].version
-
-
 def promote(config: Config, version: str, force: bool = False, progress: Progress | None = None) -> GateResult:
     """Run the gate and, if it passes (or `force`), point serving at the candidate atomically."""
     versions = Versions(config.home)
     versions.ensure_base(config.model.path, progress)
-    version = resolve(versions, version)
+    version = versions.resolve(version)
     card = versions.card(version)
     role = "reward" if card.kind == "reward" else "lm" if card.kind in ("lm", "adapter") else card.kind
     if role == "retriever":
@@ -169,15 +152,16 @@ def promote(config: Config, version: str, force: bool = False, progress: Progres
     serving = versions.serving_version(role)
     if serving == version:
         raise VersionError(f"{version} is already serving")
+    bot = SupportBot(config)
     if role == "lm":
-        bot = SupportBot(config)
         rows = gate_questions(config, bot)
+        bot.log.close()
         old = evaluate_version(config, serving, rows, progress)
         new = evaluate_version(config, version, rows, progress)
         table, n = compare(old, new, config, METRICS), len(rows)
     else:
-        bot = SupportBot(config)
         _, pairs = split(deduplicate(log_examples(bot)["reward"]), config.gate.heldout_share)
+        bot.log.close()
         if not pairs and not force:
             raise VersionError("no held-out preference pairs to evaluate a reward model on yet (use --force to promote anyway)")
         new = reward_accuracy(config, version, pairs) if pairs else {}

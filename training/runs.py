@@ -34,6 +34,7 @@ class RunRequest:
     data: list[str] = field(default_factory=list)  # JSONL files; none = the log (and, for sft/grpo, the KB seed)
     parent: str = ""  # version to continue from; "" = the serving one
     kb_seed: bool = True  # sft/grpo: add examples made from the knowledge base
+    seed_variants: int = 0  # question variants per entry in the KB seed (0 = all)
 
 
 def examples_for(config: Config, bot: SupportBot, request: RunRequest,
@@ -54,7 +55,7 @@ def examples_for(config: Config, bot: SupportBot, request: RunRequest,
     logged = deduplicate([redact_row(r, bot.log.redact_kinds) for r in log_examples(bot, progress)[kind]])
     rows, _ = split(logged, config.gate.heldout_share)
     if request.method in ("sft", "grpo") and request.kb_seed:
-        rows += seed_examples(bot, progress=progress)
+        rows += seed_examples(bot, max_variants=request.seed_variants, progress=progress)
     if not rows:
         raise TrainError(f"no {kind} examples yet: "
                          + {"kto": "customers have rated no bot replies", "dpo": "agents have edited no drafts",
@@ -85,7 +86,11 @@ def run_training(config: Config, request: RunRequest, progress: Callable[[str, i
     versions = Versions(config.home)
     versions.ensure_base(config.model.path, progress)
     bot = SupportBot(config)
-    rows = examples_for(config, bot, request, progress)
+    try:
+        rows = examples_for(config, bot, request, progress)
+    finally:
+        bot.log.close()
+    del bot  # its copy of the model is not needed while training
 
     parent = request.parent or versions.serving_version("lm")
     base_path, start_adapter = versions.weights(parent)

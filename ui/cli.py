@@ -208,10 +208,11 @@ def train_command(args, config):
 
     settings = TrainSettings(
         epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size, grad_accum=args.grad_accum,
-        lora=not args.full, lora_r=args.lora_r, max_length=args.max_length, threads=args.threads, seed=args.seed,
+        lora=not args.full, lora_r=args.lora_r, lora_layers=args.lora_layers, max_length=args.max_length, threads=args.threads, seed=args.seed,
         learning_rate=args.lr or LEARNING_RATES[args.method] / (1 if not args.full else 10),
     )
-    request = RunRequest(args.method, settings, data=args.data or [], parent=args.parent or "", kb_seed=not args.no_kb_seed)
+    request = RunRequest(args.method, settings, data=args.data or [], parent=args.parent or "", kb_seed=not args.no_kb_seed,
+                         seed_variants=args.seed_variants)
     log = (lambda line: print(line, file=sys.stderr)) if not args.quiet else None
     card = run_training(config, request, TerminalProgress(not args.quiet), log)
     train = card.metrics["train"]
@@ -247,6 +248,15 @@ def models_promote(args, config):
     verdict = f"promoted {result.candidate}" if result.promoted else f"refused {result.candidate}: a metric regressed beyond the tolerance (--force overrides)"
     emit(args, result.to_json(), "\n".join(lines + [verdict, f"report: {result.report}/report.md"]))
     return 0 if result.promoted else 2
+
+
+@command("models export")
+def models_export(args, config):
+    from chatbot.versions import Versions
+
+    card = Versions(config.home).export(args.version, Path(args.dir), args.name)
+    emit(args, card.to_json(), f"exported {args.version} as {card.version} to {args.dir}")
+    return 0
 
 
 @command("models rollback")
@@ -293,6 +303,24 @@ def user_add(args, config):
     users = [u for u in config.serve.users if u.split(":", 1)[0] != args.name]
     save_settings(config, {"serve.users": [*users, f"{args.name}:{args.role}:{hash_password(password)}"]})
     emit(args, {"user": args.name, "role": args.role}, f"saved {args.role} account '{args.name}' in {config.config_file}")
+    return 0
+
+
+@command("backup")
+def backup_command(args, config):
+    from chatbot.backup import backup
+
+    manifest = backup(config.home, Path(args.dir), TerminalProgress(not args.quiet))
+    emit(args, manifest, f"backed up {config.home} to {args.dir} ({len(manifest['databases'])} databases)")
+    return 0
+
+
+@command("restore")
+def restore_command(args, config):
+    from chatbot.backup import restore
+
+    manifest = restore(Path(args.dir), config.home, TerminalProgress(not args.quiet))
+    emit(args, manifest, f"restored {args.dir} into {config.home}")
     return 0
 
 
@@ -379,6 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grad-accum", type=int, default=1)
     p.add_argument("--full", action="store_true", help="full fine-tune instead of LoRA")
     p.add_argument("--lora-r", type=int, default=16)
+    p.add_argument("--lora-layers", type=int, default=0, help="LoRA on the top N layers only (0 = all; faster on a CPU)")
+    p.add_argument("--seed-variants", type=int, default=0, help="question variants per KB entry in the seed (0 = all)")
     p.add_argument("--max-length", type=int, default=1024)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
@@ -388,8 +418,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(models, "promote", "run the evaluation gate and serve the version if it passes")
     p.add_argument("version", help="a version name or 'latest'")
     p.add_argument("--force", action="store_true", help="promote even if the gate finds a regression")
+    p = add(models, "export", "copy a version (weights and card, without training logs) to a folder")
+    p.add_argument("version")
+    p.add_argument("dir")
+    p.add_argument("--name", help="version name in the exported card (default: unchanged)")
     p = add(models, "rollback", "serve the previous version again")
     p.add_argument("--role", choices=["lm", "reward"], default="lm")
+
+    p = add(sub, "backup", "copy the home consistently, while the app runs, into a new folder")
+    p.add_argument("dir")
+    p = add(sub, "restore", "copy a backup into an empty home")
+    p.add_argument("dir")
 
     add(sub, "config", "print the effective configuration", json_flag=False)
     return parser

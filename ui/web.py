@@ -15,6 +15,8 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
+from training import METHODS
+
 from .service import USER_ERRORS, SupportService
 
 STREAM_INTERVAL = 0.08  # seconds between streamed updates: Gradio re-sends the whole message each time
@@ -64,6 +66,31 @@ def render_chat(history: list[dict]) -> list[dict]:
         else:
             bubbles.append({"role": "assistant", "content": f"**Support agent:** {m['text']}"})
     return bubbles
+
+
+def models_table(models: list[dict]) -> pd.DataFrame:
+    """One row per version: what it is, whether it serves, its gate and training numbers."""
+    rows = []
+    for m in models:
+        gate, train = m["metrics"].get("gate", {}), m["metrics"].get("train", {})
+        rows.append({"version": m["version"], "kind": m["kind"], "serving": "yes" if m["serving"] else "",
+                     "parent": m["parent"], "created": m["created"].replace("T", " ")[:19],
+                     "similarity": gate.get("answer_similarity"), "grounding": gate.get("grounding"),
+                     "hand-off P": gate.get("handoff_precision"), "hand-off R": gate.get("handoff_recall"),
+                     "p50 ms": gate.get("latency_ms_p50"), "train loss": _rounded(train.get("train_loss")),
+                     "train s": _rounded(train.get("seconds"), 0)})
+    return pd.DataFrame(rows)
+
+
+def jobs_table(jobs: list[dict]) -> pd.DataFrame:
+    rows = [{"job": j["id"], "what": j["title"], "status": j["status"],
+             "progress": f"{j['stage']} {j['done']}/{j['total']}" if j["total"] else "",
+             "latest": j["error"] or j["last_line"][-120:]} for j in jobs]
+    return pd.DataFrame(rows, columns=["job", "what", "status", "progress", "latest"])
+
+
+def _rounded(value, digits: int = 4):
+    return None if value is None else round(float(value), digits)
 
 
 def queue_table(queue: dict) -> pd.DataFrame:
@@ -238,8 +265,27 @@ def _ops_tab(service: SupportService, token: gr.State) -> None:
         outcomes = gr.BarPlot(x="outcome", y="share", title="Outcomes")
         gaps = gr.Dataframe(label="Questions the bot could not answer (knowledge gaps)", interactive=False)
     with gr.Tab("Models"):
-        models_refresh = gr.Button("Refresh models")
-        models = gr.Dataframe(interactive=False)
+        models_refresh = gr.Button("Refresh models", elem_id="models-refresh")
+        models = gr.Dataframe(interactive=False, elem_id="models-table")
+        with gr.Row():
+            version = gr.Textbox(label="Version", placeholder="a version from the table, or latest", elem_id="models-version")
+            force = gr.Checkbox(label="Promote even if the gate finds a regression", elem_id="models-force")
+        with gr.Row():
+            promote = gr.Button("Run the gate and promote", variant="primary", elem_id="models-promote")
+            report = gr.Button("Show gate report", elem_id="models-report")
+            rollback = gr.Button("Roll back", variant="stop", elem_id="models-rollback")
+        models_status = gr.Markdown(elem_id="models-status")
+        gate_text = gr.Markdown(elem_id="gate-report")
+        gate_plot = gr.Image(label="Gate: serving vs candidate", type="filepath", elem_id="gate-plot")
+    with gr.Tab("Training"):
+        with gr.Row():
+            method = gr.Dropdown(list(METHODS), value="sft", label="Method", elem_id="train-method")
+            epochs = gr.Number(1.0, label="Epochs", elem_id="train-epochs")
+            max_steps = gr.Number(-1, precision=0, label="Max steps (-1: by epochs)", elem_id="train-steps")
+        start = gr.Button("Start training", variant="primary", elem_id="train-start")
+        started = gr.Markdown(elem_id="train-status")
+        jobs = gr.Dataframe(interactive=False, label="Jobs (newest first)", elem_id="jobs-table")
+        ticker = gr.Timer(3.0)
 
     def add_files(session_token, paths, progress=gr.Progress()):
         if not paths:
@@ -264,18 +310,40 @@ def _ops_tab(service: SupportService, token: gr.State) -> None:
         return text, pd.DataFrame(a["per_day"], columns=["day", "conversations"]), shares, pd.DataFrame(a["gaps"])
 
     def list_models(session_token):
-        """One row per model and evaluation run, numbers in columns."""
-        rows = []
-        for m in service.models(session_token):
-            for evaluated, numbers in (m["metrics"] or {"": {}}).items():
-                rows.append({"version": m["version"], "kind": m["kind"], "serving": m["serving"], "evaluation": evaluated, **numbers})
-        return pd.DataFrame(rows)
+        return models_table(service.models(session_token))
+
+    def run_gate(session_token, name, forced):
+        job = service.promote(session_token, name or "latest", bool(forced))
+        return f"Gate running for {name or 'latest'} (job {job['id']}); follow it on the Training tab."
+
+    def roll_back(session_token):
+        return f"Now serving {service.rollback(session_token)['serving']}.", models_table(service.models(session_token))
+
+    def show_report(session_token, name):
+        found = service.gate_report(session_token, name)
+        return found["markdown"], found["plot"]
+
+    def start_job(session_token, name, epoch_count, steps):
+        job = service.train(session_token, name, float(epoch_count or 1), int(steps if steps is not None else -1))
+        return f"Started {job['title']} (job {job['id']}).", jobs_table(service.job_list(session_token))
+
+    def refresh_jobs(session_token):
+        """Every few seconds while the page is open; silent until someone with the ops role signs in."""
+        try:
+            return jobs_table(service.job_list(session_token))
+        except USER_ERRORS:
+            return gr.skip()
 
     upload.click(shown(add_files), [token, files], [uploaded], api_visibility="private")
     gr.on([query.submit, query.change], shown(find), [token, query], [entries], api_visibility="private", trigger_mode="always_last")
     remove.click(shown(drop), [token, entry_id], [removed], api_visibility="private")
     refresh.click(shown(show_analytics), [token], [summary, per_day, outcomes, gaps], api_visibility="private")
     models_refresh.click(shown(list_models), [token], [models], api_visibility="private")
+    promote.click(shown(run_gate), [token, version, force], [models_status], api_visibility="private")
+    rollback.click(shown(roll_back), [token], [models_status, models], api_visibility="private")
+    report.click(shown(show_report), [token, version], [gate_text, gate_plot], api_visibility="private")
+    start.click(shown(start_job), [token, method, epochs, max_steps], [started, jobs], api_visibility="private")
+    ticker.tick(refresh_jobs, [token], [jobs], api_visibility="private", show_progress="hidden")
 
 
 def _api(service: SupportService) -> None:
@@ -293,7 +361,8 @@ def _api(service: SupportService) -> None:
             return service.kb_upload(token, [str(path)])
 
     for fn in (service.history, service.rate, service.talk_to_person, service.login, service.queue, service.review,
-               service.send, service.close, service.kb_entries, service.kb_remove, service.analytics, service.models):
+               service.send, service.close, service.kb_entries, service.kb_remove, service.analytics, service.models,
+               service.train, service.promote, service.rollback, service.job_list, service.gate_report):
         gr.api(shown(fn), api_name=fn.__name__)
     gr.api(shown(chat), api_name="chat", concurrency_limit=service.config.serve.concurrency)
     gr.api(shown(kb_upload), api_name="kb_upload")
