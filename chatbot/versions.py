@@ -152,6 +152,9 @@ class Versions:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(self.folder(version), tmp, ignore=shutil.ignore_patterns("runs", "gate", "card.json"))
         write_json(tmp / "card.json", card.to_json())
+        if (tmp / "adapter_config.json").exists():  # name the base version, not this machine's folder
+            adapter = json.loads((tmp / "adapter_config.json").read_text(encoding="utf-8"))
+            write_json(tmp / "adapter_config.json", {**adapter, "base_model_name_or_path": card.base})
         shutil.rmtree(target, ignore_errors=True)
         os.replace(tmp, target)
         return card
