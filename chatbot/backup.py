@@ -14,6 +14,7 @@ import os
 import shutil
 import sqlite3
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 
 from .versions import write_json
@@ -68,7 +69,7 @@ def restore(source: Path, home: Path, progress: Progress | None = None) -> dict:
     shutil.copytree(source, partial, ignore=shutil.ignore_patterns(MANIFEST))
     manifest = json.loads((source / MANIFEST).read_text(encoding="utf-8"))
     for i, name in enumerate(manifest["databases"]):
-        with sqlite3.connect(partial / name) as db:
+        with closing(sqlite3.connect(partial / name)) as db:
             if db.execute("PRAGMA integrity_check").fetchone()[0] != "ok":
                 raise BackupError(f"{source / name}: damaged database")
         if progress:
@@ -91,7 +92,7 @@ def _copy_database(path: Path, copy: Path) -> None:
 
 def _copy_index(folder: Path, copy: Path) -> None:
     """The FAISS file the copied store names, if the store has one (knowledge bases do)."""
-    with sqlite3.connect(copy) as db:
+    with closing(sqlite3.connect(copy)) as db:
         has_meta = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone()
         row = db.execute("SELECT value FROM meta WHERE key = 'index_token'").fetchone() if has_meta else None
     if row and (folder / f"dense-{row[0]}.faiss").exists():

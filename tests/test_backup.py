@@ -22,7 +22,7 @@ ship,How long does shipping take?,Orders arrive in 3-5 business days.,Shipping
 
 def overrides(tiny_embedder_path, tiny_lm_path) -> list[str]:
     return [f"retrieval.embedder={tiny_embedder_path}", f"model.path={tiny_lm_path}", "model.max_new_tokens=4",
-            "answer.handoff_confidence=0.0"]
+            "answer.handoff_confidence=0.0", "answer.mode=generate", "answer.grounding_min=0.0"]
 
 
 @pytest.fixture

@@ -98,9 +98,9 @@ def test_ops_manage_the_kb_and_read_analytics(client, server):
     stats = client.predict(token, api_name="/analytics")
     assert {"per_day", "statuses", "shares", "thumbs_up_rate", "latency_ms_p50", "latency_ms_p95", "gaps"} <= set(stats)
     assert sum(stats["statuses"].values()) >= 1
-    models = {m["kind"]: m for m in client.predict(token, api_name="/models")}
-    assert set(models) == {"lm", "retriever"} and models["lm"]["serving"]
-    assert models["lm"]["metrics"] == {"tiny-llama:auto": {"answer_similarity": 0.5, "n": 3}}
+    models = {m["version"]: m for m in client.predict(token, api_name="/models")}
+    assert models["tiny-llama"]["serving"] and models["tiny-llama"]["kind"] == "lm"
+    assert models["tiny-llama"]["metrics"]["eval"] == {"tiny-llama:auto": {"answer_similarity": 0.5, "n": 3}}
 
 
 @pytest.mark.parametrize(

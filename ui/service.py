@@ -12,6 +12,7 @@ from pathlib import Path
 
 from chatbot import Config, LogError, SupportBot
 from chatbot.analytics import analytics
+from chatbot.evaluate import load_evals
 from chatbot.versions import Versions, VersionError
 from training import METHODS, rollback
 from chatbot.review import Suggestion, close, review_queue, send_reply, suggestion
@@ -151,11 +152,16 @@ class SupportService:
         return {**asdict(report), "shares": report.shares(), "thumbs_up_rate": report.thumbs_up_rate}
 
     def models(self, token: str) -> list[dict]:
-        """Every version (the `supportbot models list --json` rows), newest first."""
+        """Every version (the `supportbot models list --json` rows), newest first, with the latest
+        `supportbot eval answers` numbers of each under metrics["eval"]."""
         self.sessions.require(token, "ops")
         versions = Versions(self.config.home)
         versions.ensure_base(self.config.model.path)
-        return list(reversed(versions.listing()))
+        evals = load_evals(self.config.home).get("answers", {})
+        rows = list(reversed(versions.listing()))
+        for row in rows:
+            row["metrics"]["eval"] = {k: v for k, v in evals.items() if k.split(":")[0] == row["version"]}
+        return rows
 
     def train(self, token: str, method: str, epochs: float = 1.0, max_steps: int = -1) -> dict:
         """Start a training run in the background; its progress shows in `jobs`."""
@@ -168,9 +174,9 @@ class SupportService:
     def promote(self, token: str, version: str, force: bool = False) -> dict:
         """Run the evaluation gate in the background; the app serves the version once it passes."""
         self.sessions.require(token, "ops")
-        Versions(self.config.home).card(version.strip())
-        args = ["models", "promote", version.strip(), *(["--force"] if force else []), *self._settings_args()]
-        return self.jobs.start(f"promote {version.strip()}", args).to_json()
+        version = Versions(self.config.home).resolve(version.strip() or "latest")
+        args = ["models", "promote", version, *(["--force"] if force else []), *self._settings_args()]
+        return self.jobs.start(f"promote {version}", args).to_json()
 
     def rollback(self, token: str) -> dict:
         self.sessions.require(token, "ops")
