@@ -47,6 +47,11 @@ class Card:
         return asdict(self)
 
 
+def role_of(kind: str) -> str:
+    """The serving pointer a version of this kind occupies: adapters and whole LMs share "lm"."""
+    return "lm" if kind in ("lm", "adapter") else kind
+
+
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -138,9 +143,8 @@ class Versions:
     def listing(self) -> list[dict]:
         """The `supportbot models list --json` rows, oldest first."""
         serving = self.serving()
-        role = lambda kind: "lm" if kind in ("lm", "adapter") else kind  # noqa: E731
         return [{"version": c.version, "kind": c.kind, "parent": c.parent, "base": c.base, "method": c.method,
-                 "serving": serving.get(role(c.kind)) == c.version, "metrics": c.metrics, "created": c.created}
+                 "serving": serving.get(role_of(c.kind)) == c.version, "metrics": c.metrics, "created": c.created}
                 for c in self.cards()]
 
     def export(self, version: str, target: Path, name: str | None = None) -> Card:

@@ -21,7 +21,7 @@ from chatbot import Config, ConversationLog, SupportBot
 from chatbot.backends import TransformersBackend
 from chatbot.evaluate import evaluate_answers, load_answer_rows
 from chatbot.reward import RewardScorer, load_version, score
-from chatbot.versions import Versions, VersionError, now, write_json
+from chatbot.versions import Versions, VersionError, now, role_of, write_json
 
 from .examples import deduplicate, log_examples, prompt_for, split
 
@@ -146,7 +146,7 @@ def promote(config: Config, version: str, force: bool = False, progress: Progres
     versions.ensure_base(config.model.path, progress)
     version = versions.resolve(version)
     card = versions.card(version)
-    role = "reward" if card.kind == "reward" else "lm" if card.kind in ("lm", "adapter") else card.kind
+    role = role_of(card.kind)
     if role == "retriever":
         raise VersionError(f"{version}: retriever versions are promoted by the retriever training (not built yet)")
     serving = versions.serving_version(role)
