@@ -12,11 +12,14 @@ What it measures, always through the product's own code (`retrieval.KnowledgeBas
    the same unchanged file is timed too: it must embed nothing. Target: >= 300 entries/s on 2 cores.
 3. Query latency of hybrid `kb.search` at two sizes (1k and 100k synthetic entries; `--quick`: 1k and 10k),
    over ~200 varied queries after a few warm-up ones, with the parts shown apart: query embedding
-   (`kb.embedder.encode([q])`), dense index search, lexical search (`kb.store.lexical(q, 50)`) and the rest
+   (`kb.embedder.encode([q])`), dense index search, lexical search (`kb.store.lexical`) and the rest
    (fusion and the SQLite look-ups). Target: p50 <= 15 ms at 100k entries. The dense index's recall@10
    against an exact flat search over the same stored vectors is reported (for an IVF index, past
    `RetrievalSettings.approximate_above` vectors, at nprobe 8, 16 and 32 with their latencies).
 4. Memory and disk: the process's peak RSS after each size, and `kb.stats()["disk_bytes"]`.
+0. Before all of that, the query encoder's runtimes side by side on the same queries: the product's
+   (ONNX Runtime by default, `RetrievalSettings.embedder_runtime`) against sentence-transformers on
+   PyTorch, single-query latency, batch throughput and the cosine between their vectors.
 
 Every knowledge base lives in its own fresh temporary folder (under the system temp dir, never the home
 folder), removed afterwards. One embedder is loaded once and shared, so model loading (reported apart)
@@ -29,7 +32,7 @@ Run from the repository root:
 
 Options: `--out PATH` (JSON results, default bench/results/retrieval.json), `--sizes 1000,100000`,
 `--queries 200`, `--approximate-above N` (override the IVF threshold, e.g. to see IVF in a quick run),
-`--torch-threads N`. The machine is shared and noisy: a CPU probe (embedding rate of a fixed batch) is
+`--torch-threads N`, `--runtime onnx|torch` (the embedder runtime for sections 1-4). The machine is shared and noisy: a CPU probe (embedding rate of a fixed batch) is
 taken before each section and printed, so that a slow section can be told from a busy machine.
 The table goes to stdout, progress to stderr.
 """
@@ -282,6 +285,20 @@ def _unrank(code: int, dims: tuple[int, ...]) -> list[int]:
 
 
 @dataclass
+class EncoderRow:
+    runtime: str
+    query: Dist  # one short query per call, ms
+    texts_per_s: float  # batches of the product's batch size, short FAQ questions
+
+
+@dataclass
+class Encoders:
+    rows: list[EncoderRow]
+    min_cosine: float  # between the runtimes' vectors for the same texts
+    query_speedup: float  # torch p50 / product p50
+
+
+@dataclass
 class Quality:
     entries: int
     queries_file: str
@@ -418,6 +435,24 @@ def eval_csv(tmp: Path) -> Path:
     return merged
 
 
+def bench_encoders(bench: Bench, queries: list[str]) -> Encoders:
+    """The product's runtime and PyTorch on the same queries, alternating which goes first."""
+    baseline = Embedder(bench.embedder.path, bench.embedder.batch_size)
+    runtimes = {"torch": baseline, bench.embedder.runtime: bench.embedder}
+    texts = [row["question"] for row in bench.synthetic.rows(1_024)]
+    for embedder in runtimes.values():
+        embedder.encode(texts[:64])
+    samples: dict[str, list[float]] = {name: [] for name in runtimes}
+    for i, query in enumerate(queries):
+        for name in list(runtimes)[:: 1 if i % 2 else -1]:
+            samples[name].append(timed_ms(runtimes[name].encode, [query])[0])
+    rates = {name: len(texts) / (timed_ms(e.encode, texts)[0] / 1000) for name, e in runtimes.items()}
+    vectors = [e.encode(texts[:256] + queries) for e in runtimes.values()]
+    rows = [EncoderRow(name, Dist.of(samples[name]), round(rates[name], 1)) for name in runtimes]
+    return Encoders(rows, round(float(np.min(np.sum(vectors[0] * vectors[-1], axis=1))), 6),
+                    round(rows[0].query.p50 / rows[-1].query.p50, 2))
+
+
 def bench_quality(bench: Bench) -> Quality:
     with bench.fresh_kb("quality") as (kb, tmp):
         log("quality: ingesting data/kb")
@@ -458,7 +493,7 @@ def measure_latency(kb: KnowledgeBase, queries: list[str]) -> dict[str, Dist]:
         embed_ms, matrix = timed_ms(kb.embedder.encode, [query])
         index = kb.dense_index()
         dense_ms, _ = timed_ms(index.search, matrix[0], n)
-        lexical_ms, _ = timed_ms(kb.store.lexical, query, n)
+        lexical_ms, _ = timed_ms(kb.store.lexical, query, n, kb.settings.lexical_budget)
         return embed_ms, dense_ms, lexical_ms
 
     for i, query in enumerate(queries):
@@ -548,11 +583,17 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
 
-def render(env: dict, quality: Quality, ingest: Ingest, scales: list[Scale]) -> str:
+def render(env: dict, encoders: Encoders, quality: Quality, ingest: Ingest, scales: list[Scale]) -> str:
     out = [f"Retrieval benchmark ({'quick' if env['quick'] else 'full'}): {env['cpus']} CPUs, torch threads {env['torch_threads']}, "
-           f"embedder {env['embedder']} (load {env['embedder_load_s']:.1f} s, not counted below)",
+           f"embedder {env['embedder']} on {env['runtime']} (load {env['embedder_load_s']:.1f} s, not counted below)",
            "CPU probe (short sentences embedded/s, batch of 256) before each section: "
            + ", ".join(f"{k} {v:.0f}" for k, v in env["cpu_probes_sentences_per_s"].items())]
+    out.append(table(
+        "0. Query encoder runtimes side by side (same model and texts; single short queries, then batches)",
+        ["runtime", "query p50 ms", "query p95 ms", "texts/s"],
+        [[r.runtime, r.query.p50, r.query.p95, r.texts_per_s] for r in encoders.rows],
+    ))
+    out.append(f"query p50 torch / {env['runtime']}: {encoders.query_speedup:.2f}x; min cosine between their vectors {encoders.min_cosine:.6f}")
     out.append(table(
         f"1. Quality on the demo data ({quality.entries} entries, {quality.rows[0]['n']} queries from {quality.queries_file})",
         ["mode", "top1", "recall@5", "MRR", "p50 ms", "p95 ms", "n"],
@@ -601,10 +642,11 @@ def render(env: dict, quality: Quality, ingest: Ingest, scales: list[Scale]) -> 
     return "\n".join(out)
 
 
-def to_json(env: dict, quality: Quality, ingest: Ingest, scales: list[Scale]) -> dict:
+def to_json(env: dict, encoders: Encoders, quality: Quality, ingest: Ingest, scales: list[Scale]) -> dict:
     largest = scales[-1]
     return {
         "environment": env,
+        "encoders": asdict(encoders),
         "quality": asdict(quality),
         "ingest": ingest.summary(),
         "scale": [
@@ -625,7 +667,8 @@ def environment(args: argparse.Namespace, load_s: float, embedder: Embedder) -> 
         "ingest_entries": args.ingest_entries, "approximate_above": RetrievalSettings().approximate_above
         if args.approximate_above is None else args.approximate_above,
         "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "faiss": faiss.__version__,
-        "python": platform.python_version(), "embedder": embedder.model_id, "embedder_load_s": round(load_s, 2),
+        "python": platform.python_version(), "embedder": embedder.model_id, "runtime": embedder.runtime,
+        "embedder_load_s": round(load_s, 2),
         "tmp": tempfile.gettempdir(), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
 
@@ -640,6 +683,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="cold ingest runs and unchanged re-ingests")
     parser.add_argument("--approximate-above", type=int, help="override RetrievalSettings.approximate_above")
     parser.add_argument("--torch-threads", type=int, help="torch.set_num_threads (default: torch's own choice)")
+    parser.add_argument("--runtime", choices=("onnx", "torch"), default=RetrievalSettings().embedder_runtime,
+                        help="embedder runtime for the quality, ingest and latency sections (default: the product's)")
     args = parser.parse_args(argv)
     args.sizes = args.sizes or ([1_000, 10_000] if args.quick else [1_000, 100_000])
     args.ingest_entries = args.ingest_entries or (1_000 if args.quick else 2_000)
@@ -653,14 +698,17 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(args.torch_threads)
     started = time.perf_counter()
-    embedder = TimedEmbedder()
-    embedder.model, embedder.model_id  # noqa: B018 (load once, outside every measurement)
+    cache = tempfile.TemporaryDirectory(prefix="supportbot-bench-encoder-")  # the ONNX export, made once
+    embedder = TimedEmbedder(runtime=args.runtime, cache_dir=cache.name)
+    embedder.model_id, embedder.dim  # noqa: B018 (load once, outside every measurement)
     load_s = time.perf_counter() - started
     bench = Bench(args, embedder)
     env = environment(args, load_s, embedder)
     queries = bench.synthetic.queries(args.queries + WARMUP_QUERIES)
 
     bench.probe_cpu("start")
+    log("query encoders side by side")
+    encoders = bench_encoders(bench, queries)
     quality = bench_quality(bench)
     bench.probe_cpu("before ingest")
     ingest = bench_ingest(bench, args.ingest_entries)
@@ -671,9 +719,9 @@ def main(argv: list[str] | None = None) -> int:
     bench.probe_cpu("end")
     env["cpu_probes_sentences_per_s"] = bench.cpu_probes
 
-    print(render(env, quality, ingest, scales), flush=True)
+    print(render(env, encoders, quality, ingest, scales), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(to_json(env, quality, ingest, scales), indent=2) + "\n")
+    args.out.write_text(json.dumps(to_json(env, encoders, quality, ingest, scales), indent=2) + "\n")
     log(f"wrote {args.out} (total {time.perf_counter() - started:.0f} s)")
     return 0
 

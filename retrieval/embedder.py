@@ -1,4 +1,5 @@
-"""The dense encoder: a sentence-transformers model loaded from a local folder, never from a hub."""
+"""The dense encoder: a sentence-transformers model loaded from a local folder, never from a hub; run by
+ONNX Runtime where the model allows it and a cache folder is given (see onnx_encoder), else by PyTorch."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+
+from .onnx_encoder import OnnxEncoder, exportable
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -20,11 +23,20 @@ def bundled_embedder_path() -> Path:
 
 
 class Embedder:
-    """Encodes text to L2-normalised float32 vectors; loads the model on first use."""
+    """Encodes text to L2-normalised float32 vectors; loads the model on first use.
 
-    def __init__(self, path: str | Path | None = None, batch_size: int = 64):
+    `runtime` "onnx" exports the model once into `cache_dir` and encodes with ONNX Runtime (same vectors to
+    float precision, several times faster on a CPU); "torch", or no `cache_dir`, uses sentence-transformers.
+    """
+
+    def __init__(self, path: str | Path | None = None, batch_size: int = 64, runtime: str = "torch",
+                 cache_dir: str | Path | None = None):
         self.path = Path(path) if path else bundled_embedder_path()
         self.batch_size = batch_size
+        if runtime not in ("onnx", "torch"):
+            raise ValueError(f"embedder runtime {runtime!r}: expected 'onnx' or 'torch'")
+        self.runtime = runtime if cache_dir is not None and exportable(self.path) else "torch"
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         if not (self.path / "modules.json").exists() and not (self.path / "config.json").exists():
             raise FileNotFoundError(f"{self.path}: not a sentence-transformers model folder")
 
@@ -33,6 +45,16 @@ class Embedder:
         from sentence_transformers import SentenceTransformer
 
         return SentenceTransformer(str(self.path), device="cpu", local_files_only=True)
+
+    @cached_property
+    def onnx(self) -> OnnxEncoder:
+        return OnnxEncoder(self.path, self.cache_dir / f"encoder-{self.model_id.split(':')[-1]}.onnx", os.cpu_count() or 1)
+
+    @cached_property
+    def tokenizer(self):
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(str(self.path), local_files_only=True)
 
     @cached_property
     def model_id(self) -> str:
@@ -46,10 +68,10 @@ class Embedder:
 
     @property
     def dim(self) -> int:
-        return self.model.get_embedding_dimension()
+        return self.onnx.dim if self.runtime == "onnx" else self.model.get_embedding_dimension()
 
     def count_tokens(self, text: str) -> int:
-        return len(self.model.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def encode(self, texts: list[str], progress=None) -> np.ndarray:
         """Vectors for `texts` in order; `progress(done, total)` is called between batches."""
@@ -68,6 +90,8 @@ class Embedder:
         return out
 
     def _encode(self, texts: list[str]) -> np.ndarray:
+        if self.runtime == "onnx":
+            return np.concatenate([self.onnx.encode(texts[i : i + self.batch_size]) for i in range(0, len(texts), self.batch_size)])
         vectors = self.model.encode(
             texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
         )

@@ -36,6 +36,11 @@ class IngestReport:
     ids: list[str] = field(default_factory=list)
 
 
+# Queries are cut here: the embedder reads 256 tokens (about 1,000 characters) anyway, and a megabyte of
+# query text would take seconds of BM25 term look-ups.
+MAX_QUERY_CHARS = 2_000
+
+
 class KnowledgeBase:
     def __init__(self, folder: str | Path, settings: RetrievalSettings | None = None, embedder: Embedder | None = None):
         self.folder = Path(folder)
@@ -49,7 +54,7 @@ class KnowledgeBase:
     @property
     def embedder(self) -> Embedder:
         if self._embedder is None:
-            self._embedder = Embedder(self.settings.embedder or None)
+            self._embedder = Embedder(self.settings.embedder or None, runtime=self.settings.embedder_runtime, cache_dir=self.folder)
         return self._embedder
 
     def close(self) -> None:
@@ -173,12 +178,12 @@ class KnowledgeBase:
 
     def search(self, query: str, k: int = 5, mode: str = "hybrid") -> list[SearchHit]:
         """Entries best first. `mode` is "hybrid", "dense" or "lexical" (the last two for comparison)."""
-        query = " ".join(query.split())
+        query = " ".join(query.split())[:MAX_QUERY_CHARS]
         if not query:
             return []
         n = self.settings.candidates
         dense_hits = self.dense_index().search(self.embedder.encode([query])[0], n) if mode != "lexical" else []
-        lexical_hits = self.store.lexical(query, n) if mode != "dense" else []
+        lexical_hits = self.store.lexical(query, n, self.settings.lexical_budget) if mode != "dense" else []
         units = self.store.unit_entries(list({uid for uid, _ in dense_hits + lexical_hits}))
         ranked = fuse(best_per_entry(dense_hits, units), best_per_entry(lexical_hits, units), self.settings, mode)[:k]
         info = self.store.entry_info([c.entry_id for c in ranked])

@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 class RetrievalSettings:
     # Embedder folder (a sentence-transformers model); empty means the bundled all-MiniLM-L6-v2.
     embedder: str = ""
+    # "onnx": the embedder runs on ONNX Runtime (exported once into the KB folder; several times faster
+    # on a CPU, same vectors to float precision); "torch": sentence-transformers on PyTorch.
+    embedder_runtime: str = "onnx"
     # Passages: token budget per passage, counted with the embedder's tokenizer (MiniLM reads 256).
     passage_tokens: int = 200
     # Embed FAQ answer passages too (documents' passages are always embedded). Off by default: the
@@ -19,6 +22,9 @@ class RetrievalSettings:
     ivf_nprobe: int = 32  # recall@10 0.994 against exact at 100k vectors, 0.4 ms (bench/retrieval.py)
     # Candidates fetched from each retriever before fusion.
     candidates: int = 50
+    # BM25 scores the query's rarest terms up to this many matching units in all (see Store.lexical):
+    # bounds lexical latency on a large knowledge base; a small one never reaches it. 0 = every term.
+    lexical_budget: int = 4000
     # Fusion: entry score = best cosine + lexical_weight * (BM25 / the query's best BM25). 0.15 sits in
     # a flat optimum (0.1-0.2) on data/eval/retrieval.csv; reciprocal-rank fusion scored lower there.
     lexical_weight: float = 0.15

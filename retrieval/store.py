@@ -96,7 +96,6 @@ class Store:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.RLock()
-        self._total: tuple[str | None, int] = (None, 1)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=60)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -227,16 +226,16 @@ class Store:
         rows = self._query_in("SELECT uid, entry_id, text FROM units WHERE uid IN ({})", uids)
         return {uid: (entry_id, text) for uid, entry_id, text in rows}
 
-    def lexical(self, query: str, limit: int, max_share: float = 0.05, max_units: int = 5000) -> list[tuple[int, float]]:
+    def lexical(self, query: str, limit: int, budget: int = 0) -> list[tuple[int, float]]:
         """BM25 over variants and passages: (uid, score) best first, score positive (higher is better).
 
-        Terms found in more than `max_share` of the units and in more than `max_units` units are dropped
-        (keeping at least the two rarest): their IDF is near zero, yet every unit they match must be
-        scored, which is what makes an OR query slow on a large knowledge base. Small ones are untouched."""
+        With a `budget`, only the query's rarest terms are scored, as many as match at most `budget` units
+        in all (and at least the two rarest): every unit a term matches must be scored, so a term found in
+        thousands of units makes an OR query slow on a large knowledge base, while its IDF, and so its
+        effect on the ranking, is small. A small knowledge base never reaches the budget."""
         terms = list(dict.fromkeys(content_words(query)))
-        if not terms:
-            return []
-        terms = self._informative(terms, max(max_share * self._units_total(), max_units))
+        if budget and terms:
+            terms = self._rarest(terms, budget)
         if not terms:
             return []
         match = " OR ".join(f'"{t}"' for t in terms)
@@ -247,24 +246,21 @@ class Store:
         )
         return [(uid, score) for uid, score in rows]
 
-    def _informative(self, terms: list[str], max_df: float) -> list[str]:
-        """The query terms rare enough to be worth scoring. FTS5's vocabulary holds each (Porter-stemmed)
-        term's unit count; a stem is almost always a prefix of its word (or ends in "i" for a "y"), so the
-        longest such prefix found stands for the word. A word with no entry is kept: pruning only drops
-        terms shown to be common."""
+    def _rarest(self, terms: list[str], budget: int) -> list[str]:
+        """The rarest query terms whose unit counts add up to at most `budget`. FTS5's vocabulary holds each
+        (Porter-stemmed) term's unit count; a stem is almost always a prefix of its word (or ends in "i"
+        for a "y"), so the longest such prefix found stands for the word. A word with no entry counts 0."""
         candidates = {t: [t[:-1] + "i"] * t.endswith("y") + [t[:n] for n in range(len(t), 2, -1)] for t in terms}
         frequency = dict(self._query_in("SELECT term, doc FROM units_vocab WHERE term IN ({})",
                                         list({c for cs in candidates.values() for c in cs})))
         df = {t: next((frequency[c] for c in cs if c in frequency), 0) for t, cs in candidates.items()}
-        kept = [t for t in terms if df[t] <= max_df]
-        return kept if len(kept) >= 2 else sorted(terms, key=df.get)[:2]
-
-    def _units_total(self) -> int:
-        """Number of units, recounted only after a write (the index token changes with every write)."""
-        token = self.index_token()
-        if self._total[0] != token:
-            self._total = (token, self._query("SELECT COUNT(*) FROM units")[0][0] or 1)
-        return self._total[1]
+        kept, total = [], 0
+        for term in sorted(terms, key=df.get):
+            if len(kept) >= 2 and total + df[term] > budget:
+                break
+            kept.append(term)
+            total += df[term]
+        return kept
 
     def entry(self, entry_id: str) -> Entry | None:
         rows = self._query("SELECT id, kind, title, answer, category, url, source FROM entries WHERE id = ?", (entry_id,))

@@ -144,14 +144,14 @@ def test_search_never_fails_while_another_process_ingests(make_kb, tmp_path, tin
     assert kb.stats()["entries"] == 3 + 399  # each round re-adds the entry removed before; e3 stays removed
 
 
-def test_lexical_search_skips_terms_too_common_to_rank(make_kb, tmp_path):
+def test_lexical_search_scores_the_rarest_terms_within_its_budget(make_kb, tmp_path):
     kb = make_kb()
     kb.add([write(tmp_path / "many.csv", faq_rows(60))])  # "widget" and "gadget" are in every entry
     kb.add([write(tmp_path / "faq.csv", FAQ)])
     full = kb.store.lexical("widget Toronto Canada", 100)
-    pruned = kb.store.lexical("widget Toronto Canada", 100, max_share=0.05, max_units=10)
+    pruned = kb.store.lexical("widget Toronto Canada", 100, budget=10)
     assert len(full) > 60
     units = kb.store.unit_entries([uid for uid, _ in pruned])
     assert {entry for entry, _ in units.values()} == {"ship-ca"}
-    # with fewer than two rare terms, the two rarest are kept
-    assert len(kb.store.lexical("widget gadget Toronto", 100, max_share=0.05, max_units=10)) > 60
+    # the two rarest terms are always scored, even past the budget
+    assert len(kb.store.lexical("widget gadget Toronto", 100, budget=10)) > 60
