@@ -14,6 +14,7 @@ from chatbot.versions import Versions, VersionError
 from retrieval import KnowledgeBase
 from training import RunRequest, TrainSettings, export_logs, promote, rollback, run_training, seed_examples
 from training.examples import read_jsonl, redact_row
+from training.gate import gate_questions
 from ui.cli import main
 
 FAQ = """id,question,answer,title,category,url
@@ -122,6 +123,28 @@ def test_seed_examples_teach_citing_the_right_passage_and_handing_off(bot):
         else:
             number = int(reply.rsplit("[", 1)[1].rstrip("]"))
             assert reply.startswith(entry.answer) and f"[{number}] {entry.title}\n{entry.answer}" in prompt
+
+
+def test_out_of_scope_questions_teach_handing_off_hardest_first(bot):
+    questions = ["Write me a poem about the sea", "What is the capital of Peru?", "Do you like jazz?"]
+    rows = seed_examples(bot, handoff_every=0, out_of_scope=questions, out_of_scope_every=4)
+    extra = [r for r in rows if r["source"] == "out_of_scope"]
+    assert len(rows) == 7 and len(extra) == 1  # at most one for every four variants
+    hardest = max(questions, key=lambda q: max(h.confidence for h in bot.kb.search(q, k=bot.settings.passages)))
+    assert extra[0]["question"] == hardest and extra[0]["completion"][0]["content"] == bot.messages.handoff
+    assert extra[0]["passages"] and hardest in extra[0]["prompt"][-1]["content"]
+
+
+def test_a_missing_out_of_scope_file_refuses_the_run_in_one_line(config):
+    with pytest.raises(ValueError, match="nope.txt: cannot read"):
+        run_training(config, RunRequest("sft", TrainSettings(max_steps=1), out_of_scope="nope.txt"))
+
+
+def test_gate_samples_answerable_and_out_of_scope_questions_alike(tmp_path, config, bot):
+    rows = "".join(f"Question {i}?,Answer {i}.\n" for i in range(6)) + "".join(f"Off topic {i}?,\n" for i in range(6))
+    config.gate.eval_file, config.gate.questions = str(write(tmp_path / "many.csv", "question,answer\n" + rows)), 3
+    picked = gate_questions(config, bot)
+    assert sum(bool(r["answer"]) for r in picked) == 3 and sum(not r["answer"] for r in picked) == 3
 
 
 # --- versions, the gate, rollback -------------------------------------------------------------------

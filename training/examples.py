@@ -32,6 +32,9 @@ from chatbot.redact import redact
 from retrieval import SearchHit
 
 KINDS = ("sft", "kto", "dpo", "reward")
+# Company-agnostic messages no support knowledge base answers (chit-chat, advice, jobs, press...): the
+# seed's out-of-scope questions, which teach the model to hand off when the passages are beside the point.
+OUT_OF_SCOPE = Path(__file__).with_name("out_of_scope.txt")
 RATED_MODES = ("generate", "template")  # policy refusals say nothing about the model
 MODEL_HANDOFFS = ("low_confidence", "not_grounded", "model_handoff")
 
@@ -156,7 +159,8 @@ def _acted(bot: SupportBot, action: dict, draft: LoggedMessage | None, messages:
 # --- from the knowledge base ------------------------------------------------------------------------
 
 
-def seed_examples(bot: SupportBot, handoff_every: int = 5, max_variants: int = 0, seed: int = 0,
+def seed_examples(bot: SupportBot, handoff_every: int = 10, max_variants: int = 0, seed: int = 0,
+                  out_of_scope: list[str] | None = None, out_of_scope_every: int = 8,
                   progress: Callable[[str, int, int], None] | None = None) -> list[dict]:
     """SFT examples a fresh install can train on before any traffic.
 
@@ -165,6 +169,9 @@ def seed_examples(bot: SupportBot, handoff_every: int = 5, max_variants: int = 0
     passage. Every `handoff_every`-th variant is shown without its entry's passage and gives the hand-off
     reply: the model learns to hand off when the passages do not answer, on questions that look answerable.
     `max_variants` > 0 keeps that many variants per entry (a shorter run that still covers every entry).
+    `out_of_scope` questions (one for every `out_of_scope_every` variants at most) give the hand-off reply
+    too, see `out_of_scope_examples`. About a fifth of the examples hand off: more (a third was tried)
+    taught the model to hand off on answerable questions too.
     """
     rng = random.Random(seed)
     entries = [bot.kb.entry(row.id) for row in bot.kb.entries()]
@@ -188,7 +195,34 @@ def seed_examples(bot: SupportBot, handoff_every: int = 5, max_variants: int = 0
                      "passages": [s.text for s in sources], "conversation_id": "kb:" + _digest(question), "source": "kb_handoff" if handoff else "kb"})
         if progress:
             progress("seed examples", i + 1, len(variants))
+    return rows + out_of_scope_examples(bot, out_of_scope or [], len(variants) // max(1, out_of_scope_every))
+
+
+def out_of_scope_examples(bot: SupportBot, questions: list[str], limit: int) -> list[dict]:
+    """Out-of-scope questions with the passages retrieved for them give the hand-off reply. The ones
+    retrieval is most confident about come first: those are the questions that get past the confidence
+    check at serving time and reach the model with plausible-looking but beside-the-point passages."""
+    scored = []
+    for question in questions:
+        hits = bot.kb.search(question, k=bot.settings.passages)
+        scored.append((max((h.confidence for h in hits), default=0.0), question, hits))
+    scored.sort(key=lambda item: -item[0])
+    rows = []
+    for _, question, hits in scored[:limit]:
+        sources = bot.sources(hits)
+        rows.append({"prompt": prompt_for(bot, question, [], sources), "completion": assistant(bot.messages.handoff),
+                     "question": question, "passages": [s.text for s in sources],
+                     "conversation_id": "kb:" + _digest(question), "source": "out_of_scope"})
     return rows
+
+
+def read_questions(path: Path) -> list[str]:
+    """One question per line (blank lines skipped)."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: cannot read questions ({err.__class__.__name__})") from None
+    return [line.strip() for line in lines if line.strip()]
 
 
 # --- cleaning, splitting, files ---------------------------------------------------------------------

@@ -55,18 +55,26 @@ Progress = Callable[[str, int, int], None]
 
 
 def gate_questions(config: Config, bot: SupportBot) -> list[dict]:
-    """Rows of question, answer ("" = should hand off): the evaluation file sampled evenly, plus held-out logs."""
+    """Rows of question, answer ("" = should hand off): from the evaluation file, `gate.questions` answerable
+    and as many out-of-scope questions, each sampled evenly (hand-off recall over a handful of questions
+    would swing by a whole question's share), plus held-out logs."""
     path = Path(config.gate.eval_file) if config.gate.eval_file else DEMO_EVAL
     rows = load_answer_rows(path) if path.exists() else []
-    if config.gate.questions and len(rows) > config.gate.questions:
-        step = len(rows) / config.gate.questions
-        rows = [rows[int(i * step)] for i in range(config.gate.questions)]
+    rows = [r for part in ([r for r in rows if r["answer"]], [r for r in rows if not r["answer"]])
+            for r in _evenly(part, config.gate.questions)]
     logged = deduplicate(log_examples(bot)["sft"])
     _, heldout = split(logged, config.gate.heldout_share)
     rows += [{"question": r["question"], "answer": r["completion"][-1]["content"], "expected_id": ""} for r in heldout]
     if not rows:
         raise VersionError("no held-out questions: set gate.eval_file to a question,answer CSV")
     return rows
+
+
+def _evenly(rows: list[dict], n: int) -> list[dict]:
+    if not n or len(rows) <= n:
+        return rows
+    step = len(rows) / n
+    return [rows[int(i * step)] for i in range(n)]
 
 
 def set_hash(rows: list[dict], config: Config) -> str:

@@ -15,7 +15,8 @@ from chatbot import Config, SupportBot
 from chatbot.grounding import grounding
 from chatbot.versions import Card, Versions, now, write_json
 
-from .examples import data_hash, deduplicate, log_examples, read_jsonl, redact_row, seed_examples, split
+from .examples import (OUT_OF_SCOPE, data_hash, deduplicate, log_examples, read_jsonl, read_questions, redact_row,
+                       seed_examples, split)
 from .trainers import TrainSettings, train
 
 METHODS = ("sft", "kto", "dpo", "reward", "grpo")
@@ -35,6 +36,7 @@ class RunRequest:
     parent: str = ""  # version to continue from; "" = the serving one
     kb_seed: bool = True  # sft/grpo: add examples made from the knowledge base
     seed_variants: int = 0  # question variants per entry in the KB seed (0 = all)
+    out_of_scope: str | None = None  # file of questions the KB seed teaches to hand off (None = bundled, "" = none)
 
 
 def examples_for(config: Config, bot: SupportBot, request: RunRequest,
@@ -55,7 +57,12 @@ def examples_for(config: Config, bot: SupportBot, request: RunRequest,
     logged = deduplicate([redact_row(r, bot.log.redact_kinds) for r in log_examples(bot, progress)[kind]])
     rows, _ = split(logged, config.gate.heldout_share)
     if request.method in ("sft", "grpo") and request.kb_seed:
-        rows += seed_examples(bot, max_variants=request.seed_variants, progress=progress)
+        try:
+            path = OUT_OF_SCOPE if request.out_of_scope is None else request.out_of_scope
+            questions = read_questions(Path(path)) if path else []
+        except ValueError as err:
+            raise TrainError(str(err)) from None
+        rows += seed_examples(bot, max_variants=request.seed_variants, out_of_scope=questions, progress=progress)
     if not rows:
         raise TrainError(f"no {kind} examples yet: "
                          + {"kto": "customers have rated no bot replies", "dpo": "agents have edited no drafts",

@@ -109,9 +109,12 @@ def eval_retrieval(args, config):
     bar = TerminalProgress(not args.quiet)
     report = evaluate_retrieval(kb, rows, mode=args.mode, progress=lambda d, t: bar("queries", d, t))
     summary = report.summary()
+    try:  # before saving anything: the fit may refuse
+        weights = report.fit_calibration() if args.calibrate else None
+    except ValueError as err:
+        raise CommandError(f"{args.file}: {err}") from None
     save_eval(config.home, "retrieval", f"{kb.embedder.path.name}:{args.mode}", summary)
-    if args.calibrate:
-        weights = report.fit_calibration()
+    if weights:
         save_settings(config, {"retrieval.calibration": weights})
         summary["calibration"] = weights
         print(f"calibration {weights} saved to {config.config_file}", file=sys.stderr)
@@ -168,6 +171,10 @@ def chat(args, config):
 def eval_answers(args, config):
     import tempfile
 
+    if args.limit < 0:
+        raise CommandError(f"--limit {args.limit}: expected 0 (all rows) or more")
+    if args.rows and not Path(args.rows).resolve().parent.is_dir():  # found out before the evaluation, not after
+        raise CommandError(f"--rows {args.rows}: folder {Path(args.rows).resolve().parent} does not exist")
     rows = load_answer_rows(args.file)[: args.limit or None]
     if args.mode:
         config.answer.mode = args.mode
@@ -212,7 +219,7 @@ def train_command(args, config):
         learning_rate=args.lr or LEARNING_RATES[args.method] / (1 if not args.full else 10),
     )
     request = RunRequest(args.method, settings, data=args.data or [], parent=args.parent or "", kb_seed=not args.no_kb_seed,
-                         seed_variants=args.seed_variants)
+                         seed_variants=args.seed_variants, out_of_scope=args.out_of_scope)
     log = (lambda line: print(line, file=sys.stderr)) if not args.quiet else None
     card = run_training(config, request, TerminalProgress(not args.quiet), log)
     train = card.metrics["train"]
@@ -409,6 +416,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lora-r", type=int, default=16)
     p.add_argument("--lora-layers", type=int, default=0, help="LoRA on the top N layers only (0 = all; faster on a CPU)")
     p.add_argument("--seed-variants", type=int, default=0, help="question variants per KB entry in the seed (0 = all)")
+    p.add_argument("--out-of-scope", metavar="FILE",
+                   help="questions (one per line) the KB seed teaches to hand off ('' = none; default: the bundled list)")
     p.add_argument("--max-length", type=int, default=1024)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
