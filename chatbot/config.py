@@ -87,13 +87,25 @@ class ServeSettings:
 
 
 @dataclass
+class RateLimits:
+    """How many events each session and each client address may cause per window (ui/ratelimit.py)."""
+
+    login_failures_per_session: int = 5
+    login_failures_per_address: int = 20
+    login_window_s: float = 300.0
+    chat_per_session: int = 20
+    chat_per_address: int = 120
+    chat_window_s: float = 60.0
+
+
+@dataclass
 class GateSettings:
     """The evaluation gate every promotion passes: candidate and serving model on the same held-out questions."""
 
     # question,answer CSV; empty = data/eval/answers.csv of the project when present. Held-out logged
     # conversations (agent-approved replies) are always added.
     eval_file: str = ""
-    questions: int = 48  # questions per run, spread evenly over the file (0 = all)
+    questions: int = 48  # answerable and as many out-of-scope questions per run, spread evenly over the file (0 = all)
     max_new_tokens: int = 80
     tolerance: float = 0.02  # how far a quality metric may fall (absolute) before promotion is refused
     latency_tolerance: float = 0.5  # how much slower (relative, p50) a candidate may be
@@ -109,6 +121,7 @@ class Config:
     answer: AnswerSettings = field(default_factory=AnswerSettings)
     serve: ServeSettings = field(default_factory=ServeSettings)
     gate: GateSettings = field(default_factory=GateSettings)
+    limits: RateLimits = field(default_factory=RateLimits)
 
     def kb_dir(self, name: str | None = None) -> Path:
         name = name or self.kb

@@ -7,8 +7,9 @@ A turn, top to bottom (`SupportBot.respond`):
 3. retrieve with the message, and with the previous customer message joined to it for follow-ups;
 4. below the confidence threshold: hand off; a confident FAQ match can be answered with its curated text;
 5. otherwise prompt the LM with the numbered passages and stream its reply;
-6. keep only real citations and the passages' own links; a reply that leaks the rules, trips the output
-   filter or is not grounded in the passages is replaced by a hand-off;
+6. keep only real citations and the passages' own links, no HTML; a reply that leaks the rules, promises
+   an offer the passages do not state, claims a new role, trips the output filter or is not grounded in
+   the passages is replaced by a hand-off;
 7. log the reply with its sources, confidence, model, tokens and latency.
 """
 
@@ -28,7 +29,7 @@ from .config import Config, ConfigError
 from .grounding import grounding
 from .log import ConversationLog, LogError
 from .model import Progress, provision_bundled
-from .policy import Messages, classify_message, clean_message, filtered, leaks, strip_foreign_links
+from .policy import Messages, classify_message, clean_message, instructs_model, sanitize, unsafe
 from .prompt import Source, Turn, build_messages, system_prompt
 from .reward import RewardScorer
 from .versions import Versions, serving_weights
@@ -225,7 +226,7 @@ class SupportBot:
         hits = self.retrieve(text, history)
         sources = self.sources(hits)
         confidence = hits[0].confidence if hits else 0.0
-        if confidence < self.settings.handoff_confidence:
+        if not hits or confidence < self.settings.handoff_confidence:  # nothing found hands off at any threshold
             reply = Reply(self.messages.handoff, sources=sources, confidence=confidence, handed_off=True, reason="low_confidence")
             return (yield from self._say(reply))
         if self._use_template(hits[0]):
@@ -264,14 +265,12 @@ class SupportBot:
             return reply
         reply.prompt_tokens, reply.reply_tokens = generation.prompt_tokens, generation.completion_tokens
         passages = [s.text for s in kept]
-        answer, cited = resolve_citations(strip_foreign_links(generation.text, passages), kept)
+        answer, cited = resolve_citations(sanitize(generation.text, passages), kept)
         reply.grounding = grounding(answer, passages)
         problem = (
             "model_handoff" if self.messages.handoff[:40] in answer  # a fine-tuned model hands off itself
-            else "leak" if leaks(answer, system_prompt(self.settings))
-            else "output_filter" if filtered(answer, self.settings.output_filter)
-            else "not_grounded" if reply.grounding < self.settings.grounding_min or not answer
-            else ""
+            else unsafe(answer, passages, system_prompt(self.settings), self.settings.output_filter)
+            or ("not_grounded" if reply.grounding < self.settings.grounding_min or not answer else "")
         )
         if problem:  # the sources stay on the reply: what the bot looked at, for agents and evaluation
             reply.text, reply.handed_off, reply.reason, reply.draft = self.messages.handoff, True, problem, answer
@@ -295,7 +294,8 @@ class SupportBot:
 
     def retrieve(self, text: str, history: list[Turn]) -> list[SearchHit]:
         """Search with the message alone and joined to the previous customer message (a follow-up such
-        as "and how long does that take?" names its topic only there); keep the more confident."""
+        as "and how long does that take?" names its topic only there); keep the more confident. Entries
+        whose text speaks to the model (instructions planted in the knowledge base) are left out."""
         k = self.settings.passages
         hits = self.kb.search(text, k=k)
         previous = next((t.text for t in reversed(history) if t.role == "customer"), None)
@@ -303,7 +303,12 @@ class SupportBot:
             joined = self.kb.search(f"{previous} {text}", k=k)
             if joined and (not hits or joined[0].confidence > hits[0].confidence):
                 hits = joined
-        return hits
+        return [hit for hit in hits if not self._planted(hit)]
+
+    def _planted(self, hit: SearchHit) -> bool:
+        """An FAQ answer (a curated reply shows all of it) or the matched document passage carries instructions."""
+        entry = self.kb.entry(hit.entry_id)
+        return entry is not None and instructs_model(entry.answer if entry.kind == "faq" else hit.matched)
 
     def sources(self, hits: list[SearchHit]) -> list[Source]:
         """Numbered passages for the prompt: an FAQ entry's answer, or the best passage of a document or a

@@ -19,6 +19,8 @@ from .redact import redact
 
 STATUSES = ("open", "handed_off", "resolved")
 ACTIONS = ("approved", "edited", "rejected")
+# Agents' replies and customers' comments: far above any real one, and a bound on what one call stores.
+MAX_TEXT_CHARS = 10_000
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations(
@@ -198,6 +200,7 @@ class ConversationLog:
         message = self.message(message_id)
         if message is None or message.role != "bot":
             raise LogError(f"message {message_id}: no bot reply with that id to rate")
+        _check_length("comment", comment)
         return self._write(
             "INSERT INTO feedback(message_id, rating, comment, created_at) VALUES (?, ?, ?, ?)",
             (message_id, 1 if thumbs_up else -1, self.redact(comment.strip()), now()),
@@ -212,6 +215,7 @@ class ConversationLog:
             raise LogError(f"action {action!r}: expected one of {', '.join(ACTIONS)}")
         if not final.strip():
             raise LogError("the reply to send is empty")
+        _check_length("reply", final)
         if not self.conversation(conversation_id):
             raise LogError(f"no conversation {conversation_id!r}")
         if draft_message_id is not None:
@@ -278,6 +282,11 @@ class ConversationLog:
 
     def agent_actions(self) -> list[dict]:
         return self._rows("SELECT * FROM agent_actions ORDER BY id")
+
+
+def _check_length(what: str, text: str) -> None:
+    if len(text) > MAX_TEXT_CHARS:
+        raise LogError(f"the {what} has {len(text):,} characters, over the limit of {MAX_TEXT_CHARS:,}")
 
 
 def _message(row: dict) -> LoggedMessage:

@@ -56,6 +56,13 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def is_plain_name(name: str) -> bool:
+    """A name that is one file or folder name on any system: not empty, not `.` or `..`, no `/` or `\\`,
+    no control characters, at most 255 bytes."""
+    return (name.strip(" .") != "" and not any(c in name for c in "/\\") and name.isprintable()
+            and len(name.encode()) <= 255)
+
+
 def write_json(path: Path, payload: dict | list) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(payload, indent=1, ensure_ascii=False), encoding="utf-8")
@@ -73,6 +80,10 @@ class Versions:
     # --- cards ------------------------------------------------------------------------------------
 
     def folder(self, version: str) -> Path:
+        """The version's folder; a name that is not a plain folder name (`..`, `a/b`) is refused, so that
+        a version named by a caller never reaches outside the versions folder."""
+        if not is_plain_name(version):
+            raise VersionError(f"no version {version[:100]!r}: a version is a plain name (see `supportbot models list`)")
         return self.root / version
 
     def card(self, version: str) -> Card:

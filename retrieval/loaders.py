@@ -55,6 +55,8 @@ def expand_paths(paths: list[str | Path]) -> list[Path]:
             files.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES))
         elif path.is_file():
             files.append(path)
+        elif path.exists():
+            raise IngestError(f"{path}: not a regular file or folder")
         else:
             raise IngestError(f"{path}: no such file or folder")
     return files
@@ -87,7 +89,10 @@ def slugify(text: str) -> str:
 
 
 def read_text(path: Path) -> str:
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise IngestError(f"{path}: cannot read the file ({err.strerror or err})") from None
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
@@ -131,11 +136,21 @@ def _check_header(header: list[str]) -> None:
         raise IngestError("line 1: a column name appears twice")
 
 
-def _json_rows(text: str) -> list[_Row]:
+def _parse_json(text: str, line: int = 1) -> object:
+    """json.loads, every refusal an IngestError naming the line: nesting too deep and numbers too long
+    raise RecursionError and ValueError, not JSONDecodeError."""
     try:
-        data = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as err:
-        raise IngestError(f"line {err.lineno}: invalid JSON ({err.msg})") from None
+        raise IngestError(f"line {line + err.lineno - 1}: invalid JSON ({err.msg})") from None
+    except RecursionError:
+        raise IngestError(f"line {line}: invalid JSON (nested too deeply)") from None
+    except ValueError:
+        raise IngestError(f"line {line}: invalid JSON (a number with too many digits)") from None
+
+
+def _json_rows(text: str) -> list[_Row]:
+    data = _parse_json(text)
     if isinstance(data, dict) and isinstance(data.get("entries"), list):
         data = data["entries"]
     if not isinstance(data, list):
@@ -148,10 +163,7 @@ def _jsonl_rows(text: str) -> list[_Row]:
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise IngestError(f"line {n}: invalid JSON ({err.msg})") from None
+        obj = _parse_json(line, n)
         rows.extend(_object_rows(f"line {n}", obj))
     return rows
 
@@ -188,7 +200,7 @@ def _merge(rows: list[_Row], options: LoadOptions, path: Path) -> list[Entry]:
     """Rows sharing an id (or, without ids, the same answer) become one entry with question variants."""
     groups: dict[str, list[_Row]] = {}
     for row in rows:
-        for name in ("question", "answer", "title"):
+        for name in CSV_COLUMNS:
             size = len(getattr(row, name))
             if size > options.max_field_chars:
                 raise IngestError(f"{row.where}: field '{name}' has {size:,} characters, over the limit of {options.max_field_chars:,}")

@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from chatbot import Config
 
 from .openai_api import add_openai_routes
-from .service import SupportService
+from .service import MAX_UPLOAD_BYTES, SupportService
 from .web import build_blocks
 
 
@@ -19,7 +19,12 @@ def build_app(config: Config, service: SupportService | None = None) -> FastAPI:
     blocks.queue(default_concurrency_limit=config.serve.concurrency)
     app = FastAPI(title=f"{config.answer.company} support")
     add_openai_routes(app, service)
-    return gr.mount_gradio_app(app, blocks, path="", footer_links=["api"])
+    app = gr.mount_gradio_app(app, blocks, path="", footer_links=["api"], max_file_size=MAX_UPLOAD_BYTES)
+    # Gradio checks that a file a client sends was uploaded (not any path on this machine) only once its
+    # app "has launched", which mount_gradio_app never marks: without this, a client could name any file
+    # here as an upload, have it copied into Gradio's cache and download it from there.
+    blocks.has_launched = True
+    return app
 
 
 def serve(config: Config, service: SupportService | None = None, overrides: list[str] | None = None) -> None:

@@ -5,11 +5,13 @@ Roles are checked on the server by every handler that needs one (`Sessions.requi
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 ROLES = ("agent", "ops")
@@ -25,6 +27,13 @@ def hash_password(password: str) -> str:
     salt = secrets.token_bytes(16)
     digest = hashlib.scrypt(password.encode(), salt=salt, dklen=32, **_SCRYPT)
     return f"scrypt${salt.hex()}${digest.hex()}"
+
+
+@functools.cache
+def _stand_in_hash() -> str:
+    """What an unknown user name is checked against, so that it takes as long as a wrong password and
+    the time of a refusal does not tell which names exist."""
+    return hash_password(secrets.token_urlsafe(16))
 
 
 def verify_password(password: str, stored: str) -> bool:
@@ -70,18 +79,20 @@ class Session:
 
 
 class Sessions:
-    def __init__(self, accounts: dict[str, Account], minutes: int):
+    def __init__(self, accounts: dict[str, Account], minutes: int, clock: Callable[[], float] = time.time):
         self.accounts = accounts
         self.lifetime = minutes * 60
+        self._clock = clock
         self._sessions: dict[str, Session] = {}
         self._lock = threading.Lock()
 
     def login(self, name: str, password: str) -> tuple[str, Session]:
         account = self.accounts.get(name.strip())
-        if account is None or not verify_password(password, account.password_hash):
+        matched = verify_password(password, account.password_hash if account else _stand_in_hash())
+        if account is None or not matched:
             raise AuthError("wrong user name or password")
         token = secrets.token_urlsafe(32)
-        session = Session(account.name, account.role, time.time() + self.lifetime)
+        session = Session(account.name, account.role, self._clock() + self.lifetime)
         with self._lock:
             self._sessions[token] = session
         return token, session
@@ -94,7 +105,7 @@ class Sessions:
         """The session behind `token` if it is live and has `role` (ops may do what agents do)."""
         with self._lock:
             session = self._sessions.get(token or "")
-            if session and session.expires < time.time():
+            if session and session.expires < self._clock():
                 del self._sessions[token]
                 session = None
         if session is None:

@@ -8,6 +8,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
@@ -15,29 +16,45 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from chatbot import Reply
 
+from .ratelimit import Caller, RateLimited
 from .service import SupportService
 
 MAX_TOKENS_LIMIT = 2048
+MAX_BODY_BYTES = 1_000_000
+MAX_MESSAGES = 100
 
 
 class RequestError(ValueError):
-    pass
+    """A refused request: its one-line message and HTTP status."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class ChatRequest:
+    messages: list[dict]
+    max_tokens: int | None
+    temperature: float | None
+    stream: bool
+    user: str  # the caller's id for its end user (OpenAI's `user`): the session its rate limit counts in
 
 
 def add_openai_routes(app: FastAPI, service: SupportService) -> None:
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
         try:
-            body = await request.json()
-        except ValueError:
-            return _error("request body is not valid JSON")
-        try:
-            messages, max_tokens, temperature, stream = _parse(body)
+            chat = _parse(await _json_body(request))
         except RequestError as err:
-            return _error(str(err))
+            return _error(str(err), err.status)
+        caller = Caller(request.client.host if request.client else "", chat.user)
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
-        response = await run_in_threadpool(service.openai_chat, messages, max_tokens, temperature)
-        if stream:
+        try:
+            response = await run_in_threadpool(service.openai_chat, chat.messages, chat.max_tokens, chat.temperature, caller)
+        except RateLimited as err:
+            return _error(str(err), 429, "rate_limit_error", {"Retry-After": str(max(1, round(err.retry_after)))})
+        if chat.stream:
             return StreamingResponse(_events(response, completion_id), media_type="text/event-stream")
         reply = await run_in_threadpool(response.result)
         return JSONResponse(_completion(reply, completion_id))
@@ -47,12 +64,27 @@ def add_openai_routes(app: FastAPI, service: SupportService) -> None:
         return {"object": "list", "data": [{"id": "supportbot", "object": "model", "owned_by": "supportbot"}]}
 
 
-def _parse(body) -> tuple[list[dict], int | None, float | None, bool]:
+async def _json_body(request: Request):
+    """The parsed body; a body past MAX_BODY_BYTES is refused without reading the rest."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > MAX_BODY_BYTES:
+            raise RequestError(f"the request body is over the limit of {MAX_BODY_BYTES:,} bytes", 413)
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply
+        raise RequestError("request body is not valid JSON") from None
+
+
+def _parse(body) -> ChatRequest:
     if not isinstance(body, dict):
         raise RequestError("the body must be a JSON object")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise RequestError("'messages' must be a non-empty list")
+    if len(messages) > MAX_MESSAGES:
+        raise RequestError(f"'messages' has {len(messages)} items, over the limit of {MAX_MESSAGES}")
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant") or not isinstance(m.get("content"), str):
             raise RequestError(f"messages[{i}] must be an object with role system|user|assistant and string content")
@@ -67,11 +99,14 @@ def _parse(body) -> tuple[list[dict], int | None, float | None, bool]:
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise RequestError("'stream' must be true or false")
-    return messages, max_tokens, temperature, stream
+    user = body.get("user", "")
+    if not isinstance(user, str):
+        raise RequestError("'user' must be a string")
+    return ChatRequest(messages, max_tokens, temperature, stream, user)
 
 
-def _error(message: str) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": "invalid_request_error"}}, status_code=400)
+def _error(message: str, status: int = 400, kind: str = "invalid_request_error", headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind}}, status_code=status, headers=headers)
 
 
 def _extras(reply: Reply) -> dict:

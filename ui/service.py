@@ -6,6 +6,8 @@ Methods for agents and ops take a session token first and check its role before 
 
 from __future__ import annotations
 
+import math
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -13,15 +15,20 @@ from pathlib import Path
 from chatbot import Config, LogError, SupportBot
 from chatbot.analytics import analytics
 from chatbot.evaluate import load_evals
-from chatbot.versions import Versions, VersionError
+from chatbot.policy import clean_message
+from chatbot.versions import Versions, VersionError, is_plain_name
 from training import METHODS, rollback
 from chatbot.review import Suggestion, close, review_queue, send_reply, suggestion
 from retrieval import IngestError
 
 from .auth import AuthError, Sessions, parse_accounts, uses_demo_password
 from .jobs import JobError, Jobs
+from .ratelimit import Caller, RateLimited, RateLimiter
 
 ACTIONS = ("approved", "edited", "rejected")
+MAX_UPLOAD_BYTES = 20_000_000  # per knowledge-base file uploaded through the app (the command line has no limit)
+MAX_EPOCHS = 100
+MAX_STEPS = 1_000_000
 
 
 class ServiceError(ValueError):
@@ -29,7 +36,8 @@ class ServiceError(ValueError):
 
 
 class SupportService:
-    def __init__(self, config: Config, bot: SupportBot | None = None, overrides: list[str] | None = None):
+    def __init__(self, config: Config, bot: SupportBot | None = None, overrides: list[str] | None = None,
+                 limiter: RateLimiter | None = None):
         accounts = parse_accounts(config.serve.users)
         if config.serve.production and uses_demo_password(accounts):
             raise ServiceError("production mode refuses to start with a default password: add accounts with `supportbot user add`")
@@ -38,6 +46,7 @@ class SupportService:
         self.sessions = Sessions(accounts, config.serve.session_minutes)
         self.jobs = Jobs(config.home)
         self.overrides = list(overrides or [])  # the `--set` flags this app was started with
+        self.limiter = limiter or RateLimiter(config.limits)
 
     def warm_up(self) -> None:
         """Load the embedder and the model before the first customer waits for them."""
@@ -46,9 +55,10 @@ class SupportService:
 
     # --- customers (no login) ---------------------------------------------------------------------
 
-    def chat(self, message: str, conversation_id: str = "") -> Iterator[dict]:
+    def chat(self, message: str, conversation_id: str = "", caller: Caller | None = None) -> Iterator[dict]:
         """Stream a reply: dicts with the text so far; the last one also has the full reply. An unknown
         conversation id (a browser remembering a conversation this server does not have) starts anew."""
+        self.limiter.take("chat", caller)
         if conversation_id and not self.bot.log.conversation(conversation_id):
             conversation_id = ""
         response = self.bot.respond(message, conversation_id or None, channel="web")
@@ -58,13 +68,17 @@ class SupportService:
             yield {"text": text, "done": False}
         yield {"text": response.reply.text, "done": True, "reply": response.reply.to_json()}
 
-    def openai_chat(self, messages: list[dict], max_tokens: int | None, temperature: float | None):
-        """A chat-completions call as a logged conversation: earlier turns are logged, the last user
-        message is answered (a system message from the caller is not an instruction to the bot)."""
+    def openai_chat(self, messages: list[dict], max_tokens: int | None, temperature: float | None,
+                    caller: Caller | None = None):
+        """A chat-completions call as a logged conversation: earlier turns are logged (cleaned and cut like
+        the customer's message), the last user message is answered (a system message from the caller is
+        not an instruction to the bot)."""
+        self.limiter.take("chat", caller)
         conversation_id = self.bot.log.start("api")
         for m in messages[:-1]:
-            if m["role"] in ("user", "assistant") and m["content"].strip():
-                self.bot.log.add_message(conversation_id, "customer" if m["role"] == "user" else "bot", m["content"])
+            text, _ = clean_message(m["content"], self.config.answer.max_message_chars)
+            if m["role"] in ("user", "assistant") and text:
+                self.bot.log.add_message(conversation_id, "customer" if m["role"] == "user" else "bot", text)
         return self.bot.respond(messages[-1]["content"], conversation_id, channel="api",
                                 max_new_tokens=max_tokens, temperature=temperature)
 
@@ -89,8 +103,11 @@ class SupportService:
 
     # --- sign-in ----------------------------------------------------------------------------------
 
-    def login(self, user: str, password: str) -> dict:
+    def login(self, user: str, password: str, caller: Caller | None = None) -> dict:
+        """A staff session; failed attempts count against the caller's sign-in limit."""
+        self.limiter.take("login", caller)
         token, session = self.sessions.login(user, password)
+        self.limiter.give_back("login", caller)
         return {"token": token, "user": session.user, "role": session.role}
 
     # --- agents -----------------------------------------------------------------------------------
@@ -127,13 +144,37 @@ class SupportService:
     # --- ops --------------------------------------------------------------------------------------
 
     def kb_upload(self, token: str, paths: list[str], progress: Callable[[str, int, int], None] | None = None) -> dict:
+        """Ingest uploaded files; a refusal names the file as it was uploaded, not the server's copy of it."""
         self.sessions.require(token, "ops")
-        report = self.bot.kb.add([Path(p) for p in paths], progress=progress)
+        try:
+            report = self.bot.kb.add([Path(p) for p in paths], progress=progress)
+        except IngestError as err:
+            message = str(err)
+            for path in map(Path, paths):
+                message = message.replace(str(path), path.name)
+            raise IngestError(message) from None
         return {k: v for k, v in asdict(report).items() if k != "ids"}
+
+    def kb_upload_text(self, token: str, filename: str, content: str) -> dict:
+        """Add one knowledge-base file given as text (the API's upload). The name must be a plain file name
+        (no `../`, no folders): its extension picks the format."""
+        self.sessions.require(token, "ops")
+        if not is_plain_name(filename):
+            raise ServiceError(f"file name {filename[:100]!r}: give a plain file name such as faq.csv, without folders")
+        data = content.encode("utf-8")
+        if len(data) > MAX_UPLOAD_BYTES:
+            raise ServiceError(f"{filename}: {len(data) / 1e6:.1f} MB, over the upload limit of {MAX_UPLOAD_BYTES / 1e6:g} MB")
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / filename
+            path.write_bytes(data)
+            return self.kb_upload(token, [str(path)])
 
     def kb_entries(self, token: str, query: str = "") -> list[dict]:
         """Entries whose id or title contains `query`, or, failing that, the search results for it."""
         self.sessions.require(token, "ops")
+        limit = self.config.answer.max_message_chars  # a search longer than a customer's message is not a search
+        if len(query) > limit:
+            raise ServiceError(f"the search text has {len(query):,} characters, over the limit of {limit:,}")
         rows = [asdict(e) for e in self.bot.kb.entries(contains=query or None)]
         if query and not rows:
             found = {h.entry_id for h in self.bot.kb.search(query, k=10)}
@@ -168,6 +209,10 @@ class SupportService:
         self.sessions.require(token, "ops")
         if method not in METHODS:
             raise ServiceError(f"method {method!r}: expected one of {', '.join(METHODS)}")
+        if not (math.isfinite(epochs) and 0 < epochs <= MAX_EPOCHS):
+            raise ServiceError(f"epochs {epochs}: expected a number above 0 and at most {MAX_EPOCHS}")
+        if not (max_steps == -1 or 1 <= max_steps <= MAX_STEPS):
+            raise ServiceError(f"max steps {max_steps}: expected -1 (train by epochs) or 1 to {MAX_STEPS:,}")
         args = ["train", method, "--epochs", str(float(epochs)), "--max-steps", str(int(max_steps)), *self._settings_args()]
         return self.jobs.start(f"train {method}", args).to_json()
 
@@ -200,4 +245,4 @@ class SupportService:
 
 
 # Errors a person can act on: shown as a one-line message, never a stack trace.
-USER_ERRORS = (AuthError, ServiceError, LogError, IngestError, JobError, VersionError)
+USER_ERRORS = (AuthError, ServiceError, LogError, IngestError, JobError, VersionError, RateLimited)

@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import functools
 import inspect
-import tempfile
 import time
-from pathlib import Path
+import types
+import typing
 
 import gradio as gr
 import pandas as pd
+from PIL import Image
 
 from training import METHODS
 
-from .service import USER_ERRORS, SupportService
+from .ratelimit import Caller
+from .service import USER_ERRORS, ServiceError, SupportService
 
 STREAM_INTERVAL = 0.08  # seconds between streamed updates: Gradio re-sends the whole message each time
 
@@ -44,6 +46,66 @@ def shown(fn):
             raise gr.Error(str(err)) from None
 
     return call
+
+
+def checked(fn):
+    """Refuse API arguments of the wrong type before `fn` runs: any client can send any JSON, and a number
+    for a string would otherwise fail deep inside with a message that names nothing the caller sent."""
+    hints = typing.get_type_hints(fn)
+    signature = inspect.signature(fn)
+
+    def check(args, kwargs) -> None:
+        for name, value in signature.bind(*args, **kwargs).arguments.items():
+            if name in hints:
+                _check_argument(name, value, hints[name])
+
+    if inspect.isgeneratorfunction(fn):  # stays a generator function, so that Gradio still streams it
+
+        @functools.wraps(fn)
+        def stream(*args, **kwargs):
+            check(args, kwargs)
+            yield from fn(*args, **kwargs)
+
+        return stream
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        check(args, kwargs)
+        return fn(*args, **kwargs)
+
+    return call
+
+
+_INT64 = 2**63
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", type(None): "null"}
+
+
+def _check_argument(name: str, value, expected) -> None:
+    options = typing.get_args(expected) if typing.get_origin(expected) in (typing.Union, types.UnionType) else (expected,)
+    if not any(_matches(value, kind) for kind in options):
+        wanted = " or ".join(_TYPE_NAMES.get(kind, getattr(kind, "__name__", str(kind))) for kind in options)
+        raise ServiceError(f"'{name}' must be {wanted}, got {type(value).__name__}")
+    if isinstance(value, int) and not isinstance(value, bool) and not -_INT64 <= value < _INT64:
+        raise ServiceError(f"'{name}' is out of range")
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise ServiceError(f"'{name}' is not valid text (character {err.start + 1} is half of a surrogate pair)") from None
+
+
+def _matches(value, kind) -> bool:
+    """isinstance, as JSON means it: a bool is not a number, an integer is a float."""
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, typing.get_origin(kind) or kind)
+
+
+def caller_of(request: gr.Request) -> Caller:
+    """The rate-limited identity of a Gradio call: the client's address and its browser session."""
+    return Caller(request.client.host if request.client else "", request.session_hash or "")
 
 
 # --- rendering ------------------------------------------------------------------------------------
@@ -134,15 +196,16 @@ def _customer_tab(service: SupportService, company: str, blocks: gr.Blocks) -> N
         comment = gr.Textbox(placeholder="Optional comment with your rating", show_label=False, scale=3, elem_id="rating-comment")
     notice = gr.Markdown(elem_id="customer-notice")
 
-    def restore(conversation_id):
+    # The conversation id comes from the browser's storage, which a client may fill with anything: checked.
+    def restore(conversation_id: str):
         history = service.history(conversation_id)
         return render_chat(history), [m["id"] for m in history], conversation_id if history else ""
 
-    def ask(text, conversation_id):
+    def ask(text: str, conversation_id: str, request: gr.Request):
         shown_history = service.history(conversation_id)
         bubbles = render_chat(shown_history) + [{"role": "user", "content": text}, {"role": "assistant", "content": ""}]
         last = 0.0
-        for update in service.chat(text, conversation_id):
+        for update in service.chat(text, conversation_id, caller_of(request)):
             if update["done"]:
                 conversation_id = update["reply"]["conversation_id"]
                 history = service.history(conversation_id)
@@ -157,12 +220,12 @@ def _customer_tab(service: SupportService, company: str, blocks: gr.Blocks) -> N
         service.rate(message_id, bool(data.liked), text)
         return "Thanks for your feedback.", ""
 
-    def hand_off(conversation_id):
+    def hand_off(conversation_id: str):
         result = service.talk_to_person(conversation_id)
         history = service.history(result["conversation_id"])
         return render_chat(history), [m["id"] for m in history], result["conversation_id"]
 
-    def poll(conversation_id, message_ids):
+    def poll(conversation_id: str, message_ids):
         """Agents' replies appear without a reload: re-render when the log has new messages."""
         history = service.history(conversation_id)
         if [m["id"] for m in history] == message_ids:
@@ -170,14 +233,14 @@ def _customer_tab(service: SupportService, company: str, blocks: gr.Blocks) -> N
         return render_chat(history), [m["id"] for m in history]
 
     outputs = [chat, ids, conversation]
-    gr.on([message.submit, send.click], shown(ask), [message, conversation], [*outputs, message], api_visibility="private",
+    gr.on([message.submit, send.click], shown(checked(ask)), [message, conversation], [*outputs, message], api_visibility="private",
           concurrency_limit=service.config.serve.concurrency)
     chat.like(shown(rate), [ids, comment], [notice, comment], api_visibility="private")
-    person.click(shown(hand_off), [conversation], outputs, api_visibility="private")
+    person.click(shown(checked(hand_off)), [conversation], outputs, api_visibility="private")
     fresh.click(lambda: ([], [], ""), None, outputs, api_visibility="private")
-    gr.Timer(service.config.serve.poll_seconds).tick(poll, [conversation, ids], [chat, ids], api_visibility="private",
+    gr.Timer(service.config.serve.poll_seconds).tick(shown(checked(poll)), [conversation, ids], [chat, ids], api_visibility="private",
                                                      show_progress="hidden")
-    blocks.load(restore, [conversation], outputs, api_visibility="private")
+    blocks.load(shown(checked(restore)), [conversation], outputs, api_visibility="private")
 
 
 def _signin_tab(service: SupportService, token: gr.State) -> None:
@@ -187,11 +250,11 @@ def _signin_tab(service: SupportService, token: gr.State) -> None:
     login = gr.Button("Sign in", variant="primary", elem_id="login-button")
     status = gr.Markdown("Not signed in.", elem_id="login-status")
 
-    def sign_in(name, secret):
-        session = service.login(name, secret)
+    def sign_in(name: str, secret: str, request: gr.Request):
+        session = service.login(name, secret, caller_of(request))
         return session["token"], f"Signed in as **{session['user']}** ({session['role']})."
 
-    gr.on([login.click, password.submit], shown(sign_in), [user, password], [token, status], api_visibility="private")
+    gr.on([login.click, password.submit], shown(checked(sign_in)), [user, password], [token, status], api_visibility="private")
 
 
 def _agent_tab(service: SupportService, token: gr.State) -> None:
@@ -321,7 +384,8 @@ def _ops_tab(service: SupportService, token: gr.State) -> None:
 
     def show_report(session_token, name):
         found = service.gate_report(session_token, name)
-        return found["markdown"], found["plot"]
+        # As an image, not a path: Gradio only sends files from its own folders, and the plot is in the home.
+        return found["markdown"], Image.open(found["plot"])
 
     def start_job(session_token, name, epoch_count, steps):
         job = service.train(session_token, name, float(epoch_count or 1), int(steps if steps is not None else -1))
@@ -349,20 +413,17 @@ def _ops_tab(service: SupportService, token: gr.State) -> None:
 def _api(service: SupportService) -> None:
     """The same service methods, named for `gradio_client` (e.g. client.predict(..., api_name="/queue"))."""
 
-    def chat(message: str, conversation_id: str = "") -> dict:
+    def chat(message: str, conversation_id: str = "", request: gr.Request = None) -> dict:
         """Ask the bot; streams dicts with the text so far, the last one with the full reply."""
-        yield from service.chat(message, conversation_id)
+        yield from service.chat(message, conversation_id, caller_of(request))
 
-    def kb_upload(token: str, filename: str, content: str) -> dict:
-        """Add one knowledge-base file given as text (its name's extension picks the format)."""
-        with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / Path(filename).name
-            path.write_text(content, encoding="utf-8")
-            return service.kb_upload(token, [str(path)])
+    def login(user: str, password: str, request: gr.Request) -> dict:
+        """Sign in as staff; returns the token the staff functions take first."""
+        return service.login(user, password, caller_of(request))
 
-    for fn in (service.history, service.rate, service.talk_to_person, service.login, service.queue, service.review,
+    for fn in (service.history, service.rate, service.talk_to_person, login, service.queue, service.review,
                service.send, service.close, service.kb_entries, service.kb_remove, service.analytics, service.models,
                service.train, service.promote, service.rollback, service.job_list, service.gate_report):
-        gr.api(shown(fn), api_name=fn.__name__)
-    gr.api(shown(chat), api_name="chat", concurrency_limit=service.config.serve.concurrency)
-    gr.api(shown(kb_upload), api_name="kb_upload")
+        gr.api(shown(checked(fn)), api_name=fn.__name__)
+    gr.api(shown(checked(chat)), api_name="chat", concurrency_limit=service.config.serve.concurrency)
+    gr.api(shown(checked(service.kb_upload_text)), api_name="kb_upload")

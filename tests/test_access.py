@@ -1,0 +1,182 @@
+"""Agent and ops functions refuse anonymous and wrong-role callers through every door: the Gradio API by
+name (as `gradio_client` calls it), Gradio's plain HTTP API (as curl calls it), the page's own event
+handlers (hidden from the API docs, not from clients) and the app's HTTP routes. Passwords are scrypt
+hashes; sessions expire. The real app runs in process (Starlette's TestClient); no refusal here needs a
+model, so none is loaded."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from gradio_door import GradioError, Page, rest_call
+
+# Every staff function of the Gradio API, the role it needs and arguments after the token.
+STAFF_API = {
+    "queue": ("agent", []),
+    "review": ("agent", ["x"]),
+    "send": ("agent", ["x", "edited", "Hello", "draft", None]),
+    "close": ("agent", ["x"]),
+    "kb_upload": ("ops", ["faq.csv", "question,answer\nQ?,A.\n"]),
+    "kb_entries": ("ops", [""]),
+    "kb_remove": ("ops", ["gift-exp"]),
+    "analytics": ("ops", []),
+    "models": ("ops", []),
+    "train": ("ops", ["sft", 1, 1]),
+    "promote": ("ops", ["latest", True]),
+    "rollback": ("ops", []),
+    "job_list": ("ops", []),
+    "gate_report": ("ops", ["latest"]),
+}
+# Every handler of the page that takes the sign-in token, and the role it needs. refresh_jobs runs on a
+# timer on every open page: it stays silent (shows nothing) for callers without the role.
+STAFF_HANDLERS = {
+    "load_queue": "agent", "open_conversation": "agent", "handler": "agent", "handler_1": "agent", "handler_2": "agent",
+    "finish": "agent", "add_files": "ops", "find": "ops", "drop": "ops", "show_analytics": "ops", "list_models": "ops",
+    "run_gate": "ops", "roll_back": "ops", "show_report": "ops", "start_job": "ops", "refresh_jobs": "ops",
+}
+SAMPLE_INPUTS = {"textbox": "x", "checkbox": False, "dropdown": "sft", "number": 1}
+
+ANONYMOUS = "please log in"
+WRONG_ROLE = "this needs the ops role; you are logged in as agent"
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    from fastapi.testclient import TestClient
+
+    from chatbot import load_config
+    from ui.app import build_app
+
+    with TestClient(build_app(load_config(tmp_path_factory.mktemp("access"), env={}))) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def agent_token(client):
+    return Page(client).call("login", "agent", "agent")["token"]
+
+
+def test_every_staff_function_of_the_api_is_listed_here(client):
+    endpoints = client.get("/gradio_api/info").json()["named_endpoints"]
+    takes_token = {name.lstrip("/") for name, e in endpoints.items() if e["parameters"][:1]
+                   and e["parameters"][0]["parameter_name"] == "token"}
+    assert takes_token == set(STAFF_API)
+
+
+@pytest.mark.parametrize("name", STAFF_API)
+@pytest.mark.parametrize("door", ["gradio_client", "http"])
+def test_staff_api_refuses_anonymous_and_wrong_role_callers(client, agent_token, name, door):
+    role, args = STAFF_API[name]
+    call = (lambda *data: Page(client).call(name, *data)) if door == "gradio_client" else (lambda *data: rest_call(client, name, *data))
+    callers = {"": ANONYMOUS, "not-a-token": ANONYMOUS, **({agent_token: WRONG_ROLE} if role == "ops" else {})}
+    for token, refusal in callers.items():
+        with pytest.raises(GradioError, match=refusal):
+            call(token, *args)
+
+
+def page_inputs(page: Page, handler: str, upload: dict) -> list:
+    """Plausible values for a handler's inputs; the token (a State) is None: the server holds it."""
+    kinds = [page.component_types[i] for i in page.handlers[handler]["inputs"]]
+    return [[upload] if kind == "file" else SAMPLE_INPUTS.get(kind) for kind in kinds]
+
+
+def test_every_page_handler_that_takes_the_token_is_listed_here(client):
+    page = Page(client)
+    token = page.handlers["sign_in"]["outputs"][0]
+    assert {name for name, d in page.handlers.items() if token in d["inputs"]} == set(STAFF_HANDLERS)
+
+
+@pytest.mark.parametrize("signed_in_as", [None, "agent"])
+def test_page_handlers_refuse_anonymous_and_wrong_role_sessions(client, signed_in_as):
+    page = Page(client)
+    if signed_in_as:
+        page.call("sign_in", signed_in_as, signed_in_as)
+    upload = page.upload("faq.csv", b"question,answer\nQ?,A.\n")
+    for handler, role in STAFF_HANDLERS.items():
+        if signed_in_as == role:
+            continue
+        inputs = page_inputs(page, handler, upload)
+        if handler == "refresh_jobs":
+            assert page.call(handler, *inputs) == {"__type__": "update"}  # gr.skip(): nothing shown
+            continue
+        with pytest.raises(GradioError, match=WRONG_ROLE if signed_in_as else ANONYMOUS):
+            page.call(handler, *inputs)
+
+
+def test_the_http_routes_are_the_openai_ones_and_expose_no_staff_function(client):
+    from fastapi.routing import APIRoute
+
+    routes = {route.path for route in client.app.routes if isinstance(route, APIRoute)}
+    assert routes == {"/v1/chat/completions", "/v1/models"}
+    assert client.get("/v1/models").json()["data"] == [{"id": "supportbot", "object": "model", "owned_by": "supportbot"}]
+    for path in ("/v1/kb", "/v1/models/supportbot", "/v1/queue"):
+        assert client.post(path, json={}).status_code in (404, 405)
+
+
+def test_expired_sessions_are_refused_at_every_door(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from chatbot import load_config
+    from ui.app import build_app
+
+    config = load_config(tmp_path, ["serve.session_minutes=0"], env={})  # sessions expire at once
+    with TestClient(build_app(config)) as client:
+        page = Page(client)
+        token = page.call("login", "ops", "ops")["token"]
+        with pytest.raises(GradioError, match=ANONYMOUS):
+            page.call("queue", token)
+        with pytest.raises(GradioError, match=ANONYMOUS):
+            rest_call(client, "analytics", token)
+        page.call("sign_in", "ops", "ops")
+        with pytest.raises(GradioError, match=ANONYMOUS):
+            page.call("show_analytics", None)
+
+
+def test_sessions_expire_after_their_lifetime():
+    from ui.auth import AuthError, Sessions, parse_accounts
+
+    now = [1000.0]
+    sessions = Sessions(parse_accounts([]), minutes=30, clock=lambda: now[0])
+    token, _ = sessions.login("ops", "ops")
+    now[0] += 30 * 60
+    assert sessions.require(token, "ops").user == "ops"
+    now[0] += 1
+    with pytest.raises(AuthError, match=ANONYMOUS):
+        sessions.require(token, "ops")
+
+
+def test_passwords_are_stored_as_salted_scrypt_hashes(tmp_path, monkeypatch, capsys):
+    import io
+    import tomllib
+
+    from ui.auth import _SCRYPT, hash_password, verify_password
+    from ui.cli import main
+
+    first, second = hash_password("correct horse"), hash_password("correct horse")
+    assert first.startswith("scrypt$") and first != second  # salted
+    assert verify_password("correct horse", first) and not verify_password("correct hors", first)
+    assert 128 * _SCRYPT["r"] * _SCRYPT["n"] >= 16 * 2**20  # memory-hard: 16 MiB per guess
+    monkeypatch.setattr("sys.stdin", io.StringIO("correct horse\n"))
+    assert main(["user", "add", "kim", "--role", "ops", "--home", str(tmp_path)]) == 0
+    (entry,) = tomllib.loads((tmp_path / "config.toml").read_text())["serve"]["users"]
+    name, role, stored = entry.split(":", 2)
+    assert (name, role) == ("kim", "ops") and "correct horse" not in entry and verify_password("correct horse", stored)
+
+
+def test_an_unknown_user_name_costs_as_much_as_a_wrong_password():
+    """So that the time of a refusal does not tell which user names exist."""
+    from ui.auth import AuthError, Sessions, parse_accounts
+
+    sessions = Sessions(parse_accounts([]), minutes=30)
+
+    def seconds(name: str) -> float:
+        started = time.perf_counter()
+        with pytest.raises(AuthError):
+            sessions.login(name, "wrong")
+        return time.perf_counter() - started
+
+    seconds("nobody")  # the stand-in hash is made once
+    unknown = min(seconds("nobody") for _ in range(3))
+    wrong = min(seconds("ops") for _ in range(3))
+    assert unknown > wrong / 4

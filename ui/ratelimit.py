@@ -1,0 +1,121 @@
+"""Rate limits for the doors that take sign-ins and chat messages (the Gradio handlers and API, the
+OpenAI-compatible route): a sliding window per session and one per client address, so that neither one
+browser nor many sessions from one address can flood the app or guess passwords quickly.
+
+Failed sign-ins count, successful ones do not (a colleague signing in twice is not an attack); every chat
+message counts. A caller of None is in-process (tests, scripts) and is not limited.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from chatbot.config import RateLimits
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: the client's address and, where the door has one, its session."""
+
+    address: str
+    session: str = ""
+
+
+class RateLimited(PermissionError):
+    """Too many requests: one line for the person, and when to try again (HTTP's Retry-After)."""
+
+    def __init__(self, message: str, retry_after: float):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class SlidingWindow:
+    """At most `limit` events per `window` seconds for each key (the times of the recent events are kept)."""
+
+    def __init__(self, limit: int, window: float, clock: Clock):
+        self.limit = limit
+        self.window = window
+        self._clock = clock
+        self._events: dict[str, deque[float]] = {}
+        self._swept = clock()
+
+    def wait(self, key: str) -> float:
+        """Seconds until `key` may cause one more event (0: now)."""
+        now = self._clock()
+        events = self._events.get(key)
+        while events and events[0] <= now - self.window:
+            events.popleft()
+        if not events or len(events) < self.limit:
+            return 0.0
+        return events[0] + self.window - now
+
+    def record(self, key: str) -> None:
+        now = self._clock()
+        self._sweep(now)
+        self._events.setdefault(key, deque()).append(now)
+
+    def forget(self, key: str) -> None:
+        """Take back the newest event of `key`."""
+        events = self._events.get(key)
+        if events:
+            events.pop()
+
+    def _sweep(self, now: float) -> None:
+        """Drop keys with no recent event (at most once a window), so memory stays bounded by the traffic
+        of one window however many sessions come and go."""
+        if now - self._swept < self.window:
+            return
+        self._swept = now
+        for key in [k for k, events in self._events.items() if not events or events[-1] <= now - self.window]:
+            del self._events[key]
+
+
+_WHAT = {"login": "failed sign-ins", "chat": "messages"}
+
+
+class RateLimiter:
+    """The login and chat windows of one app, per session and per address."""
+
+    def __init__(self, limits: RateLimits | None = None, clock: Clock = time.monotonic):
+        limits = limits or RateLimits()
+        self._windows = {
+            "login": (SlidingWindow(limits.login_failures_per_session, limits.login_window_s, clock),
+                      SlidingWindow(limits.login_failures_per_address, limits.login_window_s, clock)),
+            "chat": (SlidingWindow(limits.chat_per_session, limits.chat_window_s, clock),
+                     SlidingWindow(limits.chat_per_address, limits.chat_window_s, clock)),
+        }
+        self._lock = threading.Lock()
+
+    def take(self, kind: str, caller: Caller | None) -> None:
+        """Count one `kind` event ("login" or "chat") for the caller, or raise RateLimited (counting nothing)
+        when its session or its address has used up its window."""
+        if caller is None:
+            return
+        per_session, per_address = self._windows[kind]
+        with self._lock:
+            waits = [(per_address.wait(caller.address), "this address")]
+            if caller.session:
+                waits.append((per_session.wait(caller.session), "this session"))
+            wait, source = max(waits)
+            if wait > 0:
+                raise RateLimited(f"too many {_WHAT[kind]} from {source}; try again in {math.ceil(wait)} s", wait)
+            per_address.record(caller.address)
+            if caller.session:
+                per_session.record(caller.session)
+
+    def give_back(self, kind: str, caller: Caller | None) -> None:
+        """Undo the last `take` of the caller (a sign-in that succeeded)."""
+        if caller is None:
+            return
+        per_session, per_address = self._windows[kind]
+        with self._lock:
+            per_address.forget(caller.address)
+            if caller.session:
+                per_session.forget(caller.session)
