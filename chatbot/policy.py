@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import codecs
+import functools
 import re
 import unicodedata
 from collections.abc import Sequence
@@ -203,9 +204,11 @@ def classify_message(text: str) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=8192)
 def instructs_model(passage: str) -> bool:
     """True when a knowledge-base passage speaks to the model (instructions planted in a document or an
-    FAQ answer): such a passage is neither shown to the model nor sent to customers."""
+    FAQ answer): such a passage is neither shown to the model nor sent to customers. Cached: every turn
+    checks the same few hundred passages again, and the patterns are long."""
     return bool(_PLANTED.search(skeleton(passage)))
 
 
