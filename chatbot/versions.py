@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,6 +25,9 @@ from .model import BUNDLED_NAME, Progress, is_model_folder, provision_bundled
 KINDS = ("lm", "adapter", "reward", "retriever")
 # The fine-tuned adapter committed with the project (`supportbot train sft` on data/ reproduces it).
 DEMO_ADAPTER = Path(__file__).resolve().parents[1] / "data" / "models" / "tidewell-sft"
+
+
+WRITER = "writer.pid"  # in an unfinished version folder: the process writing it
 
 
 class VersionError(ValueError):
@@ -54,6 +58,22 @@ def role_of(kind: str) -> str:
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _writer_alive(partial: Path) -> bool:
+    """Whether the process that started this unfinished version is still running (a folder younger than a
+    minute without its pid file yet counts as alive)."""
+    try:
+        pid = int((partial / WRITER).read_text())
+    except (OSError, ValueError):
+        return partial.exists() and time.time() - partial.stat().st_mtime < 60
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def is_plain_name(name: str) -> bool:
@@ -98,6 +118,24 @@ class Versions:
             return []
         cards = [self.card(p.name) for p in self.root.iterdir() if (p / "card.json").exists() and not p.name.endswith(".partial")]
         return sorted(cards, key=lambda c: (c.created, c.version))
+
+    def start_partial(self, version: str) -> Path:
+        """The folder a run writes `version` into before renaming it whole (`finish_partial`). Folders
+        left by runs whose process is gone (killed, crashed) are removed first: they can hold gigabytes."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        for stale in self.root.glob("*.partial"):
+            if not _writer_alive(stale):
+                shutil.rmtree(stale, ignore_errors=True)
+        folder = self.folder(version + ".partial")
+        folder.mkdir()
+        (folder / WRITER).write_text(str(os.getpid()))
+        return folder
+
+    def finish_partial(self, version: str) -> None:
+        """Make the run's folder the version, at once (its card must be in)."""
+        partial = self.folder(version + ".partial")
+        (partial / WRITER).unlink(missing_ok=True)
+        os.replace(partial, self.folder(version))
 
     def resolve(self, version: str) -> str:
         """A version name, or "latest": the newest version."""

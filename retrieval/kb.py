@@ -10,7 +10,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 
 from .dense import DenseIndex
 from .embedder import Embedder
@@ -39,6 +38,8 @@ class IngestReport:
 # Queries are cut here: the embedder reads 256 tokens (about 1,000 characters) anyway, and a megabyte of
 # query text would take seconds of BM25 term look-ups.
 MAX_QUERY_CHARS = 2_000
+# Texts embedded between two writes to the vector cache during an ingest (about 10 s of the MiniLM on 2 cores).
+EMBED_CHUNK = 2048
 
 
 class KnowledgeBase:
@@ -84,11 +85,9 @@ class KnowledgeBase:
         report.unchanged = len(entries) - len(changed)
 
         units = {e.id: self._units(e) for e in changed}
-        vectors = self._embed_missing([u for us in units.values() for u in us], progress)
-        report.embedded = len(vectors)
+        report.embedded = self._embed_missing([u for us in units.values() for u in us], progress)
 
         def apply(db):
-            Store.put_vectors(db, vectors)
             removed, added = [], []
             for entry in changed:
                 r, a = Store.put_entry(db, entry, units[entry.id])
@@ -120,13 +119,19 @@ class KnowledgeBase:
     def _key(self, text: str) -> str:
         return hashlib.sha256(f"{self.embedder.model_id}\0{text}".encode()).hexdigest()[:32]
 
-    def _embed_missing(self, units: list[Unit], progress: Progress) -> dict[str, np.ndarray]:
+    def _embed_missing(self, units: list[Unit], progress: Progress) -> int:
+        """Embed the texts that have no cached vector; returns how many. Each chunk goes into the cache as
+        soon as it is done: the cache is keyed by content, so an ingest cut short (a crash, Ctrl-C) loses
+        at most one chunk and the next run resumes, while entries and index still change all at once."""
         texts = {u.vector_key: (u.text if u.kind == "question" else f"{u.title}\n{u.text}") for u in units if u.vector_key}
-        missing = sorted(self.store.missing_vectors(list(texts)))
-        if not missing:
-            return {}
-        matrix = self.embedder.encode([texts[k] for k in missing], progress=lambda d, t: progress("embed", d, t))
-        return dict(zip(missing, matrix))
+        missing = sorted(self.store.missing_vectors(list(texts)), key=lambda k: (len(texts[k]), k))
+        for start in range(0, len(missing), EMBED_CHUNK):
+            keys = missing[start : start + EMBED_CHUNK]
+            matrix = self.embedder.encode([texts[k] for k in keys],
+                                          progress=lambda done, _: progress("embed", start + done, len(missing)))
+            with self.store.write() as db:
+                Store.put_vectors(db, dict(zip(keys, matrix)))
+        return len(missing)
 
     def _commit(self, apply: Callable, progress: Progress) -> None:
         """Apply store changes and the matching index delta; the new index file exists before the

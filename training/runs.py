@@ -4,7 +4,6 @@ not at all, so a crash mid-run leaves the versions and the serving model as they
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -108,8 +107,7 @@ def run_training(config: Config, request: RunRequest, progress: Callable[[str, i
     reward_path = versions.folder(reward_version) if reward_version and request.method == "grpo" else None
 
     version = new_version_name(versions, request.method)
-    partial = versions.folder(version + ".partial")
-    partial.parent.mkdir(parents=True, exist_ok=True)
+    partial = versions.start_partial(version)
     try:
         metrics = train(request.method, base_path, rows, partial, request.settings, start_adapter=start_adapter,
                         reward_model=reward_path, reward_funcs=[grounding_reward] if request.method == "grpo" else None,
@@ -120,7 +118,7 @@ def run_training(config: Config, request: RunRequest, progress: Callable[[str, i
                     data_hash=data_hash(rows), settings=asdict(request.settings),
                     metrics={"train": metrics}, created=now())
         write_json(partial / "card.json", card.to_json())
-        os.replace(partial, versions.folder(version))
+        versions.finish_partial(version)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return card
