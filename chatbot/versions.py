@@ -180,13 +180,21 @@ class Versions:
         """Serve the version of `role` that served before the last change of it; returns that version."""
         state = self.serving()
         history = state.pop("history", [])
+        i, previous = self._previous(role, history)
+        write_json(self.pointer, {**state, role: previous, "history": history[:i]})
+        return previous
+
+    def rollback_target(self, role: str) -> str:
+        """The version `rollback(role)` would serve ("" for the configured retriever)."""
+        return self._previous(role, self.serving().get("history", []))[1]
+
+    def _previous(self, role: str, history: list[dict]) -> tuple[int, str]:
         for i in range(len(history) - 1, -1, -1):
             if history[i].get("changed") == role:
                 previous = history[i].get(role, "")
-                if not previous:
-                    raise VersionError(f"nothing to roll back to: no {role} served before {state.get(role)!r}")
-                write_json(self.pointer, {**state, role: previous, "history": history[:i]})
-                return previous
+                if not previous and role != "retriever":  # a retriever before any promotion is the configured one
+                    raise VersionError(f"nothing to roll back to: no {role} served before this one")
+                return i, previous
         raise VersionError(f"nothing to roll back to: the {role} version has never changed")
 
     def listing(self) -> list[dict]:

@@ -1,5 +1,9 @@
 """KnowledgeBase: ingest files, remove entries, search. One folder holds one knowledge base:
-`kb.sqlite` (the source of truth) and `dense-<token>.faiss` (the vector index matching it)."""
+`kb.sqlite` (the source of truth) and `dense-<token>.faiss` (the vector index matching it).
+
+The store records which embedder its vectors come from once a retriever has been switched in
+(`switch_embedder`); until then it is the configured one. Every process reads it from the store, so an
+app serving while ops promote a retriever follows the switch, as it follows ingests."""
 
 from __future__ import annotations
 
@@ -47,16 +51,24 @@ class KnowledgeBase:
         self.folder = Path(folder)
         self.settings = settings or RetrievalSettings()
         self.store = Store(self.folder / "kb.sqlite")
-        self._embedder = embedder
+        self.cache_dir = self.folder  # where embedders keep their ONNX export
+        self._embedders: dict[str, Embedder] = {"": embedder} if embedder else {}
         self._index: DenseIndex | None = None
         self._index_token: str | None = None
+        self._index_embedder = ""  # the embedder the loaded index's vectors come from
         self._index_lock = threading.Lock()
 
     @property
     def embedder(self) -> Embedder:
-        if self._embedder is None:
-            self._embedder = Embedder(self.settings.embedder or None, runtime=self.settings.embedder_runtime, cache_dir=self.folder)
-        return self._embedder
+        """The embedder of the store's vectors (the one queries must be encoded with)."""
+        return self.embedder_at(self.store.meta("embedder", ""))
+
+    def embedder_at(self, path: str) -> Embedder:
+        """The embedder in folder `path`; "" is the configured one (the constructor's, else the settings')."""
+        if path not in self._embedders:
+            self._embedders[path] = Embedder(path or self.settings.embedder or None, runtime=self.settings.embedder_runtime,
+                                             cache_dir=self.cache_dir)
+        return self._embedders[path]
 
     def close(self) -> None:
         self.store.close()
@@ -70,7 +82,9 @@ class KnowledgeBase:
         files = expand_paths(paths)
         if not files:
             raise IngestError(f"{', '.join(map(str, paths))}: no CSV, JSON, JSONL, Markdown or text files found")
-        options = LoadOptions(self.settings.passage_tokens, self.settings.max_field_chars, self.embedder.count_tokens)
+        embedder_path = self.store.meta("embedder", "")
+        embedder = self.embedder_at(embedder_path)
+        options = LoadOptions(self.settings.passage_tokens, self.settings.max_field_chars, embedder.count_tokens)
         entries: dict[str, Entry] = {}
         for i, path in enumerate(files):
             progress("read", i, len(files))
@@ -84,10 +98,13 @@ class KnowledgeBase:
         report.updated = len(changed) - report.added
         report.unchanged = len(entries) - len(changed)
 
-        units = {e.id: self._units(e) for e in changed}
-        report.embedded = self._embed_missing([u for us in units.values() for u in us], progress)
+        units = {e.id: self._units(e, embedder) for e in changed}
+        report.embedded = self._embed_missing(embedder, {u.vector_key: embed_text(u.kind, u.title, u.text)
+                                                         for us in units.values() for u in us if u.vector_key}, progress)
 
         def apply(db):
+            if (Store.meta_in(db, "embedder") or "") != embedder_path:
+                raise IngestError(f"{', '.join(map(str, paths))}: the knowledge base switched embedders during this ingest; run it again")
             removed, added = [], []
             for entry in changed:
                 r, a = Store.put_entry(db, entry, units[entry.id])
@@ -107,48 +124,89 @@ class KnowledgeBase:
         self._commit(lambda db: (Store.delete_entry(db, entry_id), []), _no_progress)
         return True
 
-    def _units(self, entry: Entry) -> list[Unit]:
-        """Questions are embedded as asked; passages with their title, which carries the topic."""
+    def trial_copy(self, folder: str | Path, without: list[tuple[str, str]] = ()) -> KnowledgeBase:
+        """A copy in `folder` to try a change on (a candidate retriever), leaving out the question variants
+        `without` (entry id, text): held-out queries must not find themselves in the index."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.store.copy_to(folder / "kb.sqlite")
+        trial = KnowledgeBase(folder, self.settings)
+        trial._embedders, trial.cache_dir = self._embedders, self.cache_dir  # the same models, loaded once
+        if without:
+            trial._commit(lambda db: (Store.delete_variants(db, list(without)), []), _no_progress)
+        return trial
+
+    def switch_embedder(self, path: str, progress: Progress | None = None) -> int:
+        """Search with the embedder in folder `path` from now on ("" = the configured one): a promoted
+        retriever, or the previous one on rollback. Its vectors for every unit go into the cache first
+        (cached ones reused, searches meanwhile use the current index); then the units' vector keys, the
+        recorded embedder and a new index built beside the old one change in one transaction. Returns how
+        many texts were embedded."""
+        progress = progress or _no_progress
+        embedder = self.embedder_at(path)
+
+        def keys(db) -> dict[int, tuple[str, str]]:
+            return {uid: (vector_key(embedder, text), text) for uid, text in Store.dense_unit_texts(db, embed_text)}
+
+        with self.store.snapshot() as db:
+            texts = dict(keys(db).values())
+        embedded = self._embed_missing(embedder, texts, progress)
+
+        def apply(db) -> None:
+            now = keys(db)  # again: an ingest may have added units since
+            missing = self.store.missing_vectors([key for key, _ in now.values()])
+            late = {key: text for key, text in now.values() if key in missing}
+            Store.put_vectors(db, dict(zip(late, embedder.encode(list(late.values())))))
+            Store.set_vector_keys(db, {uid: key for uid, (key, _) in now.items()})
+            Store.set_meta(db, "embedder", path)
+            return None  # a new index for the new vectors, not a change to the current one
+
+        self._commit(apply, progress)
+        return embedded
+
+    def _units(self, entry: Entry, embedder: Embedder) -> list[Unit]:
         embed_passages = entry.kind == "document" or self.settings.embed_answers
-        units = [Unit(entry.id, "question", i, entry.title, q, self._key(q)) for i, q in enumerate(entry.questions)]
+        units = [Unit(entry.id, "question", i, entry.title, q, vector_key(embedder, q)) for i, q in enumerate(entry.questions)]
         for i, p in enumerate(entry.passages):
-            key = self._key(f"{p.title}\n{p.text}") if embed_passages else None
+            key = vector_key(embedder, embed_text("passage", p.title, p.text)) if embed_passages else None
             units.append(Unit(entry.id, "passage", i, p.title, p.text, key))
         return units
 
-    def _key(self, text: str) -> str:
-        return hashlib.sha256(f"{self.embedder.model_id}\0{text}".encode()).hexdigest()[:32]
-
-    def _embed_missing(self, units: list[Unit], progress: Progress) -> int:
-        """Embed the texts that have no cached vector; returns how many. Each chunk goes into the cache as
-        soon as it is done: the cache is keyed by content, so an ingest cut short (a crash, Ctrl-C) loses
-        at most one chunk and the next run resumes, while entries and index still change all at once."""
-        texts = {u.vector_key: (u.text if u.kind == "question" else f"{u.title}\n{u.text}") for u in units if u.vector_key}
+    def _embed_missing(self, embedder: Embedder, texts: dict[str, str], progress: Progress) -> int:
+        """Embed the texts (by vector key) that have no cached vector; returns how many. Each chunk goes into
+        the cache as soon as it is done: the cache is keyed by content, so an ingest cut short (a crash,
+        Ctrl-C) loses at most one chunk and the next run resumes, while entries and index still change all
+        at once."""
         missing = sorted(self.store.missing_vectors(list(texts)), key=lambda k: (len(texts[k]), k))
         for start in range(0, len(missing), EMBED_CHUNK):
             keys = missing[start : start + EMBED_CHUNK]
-            matrix = self.embedder.encode([texts[k] for k in keys],
-                                          progress=lambda done, _: progress("embed", start + done, len(missing)))
+            matrix = embedder.encode([texts[k] for k in keys],
+                                     progress=lambda done, _: progress("embed", start + done, len(missing)))
             with self.store.write() as db:
                 Store.put_vectors(db, dict(zip(keys, matrix)))
         return len(missing)
 
     def _commit(self, apply: Callable, progress: Progress) -> None:
-        """Apply store changes and the matching index delta; the new index file exists before the
-        transaction commits, so every committed token has its file (until a later commit replaces it)."""
+        """Apply store changes and the matching index delta (`apply` returns the uids removed and added, or
+        None for a new index); the new index file exists before the transaction commits, so every
+        committed token has its file (until a later commit replaces it)."""
         with self._index_lock, self.store.write() as db:
             index = self._load_index(db, Store.meta_in(db, "index_token"))
-            removed, added = apply(db)
+            delta = apply(db)
             token = Store.new_index_token(db)
             progress("index", 0, 1)
-            index.remove(removed)
-            if added:
-                index.add(*Store.vectors_for(db, added, self.embedder.dim))
-            if not index.suits(self.settings.approximate_above):
+            if delta is None:
                 index = self._build_index(db)
+            else:
+                removed, added = delta
+                index.remove(removed)
+                if added:
+                    index.add(*Store.vectors_for(db, added, self.embedder_in(db).dim))
+                if not index.suits(self.settings.approximate_above):
+                    index = self._build_index(db)
             index.save(self.folder / f"dense-{token}.faiss")
             Store.set_meta(db, "index_kind", index.kind)
-            self._index, self._index_token = index, token
+            self._index, self._index_token, self._index_embedder = index, token, Store.meta_in(db, "embedder") or ""
         progress("index", 1, 1)
         for stale in self.folder.glob("dense-*.faiss*"):
             if stale.name != f"dense-{token}.faiss":
@@ -172,12 +230,16 @@ class KnowledgeBase:
             index = DenseIndex.load(path, self.settings.ivf_nprobe)
         except RuntimeError:  # not written (a crash) or already replaced: the cached vectors rebuild it
             index = self._build_index(db)
-        self._index, self._index_token = index, token
+        self._index, self._index_token, self._index_embedder = index, token, Store.meta_in(db, "embedder") or ""
         return index
 
     def _build_index(self, db) -> DenseIndex:
-        uids, matrix = Store.vectors_for(db, Store.all_dense_units(db), self.embedder.dim)
-        return DenseIndex.build(uids, matrix, self.embedder.dim, self.settings.approximate_above, self.settings.ivf_nprobe)
+        dim = self.embedder_in(db).dim
+        uids, matrix = Store.vectors_for(db, Store.all_dense_units(db), dim)
+        return DenseIndex.build(uids, matrix, dim, self.settings.approximate_above, self.settings.ivf_nprobe)
+
+    def embedder_in(self, db) -> Embedder:
+        return self.embedder_at(Store.meta_in(db, "embedder") or "")
 
     # --- reading ----------------------------------------------------------------------------------
 
@@ -187,7 +249,11 @@ class KnowledgeBase:
         if not query:
             return []
         n = self.settings.candidates
-        dense_hits = self.dense_index().search(self.embedder.encode([query])[0], n) if mode != "lexical" else []
+        if mode != "lexical":
+            index = self.dense_index()  # first: it tells which embedder its vectors come from
+            dense_hits = index.search(self.embedder_at(self._index_embedder).encode([query])[0], n)
+        else:
+            dense_hits = []
         lexical_hits = self.store.lexical(query, n, self.settings.lexical_budget) if mode != "dense" else []
         units = self.store.unit_entries(list({uid for uid, _ in dense_hits + lexical_hits}))
         ranked = fuse(best_per_entry(dense_hits, units), best_per_entry(lexical_hits, units), self.settings, mode)[:k]
@@ -212,6 +278,16 @@ class KnowledgeBase:
         counts = self.store.counts()
         size = sum(p.stat().st_size for p in self.folder.iterdir() if p.is_file())
         return {**counts, "index_kind": self.store.meta("index_kind", "flat"), "disk_bytes": size}
+
+
+def embed_text(kind: str, title: str, text: str) -> str:
+    """What a unit's vector encodes: questions as asked, passages with their title, which carries the topic."""
+    return text if kind == "question" else f"{title}\n{text}"
+
+
+def vector_key(embedder: Embedder, text: str) -> str:
+    """The cache key of a text's vector: the same text under another model is another vector."""
+    return hashlib.sha256(f"{embedder.model_id}\0{text}".encode()).hexdigest()[:32]
 
 
 def _no_progress(stage: str, done: int, total: int) -> None:

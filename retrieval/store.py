@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -189,6 +189,35 @@ class Store:
         return uids
 
     @staticmethod
+    def delete_variants(db: sqlite3.Connection, variants: list[tuple[str, str]]) -> list[int]:
+        """Delete question variants given as (entry id, text); returns the uids that had vectors."""
+        uids = []
+        for entry_id, text in variants:
+            rows = db.execute("SELECT uid, vector_key FROM units WHERE entry_id = ? AND kind = 'question' AND text = ?", (entry_id, text))
+            found = rows.fetchall()
+            db.executemany("DELETE FROM units WHERE uid = ?", [(uid,) for uid, _ in found])
+            uids += [uid for uid, key in found if key]
+        return uids
+
+    def copy_to(self, path: Path) -> None:
+        """A consistent copy of the whole database (SQLite's online backup), while others read and write."""
+        target = sqlite3.connect(path)
+        try:
+            with self._lock:
+                self._db.backup(target)
+        finally:
+            target.close()
+
+    def import_vectors(self, other: Path) -> None:
+        """Add the cached vectors of another store (a copy that embedded with a new model) to this one's."""
+        with self._lock:
+            self._db.execute("ATTACH DATABASE ? AS other", (str(other),))
+            try:
+                self._db.execute("INSERT OR IGNORE INTO vectors SELECT key, vector FROM other.vectors")
+            finally:
+                self._db.execute("DETACH DATABASE other")
+
+    @staticmethod
     def put_vectors(db: sqlite3.Connection, vectors: dict[str, np.ndarray]) -> None:
         db.executemany(
             "INSERT OR REPLACE INTO vectors VALUES (?, ?)",
@@ -216,6 +245,16 @@ class Store:
         for row, (_, key) in enumerate(pairs):
             matrix[row] = np.frombuffer(blobs[key], dtype=np.float32)
         return np.array([uid for uid, _ in pairs], dtype=np.int64), matrix
+
+    @staticmethod
+    def dense_unit_texts(db: sqlite3.Connection, text_of: Callable[[str, str, str], str]) -> list[tuple[int, str]]:
+        """(uid, the text its vector encodes) of every embedded unit; text_of(kind, title, text) says which."""
+        rows = db.execute("SELECT uid, kind, title, text FROM units WHERE vector_key IS NOT NULL ORDER BY uid")
+        return [(uid, text_of(kind, title, text)) for uid, kind, title, text in rows]
+
+    @staticmethod
+    def set_vector_keys(db: sqlite3.Connection, keys: dict[int, str]) -> None:
+        db.executemany("UPDATE units SET vector_key = ? WHERE uid = ?", [(key, uid) for uid, key in keys.items()])
 
     @staticmethod
     def all_dense_units(db: sqlite3.Connection) -> list[tuple[int, str]]:

@@ -155,3 +155,39 @@ def test_lexical_search_scores_the_rarest_terms_within_its_budget(make_kb, tmp_p
     assert {entry for entry, _ in units.values()} == {"ship-ca"}
     # the two rarest terms are always scored, even past the budget
     assert len(kb.store.lexical("widget gadget Toronto", 100, budget=10)) > 60
+
+
+@pytest.fixture(scope="module")
+def other_embedder_path(tmp_path_factory, tiny_embedder_path):
+    """The tiny embedder with other random weights: a stand-in for a fine-tuned retriever."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(tiny_embedder_path), device="cpu")
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.5)
+    path = tmp_path_factory.mktemp("other-embedder") / "st"
+    model.save(str(path))
+    return path
+
+
+def test_switching_the_embedder_reindexes_every_unit_and_readers_follow(make_kb, tmp_path, other_embedder_path):
+    kb = make_kb()
+    kb.add([write(tmp_path / "faq.csv", FAQ)])
+    reader = make_kb("kb")  # another process's view of the same folder, opened before the switch
+    assert reader.search("Do you ship to Toronto?", mode="dense")[0].dense > 0.999
+
+    assert kb.switch_embedder(str(other_embedder_path)) == 4  # every embedded unit, under the new model
+    assert kb.embedder.path == other_embedder_path and reader.embedder.path == other_embedder_path
+    for view in (kb, reader):  # queries are encoded with the embedder of the vectors they are compared to
+        top = view.search("Do you ship to Toronto?", mode="dense")[0]
+        assert top.entry_id == "ship-ca" and top.dense > 0.999
+    kb.add([write(tmp_path / "more.csv", "id,question,answer\nhours,When are you open?,From 9 to 5.\n")])
+    assert reader.search("When are you open?", mode="dense")[0].dense > 0.999
+    assert reader.dense_index().size == 5
+
+    assert kb.switch_embedder("") == 1  # back (a rollback): only the unit added meanwhile is new to it
+    assert kb.embedder.path == reader.embedder.path != other_embedder_path
+    assert reader.search("When are you open?", mode="dense")[0].dense > 0.999
