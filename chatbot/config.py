@@ -110,6 +110,9 @@ class GateSettings:
     tolerance: float = 0.02  # how far a quality metric may fall (absolute) before promotion is refused
     latency_tolerance: float = 0.5  # how much slower (relative, p50) a candidate may be
     heldout_share: float = 0.2  # share of logged conversations kept out of training for evaluation
+    # Retriever promotions: a query,expected_id CSV; empty = data/eval/retrieval.csv of the project when the
+    # knowledge base holds its ids. Held-out question variants and logged questions are always added.
+    retrieval_file: str = ""
 
 
 @dataclass

@@ -119,6 +119,17 @@ def make_backend(config: Config, progress: Progress | None = None) -> Backend:
     )
 
 
+def open_kb(config: Config) -> KnowledgeBase:
+    """The configured knowledge base. A new one starts on the serving retriever; existing ones were switched
+    to it when it was promoted (the store records its embedder, which every process then follows)."""
+    kb = KnowledgeBase(config.kb_dir(), config.retrieval)
+    versions = Versions(config.home)
+    retriever = versions.serving_version("retriever")
+    if retriever and kb.store.meta("embedder") is None and not kb.store.counts()["entries"]:
+        kb.switch_embedder(str(versions.folder(retriever)))
+    return kb
+
+
 def follows_serving(config: Config) -> bool:
     """Whether the model comes from the home's serving pointer (and so changes when ops promote)."""
     return config.model.backend == "transformers" and not config.model.adapter
@@ -129,7 +140,7 @@ class SupportBot:
                  log: ConversationLog | None = None, progress: Progress | None = None):
         self.config = config
         self.settings = config.answer
-        self.kb = kb or KnowledgeBase(config.kb_dir(), config.retrieval)
+        self.kb = kb or open_kb(config)
         self.log = log or ConversationLog(config.log_file, config.answer.redact)
         self.messages = Messages(config.answer.company)
         self._backend = backend

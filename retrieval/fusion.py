@@ -32,13 +32,30 @@ def best_per_entry(hits: list[tuple[int, float]], units: dict[int, tuple[str, st
     return sorted(((e, s, t) for e, (s, t) in best.items()), key=lambda x: -x[1])
 
 
+def variant_votes(hits: list[tuple[int, float]], units: dict[int, tuple[str, str]], temperature: float) -> dict[str, float]:
+    """Per entry, what its other matching units add to its best one: a smooth maximum of their cosines
+    (temperature * log sum exp(cosine / temperature)) minus the plain maximum. An entry several of whose
+    variants match the query is likelier the one meant than an entry with one close variant; 0 with a
+    single unit, and everywhere at temperature 0."""
+    if temperature <= 0:
+        return {}
+    scores: dict[str, list[float]] = {}
+    for uid, score in hits:
+        if uid in units:
+            scores.setdefault(units[uid][0], []).append(score)
+    return {entry_id: temperature * math.log(sum(math.exp((x - best) / temperature) for x in xs))
+            for entry_id, xs in scores.items() if len(xs) > 1 for best in [max(xs)]}
+
+
 def fuse(
     dense: list[tuple[str, float, str]],
     lexical: list[tuple[str, float, str]],
     settings: RetrievalSettings,
     mode: str = "hybrid",
+    votes: dict[str, float] | None = None,
 ) -> list[Candidate]:
-    """Score = best cosine + lexical_weight * BM25 relative to the query's best BM25.
+    """Score = best cosine (+ its entry's variant vote) + lexical_weight * BM25 relative to the query's
+    best BM25.
 
     Cosine keeps its absolute meaning (the calibration reads it) and BM25 breaks near-ties in favour of
     entries sharing the query's rarer words. On the demo eval this beat reciprocal-rank fusion, which
@@ -46,7 +63,7 @@ def fuse(
     found: dict[str, Candidate] = {}
     if mode in ("hybrid", "dense"):
         for entry_id, cosine, text in dense:
-            found[entry_id] = Candidate(entry_id, score=cosine, dense=cosine, matched=text)
+            found[entry_id] = Candidate(entry_id, score=cosine + (votes or {}).get(entry_id, 0.0), dense=cosine, matched=text)
     if mode in ("hybrid", "lexical") and lexical:
         weight = settings.lexical_weight if mode == "hybrid" else 1.0
         best = lexical[0][1] or 1.0

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .dense import DenseIndex
 from .embedder import Embedder
-from .fusion import best_per_entry, fuse
+from .fusion import best_per_entry, fuse, variant_votes
 from .loaders import LoadOptions, expand_paths, load_file
 from .records import Entry, IngestError, SearchHit
 from .settings import RetrievalSettings
@@ -256,7 +256,8 @@ class KnowledgeBase:
             dense_hits = []
         lexical_hits = self.store.lexical(query, n, self.settings.lexical_budget) if mode != "dense" else []
         units = self.store.unit_entries(list({uid for uid, _ in dense_hits + lexical_hits}))
-        ranked = fuse(best_per_entry(dense_hits, units), best_per_entry(lexical_hits, units), self.settings, mode)[:k]
+        votes = variant_votes(dense_hits, units, self.settings.variant_vote)
+        ranked = fuse(best_per_entry(dense_hits, units), best_per_entry(lexical_hits, units), self.settings, mode, votes)[:k]
         info = self.store.entry_info([c.entry_id for c in ranked])
         return [
             SearchHit(

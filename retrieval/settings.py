@@ -28,6 +28,9 @@ class RetrievalSettings:
     # Fusion: entry score = best cosine + lexical_weight * (BM25 / the query's best BM25). 0.15 sits in
     # a flat optimum (0.1-0.2) on data/eval/retrieval.csv; reciprocal-rank fusion scored lower there.
     lexical_weight: float = 0.15
+    # Variant vote: an entry's dense score is a smooth maximum over its matching variants at this temperature
+    # rather than only its best one (0 = best only). See bench/retriever.py for how it was chosen.
+    variant_vote: float = 0.02
     # Calibrated confidence = sigmoid(w . features + b); features are the entry's best cosine, its
     # margin over the next entry and its lexical agreement. Fitted with `supportbot eval retrieval
     # --calibrate` (see retrieval.calibration).

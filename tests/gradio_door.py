@@ -27,6 +27,7 @@ class Page:
         config = client.get("/config").json()
         self.handlers = {d["api_name"]: d for d in config["dependencies"]}
         self.component_types = {c["id"]: c["type"] for c in config["components"]}
+        self.component_props = {c["id"]: c.get("props", {}) for c in config["components"]}
 
     def call(self, handler: str, *data):
         """The handler's outputs (one value, or a list for several); raises GradioError when refused."""

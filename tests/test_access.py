@@ -24,7 +24,7 @@ STAFF_API = {
     "models": ("ops", []),
     "train": ("ops", ["sft", 1, 1]),
     "promote": ("ops", ["latest", True]),
-    "rollback": ("ops", []),
+    "rollback": ("ops", ["lm"]),
     "job_list": ("ops", []),
     "gate_report": ("ops", ["latest"]),
 }
@@ -35,7 +35,7 @@ STAFF_HANDLERS = {
     "finish": "agent", "add_files": "ops", "find": "ops", "drop": "ops", "show_analytics": "ops", "list_models": "ops",
     "run_gate": "ops", "roll_back": "ops", "show_report": "ops", "start_job": "ops", "refresh_jobs": "ops",
 }
-SAMPLE_INPUTS = {"textbox": "x", "checkbox": False, "dropdown": "sft", "number": 1}
+SAMPLE_INPUTS = {"textbox": "x", "checkbox": False, "number": 1}  # a dropdown gets its first choice
 
 ANONYMOUS = "please log in"
 WRONG_ROLE = "this needs the ops role; you are logged in as agent"
@@ -77,8 +77,10 @@ def test_staff_api_refuses_anonymous_and_wrong_role_callers(client, agent_token,
 
 def page_inputs(page: Page, handler: str, upload: dict) -> list:
     """Plausible values for a handler's inputs; the token (a State) is None: the server holds it."""
-    kinds = [page.component_types[i] for i in page.handlers[handler]["inputs"]]
-    return [[upload] if kind == "file" else SAMPLE_INPUTS.get(kind) for kind in kinds]
+    inputs = page.handlers[handler]["inputs"]
+    return [[upload] if page.component_types[i] == "file"
+            else page.component_props[i]["choices"][0][1] if page.component_types[i] == "dropdown"
+            else SAMPLE_INPUTS.get(page.component_types[i]) for i in inputs]
 
 
 def test_every_page_handler_that_takes_the_token_is_listed_here(client):

@@ -1,10 +1,11 @@
 """Fusion of dense and lexical lists into entries, confidence, and its calibration."""
 
+import math
 import random
 
 from retrieval import RetrievalSettings
 from retrieval.calibration import brier, fit_logistic
-from retrieval.fusion import best_per_entry, confidence, features, fuse
+from retrieval.fusion import best_per_entry, confidence, features, fuse, variant_votes
 
 
 def test_an_entry_scores_by_its_best_unit():
@@ -50,3 +51,16 @@ def test_calibration_fit_separates_right_from_wrong_hits():
     assert weights[0] > 0
     probs = [confidence(f, weights) for f in x]
     assert brier(probs, y) < 0.1 < brier([0.5] * len(y), y)
+
+
+def test_an_entry_matched_by_several_variants_outranks_one_matched_by_a_single_close_variant():
+    units = {1: ("a", "q1"), 2: ("a", "q2"), 3: ("a", "q3"), 4: ("b", "q4")}
+    hits = [(4, 0.80), (1, 0.79), (2, 0.78), (3, 0.77)]
+    assert variant_votes(hits, units, 0.0) == {}
+    votes = variant_votes(hits, units, 0.02)
+    assert set(votes) == {"a"} and 0 < votes["a"] < 0.02 * math.log(3) + 1e-9
+    s = RetrievalSettings()
+    dense = best_per_entry(hits, units)
+    assert fuse(dense, [], s)[0].entry_id == "b"
+    voted = fuse(dense, [], s, votes=votes)
+    assert voted[0].entry_id == "a" and voted[0].dense == 0.79  # the calibration still reads the best cosine

@@ -22,14 +22,18 @@ from chatbot.backends import TransformersBackend
 from chatbot.evaluate import evaluate_answers, load_answer_rows
 from chatbot.reward import RewardScorer, load_version, score
 from chatbot.versions import Versions, VersionError, now, role_of, write_json
+from retrieval import EvalFileError, KnowledgeBase, evaluate_retrieval, load_queries
 
 from .examples import deduplicate, log_examples, prompt_for, split
+from .retriever import heldout_queries
 
 DEMO_EVAL = Path(__file__).resolve().parents[1] / "data" / "eval" / "answers.csv"
+DEMO_RETRIEVAL_EVAL = DEMO_EVAL.with_name("retrieval.csv")
 # metric -> True when higher is better
 METRICS = {"answer_similarity": True, "grounding": True, "handoff_precision": True, "handoff_recall": True,
            "reward": True, "latency_ms_p50": False}
 REWARD_METRICS = {"pair_accuracy": True}
+RETRIEVER_METRICS = {"top1": True, "recall_at_5": True, "mrr": True}
 
 
 @dataclass
@@ -155,11 +159,11 @@ def promote(config: Config, version: str, force: bool = False, progress: Progres
     version = versions.resolve(version)
     card = versions.card(version)
     role = role_of(card.kind)
-    if role == "retriever":
-        raise VersionError(f"{version}: retriever versions are promoted by the retriever training (not built yet)")
     serving = versions.serving_version(role)
     if serving == version:
         raise VersionError(f"{version} is already serving")
+    if role == "retriever":
+        return promote_retriever(config, version, serving, force, progress)
     bot = SupportBot(config)
     if role == "lm":
         rows = gate_questions(config, bot)
@@ -185,8 +189,82 @@ def promote(config: Config, version: str, force: bool = False, progress: Progres
     return result
 
 
-def rollback(config: Config, role: str = "lm") -> str:
-    return Versions(config.home).rollback(role)
+def rollback(config: Config, role: str = "lm", progress: Progress | None = None) -> str:
+    """Serve the previous version of `role`; a retriever first switches the knowledge bases back."""
+    versions = Versions(config.home)
+    if role == "retriever":
+        switch_retriever(config, versions.rollback_target(role), progress)
+    return versions.rollback(role)
+
+
+# --- retrievers -------------------------------------------------------------------------------------
+
+
+def promote_retriever(config: Config, version: str, serving: str, force: bool, progress: Progress | None) -> GateResult:
+    """Search with the candidate embedder and with the serving one on a copy of the knowledge base (without
+    the held-out variants it is asked), then, if it is not worse, switch every knowledge base to it."""
+    versions = Versions(config.home)
+    kb = KnowledgeBase(config.kb_dir(), config.retrieval)
+    try:
+        rows, without, eval_set = retriever_queries(config, kb)
+        if not rows:
+            raise VersionError(f"no held-out queries for knowledge base '{config.kb}': set gate.retrieval_file to a query,expected_id CSV")
+        with tempfile.TemporaryDirectory(prefix="supportbot-gate-") as tmp:
+            trial = kb.trial_copy(tmp, without)
+            try:
+                old = _retrieval_metrics(trial, rows, f"gate {serving or 'configured retriever'}", progress)
+                trial.switch_embedder(str(versions.folder(version)), lambda stage, d, t: progress and progress(f"re-embed {stage}", d, t))
+                new = _retrieval_metrics(trial, rows, f"gate {version}", progress)
+            finally:
+                trial.close()
+            versions.update_metrics(version, {"gate": {**new, "eval_set": eval_set}})
+            table = compare(old, new, config, RETRIEVER_METRICS)
+            result = GateResult(version, serving, passed=all(r["ok"] for r in table), forced=force, rows=table,
+                                eval_set=eval_set, questions=len(rows))
+            if result.passed or force:
+                kb.store.import_vectors(Path(tmp) / "kb.sqlite")  # the candidate's vectors: embedded once
+    finally:
+        kb.close()
+    if result.passed or force:
+        switch_retriever(config, version, progress)
+        versions.set_serving("retriever", version)
+        result.promoted = True
+    result.report = str(write_report(result, versions.folder(version) / "gate"))
+    return result
+
+
+def retriever_queries(config: Config, kb: KnowledgeBase) -> tuple[list[dict], list[tuple[str, str]], str]:
+    """(query,expected_id rows, the variants to leave out of the index, a name for the set): the evaluation
+    file (gate.retrieval_file, else the project's data/eval/retrieval.csv when this knowledge base holds its
+    ids), the variants no retriever training uses and held-out resolved questions from the log."""
+    rows = []
+    path = Path(config.gate.retrieval_file) if config.gate.retrieval_file else DEMO_RETRIEVAL_EVAL
+    try:
+        rows = [r for r in load_queries(path, kb) if r["expected_id"]]
+    except EvalFileError:
+        if config.gate.retrieval_file:
+            raise
+    entries = [kb.entry(e.id) for e in kb.entries()]
+    variants, logged = heldout_queries(config, entries)
+    rows += [{"query": q, "expected_id": e, "line": 0} for q, e in variants + logged]
+    digest = hashlib.sha256(json.dumps([[r["query"], r["expected_id"]] for r in rows]).encode()).hexdigest()[:16]
+    return rows, [(e, q) for q, e in variants], digest
+
+
+def _retrieval_metrics(kb: KnowledgeBase, rows: list[dict], stage: str, progress: Progress | None) -> dict:
+    summary = evaluate_retrieval(kb, rows, progress=lambda d, t: progress and progress(stage, d, t)).summary()
+    return {key: summary[key] for key in RETRIEVER_METRICS}
+
+
+def switch_retriever(config: Config, version: str, progress: Progress | None = None) -> None:
+    """Every knowledge base of the home onto the retriever `version` ("" = the configured embedder)."""
+    path = str(Versions(config.home).folder(version)) if version else ""
+    for folder in sorted((config.home / "kb").glob("*/kb.sqlite")):
+        kb = KnowledgeBase(folder.parent, config.retrieval)
+        try:
+            kb.switch_embedder(path, lambda stage, d, t: progress and progress(f"{folder.parent.name}: {stage}", d, t))
+        finally:
+            kb.close()
 
 
 # --- the report -------------------------------------------------------------------------------------

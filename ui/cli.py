@@ -18,10 +18,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from chatbot import Config, ConfigError, ConversationLog, LogError, SupportBot, as_dict, load_config, save_settings  # noqa: E402
+from chatbot import Config, ConfigError, ConversationLog, LogError, SupportBot, as_dict, load_config, open_kb, save_settings  # noqa: E402
 from chatbot.backends import BackendError  # noqa: E402
 from chatbot.evaluate import evaluate_answers, load_answer_rows, save_eval  # noqa: E402
-from retrieval import EvalFileError, IngestError, KnowledgeBase, evaluate_retrieval, load_queries  # noqa: E402
+from retrieval import EvalFileError, IngestError, evaluate_retrieval, load_queries  # noqa: E402
 
 from .progress import TerminalProgress  # noqa: E402
 
@@ -38,10 +38,6 @@ def command(name: str):
         return fn
 
     return register
-
-
-def open_kb(config: Config) -> KnowledgeBase:
-    return KnowledgeBase(config.kb_dir(), config.retrieval)
 
 
 def emit(args: argparse.Namespace, payload: dict, text: str) -> None:
@@ -211,10 +207,13 @@ def logs_export(args, config):
 
 @command("train")
 def train_command(args, config):
+    if args.method == "retriever":
+        return train_retriever_command(args, config)
     from training import LEARNING_RATES, RunRequest, TrainSettings, run_training
 
     settings = TrainSettings(
-        epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size, grad_accum=args.grad_accum,
+        epochs=1.0 if args.epochs is None else args.epochs, max_steps=args.max_steps,
+        batch_size=4 if args.batch_size is None else args.batch_size, grad_accum=args.grad_accum,
         lora=not args.full, lora_r=args.lora_r, lora_layers=args.lora_layers, max_length=args.max_length, threads=args.threads, seed=args.seed,
         learning_rate=args.lr or LEARNING_RATES[args.method] / (1 if not args.full else 10),
     )
@@ -226,6 +225,28 @@ def train_command(args, config):
     emit(args, card.to_json(), f"trained {card.version} ({card.kind}, from {card.parent or card.base}): "
          f"{train.get('examples')} examples, {train.get('steps')} steps, loss {train.get('train_loss', float('nan')):.4f}, "
          f"{train.get('seconds', 0):.0f} s\npromote it with: supportbot models promote {card.version}")
+    return 0
+
+
+def train_retriever_command(args, config):
+    """Contrastive fine-tuning of the embedder; the flags not given keep RetrieverSettings' defaults."""
+    from training.retriever import RetrieverSettings, run_retriever
+
+    if args.data:
+        raise CommandError("train retriever: --data is not supported (the pairs come from the knowledge base and the log)")
+    given = {"epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.lr}
+    settings = RetrieverSettings(max_steps=args.max_steps, max_variants=args.max_variants, hard_negatives=not args.no_hard_negatives,
+                                 seed=args.seed, threads=args.threads, **{k: v for k, v in given.items() if v is not None})
+    log = (lambda line: print(line, file=sys.stderr)) if not args.quiet else None
+    card = run_retriever(config, settings, args.parent or "", TerminalProgress(not args.quiet), log)
+    train, heldout = card.metrics["train"], card.metrics.get("heldout")
+    lines = [f"trained {card.version} (retriever, from {card.parent or card.settings['start']}): {train['pairs']} pairs "
+             f"of {train['entries']} entries, {train['steps']} steps, loss {train['loss']:.4f}, {train['seconds']:.0f} s"]
+    if heldout:
+        lines += [f"held-out {mode:6} top-1 {heldout['base'][mode]['top1']:.3f} -> {heldout['trained'][mode]['top1']:.3f}, "
+                  f"recall@5 {heldout['base'][mode]['recall_at_5']:.3f} -> {heldout['trained'][mode]['recall_at_5']:.3f} "
+                  f"({heldout['variants']} variants, {heldout['logged']} logged questions)" for mode in ("dense", "hybrid")]
+    emit(args, card.to_json(), "\n".join(lines + [f"promote it with: supportbot models promote {card.version}"]))
     return 0
 
 
@@ -270,8 +291,8 @@ def models_export(args, config):
 def models_rollback(args, config):
     from training import rollback
 
-    version = rollback(config, args.role)
-    emit(args, {"serving": version, "role": args.role}, f"now serving {version}")
+    version = rollback(config, args.role, TerminalProgress(not args.quiet))
+    emit(args, {"serving": version, "role": args.role}, f"now serving {version or 'the configured retriever'}")
     return 0
 
 
@@ -403,14 +424,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heldout", type=float, help="share of conversations held out (default gate.heldout_share)")
 
     p = add(sub, "train", "train a new model version from the log and the knowledge base")
-    p.add_argument("method", choices=["sft", "kto", "dpo", "reward", "grpo"])
+    p.add_argument("method", choices=["sft", "kto", "dpo", "reward", "grpo", "retriever"])
     p.add_argument("--data", action="append", help="JSONL file(s) from `logs export` instead of the live log")
     p.add_argument("--no-kb-seed", action="store_true", help="sft/grpo: no examples made from the knowledge base")
     p.add_argument("--from", dest="parent", help="version to continue from (default: the serving one)")
-    p.add_argument("--epochs", type=float, default=1.0)
+    p.add_argument("--epochs", type=float, help="(default per method)")
     p.add_argument("--max-steps", type=int, default=-1)
     p.add_argument("--lr", type=float, help="learning rate (default per method)")
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--batch-size", type=int, help="(default per method)")
     p.add_argument("--grad-accum", type=int, default=1)
     p.add_argument("--full", action="store_true", help="full fine-tune instead of LoRA")
     p.add_argument("--lora-r", type=int, default=16)
@@ -418,6 +439,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed-variants", type=int, default=0, help="question variants per KB entry in the seed (0 = all)")
     p.add_argument("--out-of-scope", metavar="FILE",
                    help="questions (one per line) the KB seed teaches to hand off ('' = none; default: the bundled list)")
+    p.add_argument("--max-variants", type=int, default=0, help="retriever: question variants per entry to train on (0 = all)")
+    p.add_argument("--no-hard-negatives", action="store_true",
+                   help="retriever: batches of random entries instead of clusters of nearby ones")
     p.add_argument("--max-length", type=int, default=1024)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
@@ -432,7 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir")
     p.add_argument("--name", help="version name in the exported card (default: unchanged)")
     p = add(models, "rollback", "serve the previous version again")
-    p.add_argument("--role", choices=["lm", "reward"], default="lm")
+    p.add_argument("--role", choices=["lm", "reward", "retriever"], default="lm")
 
     p = add(sub, "backup", "copy the home consistently, while the app runs, into a new folder")
     p.add_argument("dir")

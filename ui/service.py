@@ -26,6 +26,8 @@ from .jobs import JobError, Jobs
 from .ratelimit import Caller, RateLimited, RateLimiter
 
 ACTIONS = ("approved", "edited", "rejected")
+TRAINABLE = (*METHODS, "retriever")  # what `supportbot train` runs: the LM methods and the embedder
+ROLES = ("lm", "reward", "retriever")  # what serves, each with its own pointer
 MAX_UPLOAD_BYTES = 20_000_000  # per knowledge-base file uploaded through the app (the command line has no limit)
 MAX_EPOCHS = 100
 MAX_STEPS = 1_000_000
@@ -207,8 +209,8 @@ class SupportService:
     def train(self, token: str, method: str, epochs: float = 1.0, max_steps: int = -1) -> dict:
         """Start a training run in the background; its progress shows in `jobs`."""
         self.sessions.require(token, "ops")
-        if method not in METHODS:
-            raise ServiceError(f"method {method!r}: expected one of {', '.join(METHODS)}")
+        if method not in TRAINABLE:
+            raise ServiceError(f"method {method!r}: expected one of {', '.join(TRAINABLE)}")
         if not (math.isfinite(epochs) and 0 < epochs <= MAX_EPOCHS):
             raise ServiceError(f"epochs {epochs}: expected a number above 0 and at most {MAX_EPOCHS}")
         if not (max_steps == -1 or 1 <= max_steps <= MAX_STEPS):
@@ -223,9 +225,12 @@ class SupportService:
         args = ["models", "promote", version, *(["--force"] if force else []), *self._settings_args()]
         return self.jobs.start(f"promote {version}", args).to_json()
 
-    def rollback(self, token: str) -> dict:
+    def rollback(self, token: str, role: str = "lm") -> dict:
+        """Serve the previous version of `role` (lm, reward or retriever)."""
         self.sessions.require(token, "ops")
-        return {"serving": rollback(self.config, "lm")}
+        if role not in ROLES:
+            raise ServiceError(f"role {role!r}: expected one of {', '.join(ROLES)}")
+        return {"serving": rollback(self.config, role) or "the configured retriever", "role": role}
 
     def job_list(self, token: str) -> list[dict]:
         self.sessions.require(token, "ops")

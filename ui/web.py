@@ -16,10 +16,9 @@ import gradio as gr
 import pandas as pd
 from PIL import Image
 
-from training import METHODS
 
 from .ratelimit import Caller
-from .service import USER_ERRORS, ServiceError, SupportService
+from .service import ROLES, TRAINABLE, USER_ERRORS, ServiceError, SupportService
 
 STREAM_INTERVAL = 0.08  # seconds between streamed updates: Gradio re-sends the whole message each time
 
@@ -336,13 +335,14 @@ def _ops_tab(service: SupportService, token: gr.State) -> None:
         with gr.Row():
             promote = gr.Button("Run the gate and promote", variant="primary", elem_id="models-promote")
             report = gr.Button("Show gate report", elem_id="models-report")
+            role = gr.Dropdown(list(ROLES), value="lm", label="Roll back", elem_id="models-role")
             rollback = gr.Button("Roll back", variant="stop", elem_id="models-rollback")
         models_status = gr.Markdown(elem_id="models-status")
         gate_text = gr.Markdown(elem_id="gate-report")
         gate_plot = gr.Image(label="Gate: serving vs candidate", type="filepath", elem_id="gate-plot")
     with gr.Tab("Training"):
         with gr.Row():
-            method = gr.Dropdown(list(METHODS), value="sft", label="Method", elem_id="train-method")
+            method = gr.Dropdown(list(TRAINABLE), value="sft", label="Method", elem_id="train-method")
             epochs = gr.Number(1.0, label="Epochs", elem_id="train-epochs")
             max_steps = gr.Number(-1, precision=0, label="Max steps (-1: by epochs)", elem_id="train-steps")
         start = gr.Button("Start training", variant="primary", elem_id="train-start")
@@ -379,8 +379,8 @@ def _ops_tab(service: SupportService, token: gr.State) -> None:
         job = service.promote(session_token, name or "latest", bool(forced))
         return f"Gate running for {name or 'latest'} (job {job['id']}); follow it on the Training tab."
 
-    def roll_back(session_token):
-        return f"Now serving {service.rollback(session_token)['serving']}.", models_table(service.models(session_token))
+    def roll_back(session_token, kind):
+        return f"Now serving {service.rollback(session_token, kind)['serving']}.", models_table(service.models(session_token))
 
     def show_report(session_token, name):
         found = service.gate_report(session_token, name)
@@ -404,7 +404,7 @@ def _ops_tab(service: SupportService, token: gr.State) -> None:
     refresh.click(shown(show_analytics), [token], [summary, per_day, outcomes, gaps], api_visibility="private")
     models_refresh.click(shown(list_models), [token], [models], api_visibility="private")
     promote.click(shown(run_gate), [token, version, force], [models_status], api_visibility="private")
-    rollback.click(shown(roll_back), [token], [models_status, models], api_visibility="private")
+    rollback.click(shown(roll_back), [token, role], [models_status, models], api_visibility="private")
     report.click(shown(show_report), [token, version], [gate_text, gate_plot], api_visibility="private")
     start.click(shown(start_job), [token, method, epochs, max_steps], [started, jobs], api_visibility="private")
     ticker.tick(refresh_jobs, [token], [jobs], api_visibility="private", show_progress="hidden")

@@ -1,0 +1,279 @@
+"""Retriever fine-tuning benchmark: does `supportbot train retriever` find held-out questions better, and
+how long does training take on 2 cores?
+
+Protocol (no question is ever both trained on and asked; everything through the product's own code:
+`training.retriever` builds the pairs and trains, `retrieval.KnowledgeBase` ingests and searches):
+
+1. Folds. data/kb is read once. Each FAQ entry's question variants are dealt into `--folds` folds (in a
+   random order with a random starting fold per entry, fixed seed). For fold f, the knowledge base holds
+   every variant not in fold f (and the documents); the training pairs come from exactly those variants;
+   fold f's variants are the queries. An entry with one variant is only indexed, never asked. Each fold
+   compares (a) the off-the-shelf embedder, dense search, (b) off-the-shelf hybrid (the product's default),
+   (c) the embedder fine-tuned on that fold's variants, hybrid, and (d) fine-tuned, dense; numbers are
+   pooled over the folds. Run twice: with every variant, and with at most `--max-variants` (10) variants
+   per entry (the first ones of each entry, before the folds are dealt).
+2. data/eval/retrieval.csv: queries written apart from the variants (a test set nobody trained on). The
+   embedder is fine-tuned on every variant of data/kb, and the same four systems answer the queries.
+3. `--synthetic N` (off by default: slow): the training time alone on N synthetic but plausible variants
+   (four phrasings of each of N/4 synthetic questions, from bench/retrieval.py's word lists).
+
+Targets (issue 6): on held-out queries, fine-tuned hybrid (c) removes at least 30% of the off-the-shelf
+top-1 errors in both settings of section 1 (reported against (a) and against (b)); training on 10,000
+variants takes at most 15 minutes on 2 cores.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/retriever.py [--folds 3] [--synthetic 10000]
+
+Training settings default to `training.retriever.RetrieverSettings` (flags override them). The machine is
+shared: a CPU probe (short sentences embedded per second) is printed before each section. The table goes
+to stdout, progress to stderr, the numbers to bench/results/retriever.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import random
+import sys
+import tempfile
+import time
+from dataclasses import asdict, fields, replace
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from retrieval import Embedder, Entry, KnowledgeBase, RetrievalSettings, bundled_embedder_path, read_eval_csv  # noqa: E402
+from training.retriever import Pair, RetrieverSettings, evaluate_embedders, kb_pairs, train_retriever  # noqa: E402
+
+
+def _bench_retrieval():
+    """bench/retrieval.py (its name clashes with the package): for its table, log, CPU probe and word lists."""
+    spec = importlib.util.spec_from_file_location("bench_retrieval", ROOT / "bench" / "retrieval.py")
+    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+shared = _bench_retrieval()
+log, table = shared.log, shared.table
+SYSTEMS = (("a", "off-the-shelf dense", "base", "dense"), ("b", "off-the-shelf hybrid", "base", "hybrid"),
+           ("c", "fine-tuned hybrid", "tuned", "hybrid"), ("d", "fine-tuned dense", "tuned", "dense"))
+ERRORS_REMOVED_TARGET = 0.30
+SYNTHETIC_TARGET_S = 15 * 60
+
+
+# --- data -------------------------------------------------------------------------------------------
+
+
+def demo_kb(folder: Path) -> KnowledgeBase:
+    """data/kb ingested by the product, on the off-the-shelf embedder (PyTorch: same vectors as ONNX)."""
+    kb = KnowledgeBase(folder, RetrievalSettings(embedder_runtime="torch"))
+    kb.add([ROOT / "data" / "kb"])
+    return kb
+
+
+def removed(entries: list[Entry], kept: list[Entry]) -> list[tuple[str, str]]:
+    """(entry id, text) of the variants of `entries` that `kept` leaves out: not in the index."""
+    left = {(e.id, q) for e in kept for q in e.questions}
+    return [(e.id, q) for e in entries for q in e.questions if (e.id, q) not in left]
+
+
+def capped(entries: list[Entry], max_variants: int) -> list[Entry]:
+    return [replace(e, questions=e.questions[:max_variants]) for e in entries]
+
+
+def folds(entries: list[Entry], k: int, seed: int) -> list[tuple[list[Entry], list[tuple[str, str]]]]:
+    """[(entries without fold f's variants, [(fold f variant, entry id)])] for each fold f."""
+    rng = random.Random(seed)
+    fold_of: dict[tuple[str, str], int] = {}
+    for entry in entries:
+        if len(entry.questions) >= 2:
+            offset = rng.randrange(k)
+            for j, question in enumerate(rng.sample(entry.questions, len(entry.questions))):
+                fold_of[(entry.id, question)] = (offset + j) % k
+    return [([replace(e, questions=[q for q in e.questions if fold_of.get((e.id, q)) != f]) for e in entries],
+             [(q, e.id) for e in entries for q in e.questions if fold_of.get((e.id, q)) == f])
+            for f in range(k)]
+
+
+def synthetic_pairs(n_variants: int, per_entry: int = 4, seed: int = 7) -> list[Pair]:
+    """Plausible FAQ questions, `per_entry` phrasings of each (distinct templates over the same verb,
+    product and circumstance), paired as `kb_pairs` pairs the variants of a real entry."""
+    rng = random.Random(seed)
+    entries = []
+    for i in range(n_variants // per_entry):
+        words = {"verb": rng.choice(shared.VERBS)[0], "adj": rng.choice(shared.ADJECTIVES),
+                 "product": rng.choice(shared.PRODUCTS), "context": rng.choice(shared.CONTEXTS)}
+        questions = [t.format(**words) for t in rng.sample(shared.QUESTION_TEMPLATES, per_entry)]
+        entries.append(Entry(id=f"syn-{i:05d}", title="", answer="", questions=questions))
+    return kb_pairs(entries)
+
+
+# --- measurements -----------------------------------------------------------------------------------
+
+
+def train(pairs: list[Pair], out: Path, settings: RetrieverSettings, label: str) -> dict:
+    last = [0.0]
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if time.monotonic() - last[0] > 30 or done == total:
+            last[0] = time.monotonic()
+            log(f"{label}: {stage} {done}/{total}")
+
+    log(f"{label}: training on {len(pairs)} pairs")
+    return train_retriever(bundled_embedder_path(), pairs, out, settings, progress)
+
+
+def compare(kb: KnowledgeBase, kept: list[Entry], queries: list[tuple[str, str]], tuned: Path) -> dict:
+    """{system letter: top1, recall_at_5, mrr} for the four systems, over `kb` holding only the variants of `kept`."""
+    found = evaluate_embedders(kb, queries, removed([kb.entry(e.id) for e in kept], kept),
+                               {"base": bundled_embedder_path(), "tuned": tuned})
+    return {letter: found[model][mode] for letter, _, model, mode in SYSTEMS}
+
+
+def pooled(results: list[tuple[dict, int]]) -> dict:
+    """Metrics over all folds' queries together (each fold weighted by its number of queries)."""
+    n = sum(count for _, count in results)
+    return {letter: {key: round(sum(r[letter][key] * count for r, count in results) / n, 4) for key in ("top1", "recall_at_5", "mrr")}
+            for letter, *_ in SYSTEMS} | {"n": n}
+
+
+def errors_removed(scores: dict, baseline: str) -> float:
+    """Share of the baseline's top-1 misses that fine-tuned hybrid (c) gets right (net)."""
+    missed = 1 - scores[baseline]["top1"]
+    return round((scores["c"]["top1"] - scores[baseline]["top1"]) / missed, 3) if missed else 0.0
+
+
+def bench_folds(kb: KnowledgeBase, entries: list[Entry], args: argparse.Namespace, settings: RetrieverSettings, label: str, tmp: Path) -> dict:
+    per_fold, seconds, pairs = [], [], []
+    for f, (kept, queries) in enumerate(folds(entries, args.folds, args.fold_seed)):
+        fold_pairs = kb_pairs(kept)
+        metrics = train(fold_pairs, tmp / f"{label}-fold{f}", settings, f"{label} fold {f + 1}/{args.folds}")
+        log(f"{label} fold {f + 1}: trained in {metrics['seconds']:.0f} s; evaluating {len(queries)} held-out variants")
+        per_fold.append((compare(kb, kept, queries, tmp / f"{label}-fold{f}"), len(queries)))
+        seconds.append(round(metrics["seconds"], 1))
+        pairs.append(len(fold_pairs))
+    scores = pooled(per_fold)
+    return {"label": label, "scores": scores, "train_seconds": seconds, "train_pairs": pairs,
+            "errors_removed_vs_a": errors_removed(scores, "a"), "errors_removed_vs_b": errors_removed(scores, "b"),
+            "per_fold": [{"n": n, **r} for r, n in per_fold]}
+
+
+def bench_eval_file(kb: KnowledgeBase, entries: list[Entry], args: argparse.Namespace, settings: RetrieverSettings, tmp: Path) -> dict:
+    rows = [r for r in read_eval_csv(ROOT / "data" / "eval" / "retrieval.csv", ("query", "expected_id")) if r["expected_id"]]
+    pairs = kb_pairs(entries)
+    metrics = train(pairs, tmp / "all", settings, "retrieval.csv")
+    log(f"retrieval.csv: trained in {metrics['seconds']:.0f} s; evaluating {len(rows)} queries")
+    scores = compare(kb, entries, [(r["query"], r["expected_id"]) for r in rows], tmp / "all") | {"n": len(rows)}
+    return {"scores": scores, "train_seconds": round(metrics["seconds"], 1), "train_pairs": len(pairs),
+            "errors_removed_vs_a": errors_removed(scores, "a"), "errors_removed_vs_b": errors_removed(scores, "b")}
+
+
+def bench_synthetic(n: int, settings: RetrieverSettings, tmp: Path) -> dict:
+    pairs = synthetic_pairs(n)
+    metrics = train(pairs, tmp / "synthetic", settings, f"synthetic {n:,}")
+    return {"variants": n, "pairs": len(pairs), "steps": metrics["steps"], "seconds": round(metrics["seconds"], 1),
+            "target_seconds": SYNTHETIC_TARGET_S}
+
+
+# --- report -----------------------------------------------------------------------------------------
+
+
+def render(env: dict, settings: RetrieverSettings, sections: list[dict], eval_file: dict | None, synthetic: dict | None) -> str:
+    out = [f"Retriever fine-tuning benchmark: {env['cpus']} CPUs, torch threads {env['torch_threads']}, base {env['embedder']}",
+           "settings: " + ", ".join(f"{k}={v}" for k, v in asdict(settings).items()),
+           "CPU probe (short sentences embedded/s): " + ", ".join(f"{k} {v:.0f}" for k, v in env["cpu_probes"].items())]
+    for s in sections:
+        out.append(table(
+            f"1. Held-out variants, {env['folds']} folds, {s['label']} ({s['scores']['n']} queries; "
+            f"training per fold {', '.join(f'{x:.0f}' for x in s['train_seconds'])} s on {', '.join(map(str, s['train_pairs']))} pairs)"
+            + (f"; identical to 'all variants': {s['same_as']}" if s.get("same_as") else ""),
+            ["system", "top1", "recall@5", "MRR"],
+            [[f"({letter}) {name}", s["scores"][letter]["top1"], s["scores"][letter]["recall_at_5"], s["scores"][letter]["mrr"]]
+             for letter, name, *_ in SYSTEMS]))
+        ok = s["errors_removed_vs_a"] >= ERRORS_REMOVED_TARGET and s["errors_removed_vs_b"] >= ERRORS_REMOVED_TARGET
+        out.append(f"top-1 errors removed by (c): {s['errors_removed_vs_a']:.1%} of (a)'s, {s['errors_removed_vs_b']:.1%} of (b)'s; "
+                   f"target >= {ERRORS_REMOVED_TARGET:.0%}: {shared.verdict(ok)}")
+    if eval_file:
+        out.append(table(
+            f"2. data/eval/retrieval.csv ({eval_file['scores']['n']} in-scope queries written apart from the variants; "
+            f"trained on all {eval_file['train_pairs']} variant pairs in {eval_file['train_seconds']:.0f} s)",
+            ["system", "top1", "recall@5", "MRR"],
+            [[f"({letter}) {name}", eval_file["scores"][letter]["top1"], eval_file["scores"][letter]["recall_at_5"],
+              eval_file["scores"][letter]["mrr"]] for letter, name, *_ in SYSTEMS]))
+        out.append(f"top-1 errors removed by (c): {eval_file['errors_removed_vs_a']:.1%} of (a)'s, {eval_file['errors_removed_vs_b']:.1%} of (b)'s")
+    if synthetic:
+        out.append(table("3. Training time on synthetic variants", ["variants", "pairs", "steps", "seconds"],
+                         [[synthetic["variants"], synthetic["pairs"], synthetic["steps"], synthetic["seconds"]]]))
+        out.append(f"target <= {SYNTHETIC_TARGET_S} s: {shared.verdict(synthetic['seconds'] <= SYNTHETIC_TARGET_S)}")
+    return "\n".join(out)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--folds", type=int, default=3)
+    parser.add_argument("--max-variants", type=int, default=10, help="the cap of the second setting of section 1")
+    parser.add_argument("--synthetic", type=int, default=0, metavar="N", help="also time training on N synthetic variants")
+    parser.add_argument("--skip-eval-file", action="store_true", help="leave out section 2")
+    parser.add_argument("--fold-seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench/results/retriever.json")
+    for f in fields(RetrieverSettings):  # the training settings, e.g. --epochs 2 --hard-negatives false
+        if f.name == "max_variants":  # the cap applies to the knowledge base here (see --max-variants)
+            continue
+        kind = (lambda v: v.lower() in ("1", "true", "yes")) if f.type in (bool, "bool") else type(f.default)
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, dest=f"setting_{f.name}", metavar=f.name.upper())
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    settings = RetrieverSettings(**{k.removeprefix("setting_"): v for k, v in vars(args).items() if k.startswith("setting_") and v is not None})
+    import torch
+
+    probe_embedder = Embedder()
+    env = {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+           "embedder": probe_embedder.model_id, "folds": args.folds, "seed": args.fold_seed, "cpu_probes": {},
+           "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+    def probe(when: str) -> None:
+        env["cpu_probes"][when] = rate = shared.embed_rate(probe_embedder)
+        log(f"cpu probe {when}: {rate:.0f} short sentences/s")
+
+    sections, eval_file, synthetic = [], None, None
+    with tempfile.TemporaryDirectory(prefix="supportbot-bench-retriever-") as tmp:
+        kb = demo_kb(Path(tmp) / "kb")
+        entries = [kb.entry(row.id) for row in kb.entries()]
+        probe("start")
+        sections.append(bench_folds(kb, entries, args, settings, "all variants", Path(tmp)))
+        limited = capped(entries, args.max_variants)
+        label = f"at most {args.max_variants} variants per entry"
+        if limited == entries:
+            sections.append({**sections[0], "label": label, "same_as": f"no entry has more than {args.max_variants} variants"})
+        else:
+            probe(label)
+            sections.append(bench_folds(kb, limited, args, settings, label, Path(tmp)))
+        if not args.skip_eval_file:
+            probe("retrieval.csv")
+            eval_file = bench_eval_file(kb, entries, args, settings, Path(tmp))
+        if args.synthetic:
+            probe("synthetic")
+            synthetic = bench_synthetic(args.synthetic, settings, Path(tmp))
+        kb.close()
+    probe("end")
+
+    print(render(env, settings, sections, eval_file, synthetic), flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"environment": env, "settings": asdict(settings), "folds": sections,
+                                    "eval_file": eval_file, "synthetic": synthetic}, indent=2) + "\n")
+    log(f"wrote {args.out} (total {time.perf_counter() - started:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

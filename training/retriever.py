@@ -1,0 +1,372 @@
+"""Retriever fine-tuning: contrastive training of the embedder on the knowledge base's own question variants
+and on logged questions that an entry resolved.
+
+Every training pair is (a question, another text of the same entry): another variant, or for a question
+from the log, a variant or the cited document passage. The loss is MultipleNegativesRankingLoss (in-batch
+negatives), so the other pairs' positives in a batch are the negatives; `EntryBatchSampler` never puts two
+pairs of one entry in a batch, so variants of one entry are never pushed apart. With `hard_negatives`, each
+batch is drawn from a cluster of entries that lie near each other in the starting embedder's space (the
+entries a query confuses), which makes the in-batch negatives hard at no extra cost per step.
+
+`run_retriever` is the `supportbot train retriever` run: pairs from the home's knowledge base and log, one
+variant per entry (of those with three or more) held out, train, compare the starting and the trained
+embedder on the held-out questions, and write the model as a version of kind "retriever".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from chatbot import Config, ConversationLog
+from chatbot.versions import Card, Versions, now, write_json
+from retrieval import Embedder, Entry, KnowledgeBase, evaluate_retrieval
+
+from .examples import _context, data_hash, is_heldout
+from .runs import TrainError, new_version_name
+from .trainers import Log, Progress, _reporter
+
+Query = tuple[str, str]  # (question, entry id)
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@dataclass
+class RetrieverSettings:
+    """Plain values with defaults (chosen on bench/retriever.py, see its docstring); the CLI maps flags onto these."""
+
+    epochs: float = 4.0
+    max_steps: int = -1  # >0 overrides epochs
+    batch_size: int = 32
+    learning_rate: float = 5e-5
+    warmup: float = 0.1  # share of the steps over which the learning rate rises
+    max_seq_length: int = 64  # tokens; questions are far shorter, passages are cut (as the index cuts them at 256)
+    max_variants: int = 0  # question variants per entry used for pairs (0 = all)
+    hard_negatives: bool = True  # batches drawn from clusters of nearby entries
+    scale: float = 20.0  # MultipleNegativesRankingLoss: 1 / temperature
+    seed: int = 0
+    threads: int = 0  # torch threads (0 = leave default)
+    logging_steps: int = 10
+
+
+class Pair(NamedTuple):
+    anchor: str  # a question
+    positive: str  # a text of the same entry that the question should find
+    entry_id: str
+
+
+class Resolved(NamedTuple):
+    """A logged customer question whose answer a person confirmed, and the entry that answered it."""
+
+    question: str
+    entry_id: str
+    title: str  # the cited source's title: names the passage of a document
+    conversation_id: str
+
+
+# --- pairs ------------------------------------------------------------------------------------------
+
+
+def unit_text(title: str, text: str) -> str:
+    """A passage as the knowledge base embeds it."""
+    return f"{title}\n{text}"
+
+
+def kb_pairs(entries: Iterable[Entry], max_variants: int = 0) -> list[Pair]:
+    """Each question variant paired with the next variant of its entry (cyclically, so every variant is a
+    positive as often as an anchor); a lone variant is paired with its entry's first passage. Documents
+    have no questions and give no pairs."""
+    pairs = []
+    for entry in entries:
+        questions = entry.questions[: max_variants or None]
+        if len(questions) == 1 and entry.passages:
+            pairs.append(Pair(questions[0], unit_text(entry.passages[0].title, entry.passages[0].text), entry.id))
+        elif len(questions) > 1:
+            pairs += [Pair(q, questions[(i + 1) % len(questions)], entry.id) for i, q in enumerate(questions)]
+    return pairs
+
+
+def resolved_queries(log: ConversationLog) -> list[Resolved]:
+    """Customer questions answered from an entry that a person confirmed: an agent sent the bot's draft (as
+    is or edited), or the customer's latest rating of the reply is a thumbs up (a hand-off says nothing about
+    its sources, so it does not count). The entry is the reply's first cited source."""
+    ratings = {row["message_id"]: row["rating"] for row in log.feedback()}  # in order: the latest rating wins
+    approved = {a["draft_message_id"] for a in log.agent_actions() if a["action"] in ("approved", "edited") and a["draft_message_id"]}
+    out = []
+    for message_id in sorted(approved | {m for m, rating in ratings.items() if rating > 0}):
+        reply = log.message(message_id)
+        if not reply.sources or (reply.handed_off and message_id not in approved):
+            continue
+        if log.conversation(reply.conversation_id)["channel"] == "eval":
+            continue
+        context = _context(log.history(reply.conversation_id), reply.id)
+        if context is not None:
+            top = reply.sources[0]
+            out.append(Resolved(context.question, top["id"], top.get("title", ""), reply.conversation_id))
+    return out
+
+
+def log_pairs(resolved: Iterable[Resolved], entries: dict[str, Entry]) -> list[Pair]:
+    """A logged question paired with a variant of its entry (taking the variants in turn) or, for a document,
+    the cited passage; questions whose entry is no longer in the knowledge base are left out."""
+    turn: Counter[str] = Counter()
+    pairs = []
+    for query in resolved:
+        entry = entries.get(query.entry_id)
+        if entry is None:
+            continue
+        if entry.questions:
+            positive = entry.questions[turn[entry.id] % len(entry.questions)]
+        elif entry.passages:
+            passage = next((p for p in entry.passages if p.title == query.title), entry.passages[0])
+            positive = unit_text(passage.title, passage.text)
+        else:
+            continue
+        turn[entry.id] += 1
+        pairs.append(Pair(query.question, positive, entry.id))
+    return pairs
+
+
+def hold_out(entries: Iterable[Entry], min_variants: int = 3) -> tuple[list[Entry], list[Query]]:
+    """(entries without their held-out variant, the held-out variants): one variant of each entry with at
+    least `min_variants`, so at least two remain to train on. The one held out has the smallest digest, so
+    every run on the same knowledge base holds out the same ones, and a model continued from an earlier
+    version has never seen them either."""
+    kept, queries = [], []
+    for entry in entries:
+        if len(entry.questions) >= min_variants:
+            held = min(entry.questions, key=lambda q: hashlib.sha256(q.encode()).hexdigest())
+            entry = replace(entry, questions=[q for q in entry.questions if q != held])
+            queries.append((held, entry.id))
+        kept.append(entry)
+    return kept, queries
+
+
+def logged_questions(config: Config) -> tuple[list[Resolved], list[Resolved]]:
+    """The log's resolved questions, split as every training run splits the log: (train, held out), by
+    conversation (`gate.heldout_share`)."""
+    log = ConversationLog(config.log_file, config.answer.redact)
+    try:
+        resolved = resolved_queries(log)
+    finally:
+        log.close()
+    held = [is_heldout({"conversation_id": q.conversation_id}, config.gate.heldout_share) for q in resolved]
+    return [q for q, h in zip(resolved, held) if not h], [q for q, h in zip(resolved, held) if h]
+
+
+def as_queries(resolved: Iterable[Resolved], entries: Iterable[Entry]) -> list[Query]:
+    ids = {e.id for e in entries}
+    return [(q.question, q.entry_id) for q in resolved if q.entry_id in ids]
+
+
+def heldout_queries(config: Config, entries: list[Entry]) -> tuple[list[Query], list[Query]]:
+    """(held-out variants, held-out logged questions): the questions of this knowledge base and log that no
+    retriever training uses, for comparing retrievers."""
+    return hold_out(entries)[1], as_queries(logged_questions(config)[1], entries)
+
+
+# --- the batch sampler ------------------------------------------------------------------------------
+
+
+def clusters(vectors: dict[str, np.ndarray], size: int, seed: int) -> list[list[str]]:
+    """Entries in groups of about `size` that lie near each other: a random entry and its `size - 1` nearest
+    neighbours among those not yet taken, while that many are left; each of the last few joins the group
+    whose mean is nearest (a group of one or two would make batches without negatives)."""
+    ids = list(vectors)
+    rng = np.random.default_rng(seed)
+    matrix = np.stack([vectors[i] for i in ids])
+    free = np.ones(len(ids), dtype=bool)
+    groups: list[np.ndarray] = []
+    for start in rng.permutation(len(ids)):
+        if free[start] and (free.sum() >= size or not groups):
+            similarity = np.where(free, matrix @ matrix[start], -np.inf)
+            taken = np.argsort(-similarity, kind="stable")[: min(size, int(free.sum()))]
+            free[taken] = False
+            groups.append(taken)
+    means = np.stack([matrix[g].mean(axis=0) for g in groups])
+    members = [[ids[i] for i in g] for g in groups]
+    for i in np.flatnonzero(free):
+        members[int(np.argmax(means @ matrix[i]))].append(ids[i])
+    return members
+
+
+class EntryBatchSampler:
+    """Batches in which no two pairs share an entry, each pair once per epoch, the same number of batches
+    every epoch (the trainer plans its steps and learning-rate schedule from it).
+
+    Within each group of entries (all entries, or with `groups` the clusters of nearby ones) the pairs are
+    laid out entry by entry, in a new random order each epoch, and dealt round-robin over as many batches as
+    the largest entry has pairs, or as `batch_size` needs: consecutive pairs land in different batches, so
+    the pairs of one entry never meet. `entries[i]` is the entry of row i of the dataset. A plain batch
+    sampler (`__iter__`, `__len__`, `set_epoch`) rather than a sentence-transformers subclass, so that
+    importing this module does not import sentence-transformers (seconds: the gate imports it)."""
+
+    drop_last = False  # every pair, every epoch
+
+    def __init__(self, entries: Sequence[str], batch_size: int, groups: list[list[str]] | None = None, seed: int = 0):
+        self.batch_size, self.seed, self.epoch = batch_size, seed, 0
+        self.rows: dict[str, list[int]] = defaultdict(list)
+        for index, entry in enumerate(entries):
+            self.rows[entry].append(index)
+        self.groups = [[e for e in group if e in self.rows] for group in (groups or [list(self.rows)])]
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _batches_in(self, group: list[str]) -> int:
+        count = sum(len(self.rows[e]) for e in group)
+        return max(math.ceil(count / self.batch_size), max((len(self.rows[e]) for e in group), default=0))
+
+    def __len__(self) -> int:
+        return sum(self._batches_in(group) for group in self.groups)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rng = np.random.default_rng(self.seed + self.epoch)
+        batches = []
+        for group in self.groups:
+            count = self._batches_in(group)
+            laid_out = [int(i) for e in rng.permutation(group) for i in rng.permutation(self.rows[e])]
+            batches += [laid_out[b::count] for b in range(count)]
+        for b in rng.permutation(len(batches)):
+            yield batches[b]
+
+
+# --- training ---------------------------------------------------------------------------------------
+
+
+def entry_vectors(embedder: Embedder, pairs: list[Pair], progress: Progress | None = None) -> dict[str, np.ndarray]:
+    """Each entry's direction in the embedder's space: the normalised mean of its anchors' vectors."""
+    matrix = embedder.encode([p.anchor for p in pairs], progress=(lambda d, t: progress("embed", d, t)) if progress else None)
+    sums: dict[str, np.ndarray] = {}
+    for pair, vector in zip(pairs, matrix):
+        sums[pair.entry_id] = sums.get(pair.entry_id, 0) + vector
+    return {e: v / (np.linalg.norm(v) or 1.0) for e, v in sums.items()}
+
+
+def train_retriever(base_path: Path, pairs: list[Pair], out_dir: Path, settings: RetrieverSettings,
+                    progress: Progress | None = None, log: Log | None = None) -> dict:
+    """Fine-tune the sentence-transformers model at `base_path` on `pairs` and save it to `out_dir` (written
+    as `out_dir.partial`, then renamed). Returns seconds, steps, pairs, entries, train_loss (the mean) and
+    the last logged loss."""
+    started = time.monotonic()
+    if not pairs:
+        raise ValueError("retriever: no training pairs")
+    import torch
+    from datasets import Dataset
+    from sentence_transformers import (SentenceTransformer, SentenceTransformerTrainer,
+                                       SentenceTransformerTrainingArguments)
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+    from transformers import PrinterCallback, set_seed
+
+    if settings.threads > 0:
+        torch.set_num_threads(settings.threads)
+    set_seed(settings.seed)
+    groups = None
+    if settings.hard_negatives:
+        groups = clusters(entry_vectors(Embedder(base_path), pairs, progress), settings.batch_size, settings.seed)
+    model = SentenceTransformer(str(base_path), local_files_only=True)
+    model.max_seq_length = settings.max_seq_length
+    entries = [p.entry_id for p in pairs]
+
+    def sampler(dataset, batch_size: int, drop_last: bool, seed: int, **_) -> EntryBatchSampler:
+        if drop_last:
+            raise ValueError("retriever training uses every pair: dataloader_drop_last is not supported")
+        return EntryBatchSampler(entries, batch_size, groups, seed)
+
+    partial = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(partial),  # only TensorBoard events: partial/runs/<date>_<host>/
+        num_train_epochs=settings.epochs, max_steps=settings.max_steps, per_device_train_batch_size=settings.batch_size,
+        learning_rate=settings.learning_rate, warmup_steps=settings.warmup, seed=settings.seed,
+        logging_steps=settings.logging_steps, report_to=["tensorboard"], save_strategy="no", batch_sampler=sampler,
+        use_cpu=not torch.cuda.is_available(), bf16=False, fp16=False, dataloader_num_workers=0, disable_tqdm=True)
+    reporter = _reporter("retriever", progress, log)
+    dataset = Dataset.from_dict({"anchor": [p.anchor for p in pairs], "positive": [p.positive for p in pairs]})
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, callbacks=[reporter],
+                                         loss=MultipleNegativesRankingLoss(model, scale=settings.scale))
+    trainer.remove_callback(PrinterCallback)
+    result = trainer.train()
+    model.save(str(partial))
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.replace(partial, out_dir)
+    return {"train_loss": result.training_loss, "loss": reporter.metrics.get("loss", result.training_loss),
+            "steps": trainer.state.global_step, "pairs": len(pairs), "entries": len(set(entries)),
+            "seconds": time.monotonic() - started}
+
+
+# --- held-out evaluation ----------------------------------------------------------------------------
+
+
+def evaluate_embedders(kb: KnowledgeBase, queries: list[Query], without: list[tuple[str, str]],
+                       embedders: dict[str, Path], modes: tuple[str, ...] = ("dense", "hybrid"),
+                       progress: Progress | None = None) -> dict[str, dict[str, dict]]:
+    """{embedder name: {mode: top1, recall_at_5, mrr}}: the product's search with each embedder in turn, over a
+    trial copy of `kb` without the question variants `without` (entry id, text), so no query finds itself."""
+    rows = [{"query": q, "expected_id": e, "line": i} for i, (q, e) in enumerate(queries, 1)]
+    out: dict[str, dict[str, dict]] = {}
+    with tempfile.TemporaryDirectory(prefix="supportbot-retriever-") as tmp:
+        trial = kb.trial_copy(tmp, without)
+        try:
+            for name, path in embedders.items():
+                trial.switch_embedder(str(path), progress)
+                out[name] = {mode: {key: report[key] for key in ("top1", "recall_at_5", "mrr")}
+                             for mode in modes for report in [evaluate_retrieval(trial, rows, mode).summary()]}
+        finally:
+            trial.close()
+    return out
+
+
+# --- the run ----------------------------------------------------------------------------------------
+
+
+def run_retriever(config: Config, settings: RetrieverSettings, parent: str = "", progress: Progress | None = None,
+                  log: Log | None = None) -> Card:
+    """`supportbot train retriever`: train from the home's knowledge base and log, starting from `parent` (a
+    retriever version), else from the embedder the knowledge base searches with, and register a new version
+    of kind "retriever" (not promoted). Its card holds both embedders' top-1, recall@5 and MRR on the
+    held-out variants and logged questions, dense and hybrid."""
+    versions = Versions(config.home)
+    parent = versions.resolve(parent) if parent else versions.serving_version("retriever")
+    if parent and versions.card(parent).kind != "retriever":
+        raise TrainError(f"version {parent!r} is a {versions.card(parent).kind}, not a retriever")
+    # PyTorch for the comparison: an ONNX export of every trained model would land in the home's KB folder.
+    kb = KnowledgeBase(config.kb_dir(), replace(config.retrieval, embedder_runtime="torch"))
+    try:
+        base = versions.folder(parent) if parent else kb.embedder.path
+        entries = [kb.entry(row.id) for row in kb.entries()]
+        kept, variants = hold_out(entries)
+        train_log, held_log = logged_questions(config)
+        pairs = kb_pairs(kept, settings.max_variants) + log_pairs(train_log, {e.id: e for e in kept})
+        if not pairs:
+            raise TrainError(f"no retriever training pairs: knowledge base '{config.kb}' has no entry with question variants")
+        queries = variants + as_queries(held_log, entries)
+        version = new_version_name(versions, "retriever")
+        partial = versions.folder(version + ".partial")
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            metrics = {"train": train_retriever(base, pairs, partial, settings, progress, log)}
+            if queries:
+                compared = evaluate_embedders(kb, queries, [(e, q) for q, e in variants], {"base": base, "trained": partial},
+                                              progress=progress)
+                metrics["heldout"] = {"variants": len(variants), "logged": len(queries) - len(variants), **compared}
+            card = Card(version, "retriever", parent=parent, method="retriever", data_hash=data_hash([p._asdict() for p in pairs]),
+                        settings={**asdict(settings), "start": str(base)}, metrics=metrics, created=now())
+            write_json(partial / "card.json", card.to_json())
+            os.replace(partial, versions.folder(version))
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+    finally:
+        kb.close()
+    return card
