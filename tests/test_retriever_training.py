@@ -13,7 +13,7 @@ from helpers import write
 from chatbot import ConversationLog
 from chatbot.versions import Versions
 from retrieval import Embedder, Entry, Passage
-from training.retriever import (EntryBatchSampler, Pair, Resolved, RetrieverSettings, clusters, hold_out, kb_pairs,
+from training.retriever import (EntryBatchSampler, Pair, Resolved, RetrieverSettings, clusters, epochs_for, hold_out, kb_pairs,
                                 log_pairs, resolved_queries, train_retriever)
 from ui.cli import main
 
@@ -74,14 +74,16 @@ def test_pairs_from_the_knowledge_base(make_kb, tmp_path):
     kb.add([write(tmp_path / "faq.csv", FAQ), write(tmp_path / "returns-policy.md", DOC)])
     entries = [kb.entry(row.id) for row in kb.entries()]
     pairs = kb_pairs(entries)
-    assert len(pairs) == 10  # one per variant; the document has none
     by_entry = Counter(p.entry_id for p in pairs)
-    assert by_entry == {"ship-ca": 3, "gift-exp": 3, "phone": 3, "hours": 1}
+    # each variant with the next one, the first variant with the answer, each document passage with its heading
+    assert by_entry == {"ship-ca": 4, "gift-exp": 4, "phone": 4, "hours": 1, "returns-policy": 2}
     ship = kb.entry("ship-ca").questions
-    assert {(p.anchor, p.positive) for p in pairs if p.entry_id == "ship-ca"} == {(ship[i], ship[(i + 1) % 3]) for i in range(3)}
+    assert {(p.anchor, p.positive) for p in pairs if p.entry_id == "ship-ca"} == (
+        {(ship[i], ship[(i + 1) % 3]) for i in range(3)} | {(ship[0], "Canada shipping\nCanada orders arrive in 5-10 business days.")})
     hours = next(p for p in pairs if p.entry_id == "hours")
     assert hours.positive == "Opening hours\nFrom 9 to 5 on weekdays."  # a lone variant finds its answer passage
-    assert Counter(p.entry_id for p in kb_pairs(entries, max_variants=2))["ship-ca"] == 2
+    assert {p.anchor for p in pairs if p.entry_id == "returns-policy"} == {"Returns policy > Refunds", "Returns policy > Exchanges"}
+    assert Counter(p.entry_id for p in kb_pairs(entries, max_variants=2))["ship-ca"] == 3
 
     kept, held = hold_out(entries)
     assert sorted(e for _, e in held) == ["gift-exp", "phone", "ship-ca"]  # entries with 3+ variants lose one
@@ -137,6 +139,14 @@ def test_pairs_from_questions_an_agent_or_a_customer_confirmed(tmp_path):
 # --- training ---------------------------------------------------------------------------------------
 
 
+def test_a_large_set_trains_for_fewer_epochs_within_the_pair_budget():
+    settings = RetrieverSettings(epochs=4, pair_budget=20_000)
+    assert epochs_for(800, settings) == 4  # the demo knowledge base: all four
+    assert epochs_for(10_000, settings) == 2  # 10,000 variants: two passes
+    assert epochs_for(100_000, settings) == 1  # never less than one pass
+    assert epochs_for(100_000, RetrieverSettings(epochs=4, pair_budget=0)) == 4  # 0 = no cap
+
+
 def test_one_training_step_writes_a_loadable_sentence_transformers_folder(tiny_embedder_path, tmp_path):
     pairs = [Pair(f"question {i} about topic {i % 5}", f"another way to ask about topic {i % 5}", f"t{i % 5}") for i in range(10)]
     calls = []
@@ -144,7 +154,6 @@ def test_one_training_step_writes_a_loadable_sentence_transformers_folder(tiny_e
                               progress=lambda stage, done, total: calls.append((stage, done, total)))
     assert metrics["steps"] == 1 and metrics["pairs"] == 10 and metrics["entries"] == 5 and metrics["loss"] > 0
     assert ("train retriever", 1, 1) in calls
-    assert not (tmp_path / "out.partial").exists()
     texts = ["Do gift cards expire?", "How can I call you?"]
     before, after = Embedder(tiny_embedder_path).encode(texts), Embedder(tmp_path / "out").encode(texts)
     assert after.shape == before.shape and np.allclose(np.linalg.norm(after, axis=1), 1.0, atol=1e-5)
@@ -159,7 +168,7 @@ def test_cli_train_retriever_writes_a_retriever_version_with_held_out_metrics(tm
     assert main(["train", "retriever", "--max-steps", "1", "--batch-size", "4", "--json", "-q", "--home", str(home), *settings]) == 0
     card = json.loads(capsys.readouterr().out)
     assert card["kind"] == "retriever" and card["method"] == "retriever" and card["settings"]["max_steps"] == 1
-    assert card["metrics"]["train"]["pairs"] == 7  # 10 variants, 3 held out
+    assert card["metrics"]["train"]["pairs"] == 10  # 7 variants left (3 held out) + one (variant, answer) pair per entry
     heldout = card["metrics"]["heldout"]
     assert heldout["variants"] == 3 and heldout["logged"] == 0
     assert set(heldout["base"]) == set(heldout["trained"]) == {"dense", "hybrid"}

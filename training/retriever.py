@@ -32,6 +32,7 @@ import numpy as np
 from chatbot import Config, ConversationLog
 from chatbot.versions import Card, Versions, now, write_json
 from retrieval import Embedder, Entry, KnowledgeBase, evaluate_retrieval
+from retrieval.kb import embed_text
 
 from .examples import _context, data_hash, is_heldout
 from .runs import TrainError, new_version_name
@@ -47,11 +48,12 @@ class RetrieverSettings:
     """Plain values with defaults (chosen on bench/retriever.py, see its docstring); the CLI maps flags onto these."""
 
     epochs: float = 4.0
+    pair_budget: int = 20_000  # pairs seen in all: a large set trains for fewer epochs (at least one); 0 = no cap
     max_steps: int = -1  # >0 overrides epochs
     batch_size: int = 32
     learning_rate: float = 5e-5
     warmup: float = 0.1  # share of the steps over which the learning rate rises
-    max_seq_length: int = 64  # tokens; questions are far shorter, passages are cut (as the index cuts them at 256)
+    max_seq_length: int = 128  # tokens; questions are far shorter, passages are cut (the index cuts them at 256)
     max_variants: int = 0  # question variants per entry used for pairs (0 = all)
     hard_negatives: bool = True  # batches drawn from clusters of nearby entries
     scale: float = 20.0  # MultipleNegativesRankingLoss: 1 / temperature
@@ -78,22 +80,26 @@ class Resolved(NamedTuple):
 # --- pairs ------------------------------------------------------------------------------------------
 
 
-def unit_text(title: str, text: str) -> str:
-    """A passage as the knowledge base embeds it."""
-    return f"{title}\n{text}"
-
-
 def kb_pairs(entries: Iterable[Entry], max_variants: int = 0) -> list[Pair]:
-    """Each question variant paired with the next variant of its entry (cyclically, so every variant is a
-    positive as often as an anchor); a lone variant is paired with its entry's first passage. Documents
-    have no questions and give no pairs."""
+    """The knowledge base's own pairs (measured on bench/retriever.py):
+    - each question variant with the next variant of its entry (cyclically, so every variant is a positive
+      as often as an anchor): the phrasings of one question meet;
+    - an entry's first variant with its first passage (title and answer): the question meets the words of
+      its answer, which new phrasings often use (one per entry: one per variant scored lower and cost more);
+    - each passage of a document (documents have no questions) with its heading path: documents stay
+      findable, and as in-batch negatives their passages keep the questions from drifting onto them
+      (without these pairs, a policy document was the top hit of a third of the fine-tuned model's misses)."""
     pairs = []
     for entry in entries:
+        passages = [Pair(p.title, embed_text("passage", p.title, p.text), entry.id) for p in entry.passages]
+        if entry.kind == "document":
+            pairs += passages
+            continue
         questions = entry.questions[: max_variants or None]
-        if len(questions) == 1 and entry.passages:
-            pairs.append(Pair(questions[0], unit_text(entry.passages[0].title, entry.passages[0].text), entry.id))
-        elif len(questions) > 1:
+        if len(questions) > 1:
             pairs += [Pair(q, questions[(i + 1) % len(questions)], entry.id) for i, q in enumerate(questions)]
+        if questions and passages:
+            pairs.append(passages[0]._replace(anchor=questions[0]))
     return pairs
 
 
@@ -130,7 +136,7 @@ def log_pairs(resolved: Iterable[Resolved], entries: dict[str, Entry]) -> list[P
             positive = entry.questions[turn[entry.id] % len(entry.questions)]
         elif entry.passages:
             passage = next((p for p in entry.passages if p.title == query.title), entry.passages[0])
-            positive = unit_text(passage.title, passage.text)
+            positive = embed_text("passage", passage.title, passage.text)
         else:
             continue
         turn[entry.id] += 1
@@ -254,10 +260,18 @@ def entry_vectors(embedder: Embedder, pairs: list[Pair], progress: Progress | No
     return {e: v / (np.linalg.norm(v) or 1.0) for e, v in sums.items()}
 
 
+def epochs_for(n_pairs: int, settings: RetrieverSettings) -> float:
+    """Passes over the pairs: `epochs`, fewer past the pair budget (measured on bench/retriever.py: 10,000
+    variants train in two epochs within 15 minutes on 2 cores; four would take 25)."""
+    if settings.pair_budget <= 0:
+        return settings.epochs
+    return min(settings.epochs, max(1.0, settings.pair_budget / n_pairs))
+
+
 def train_retriever(base_path: Path, pairs: list[Pair], out_dir: Path, settings: RetrieverSettings,
                     progress: Progress | None = None, log: Log | None = None) -> dict:
-    """Fine-tune the sentence-transformers model at `base_path` on `pairs` and save it to `out_dir` (written
-    as `out_dir.partial`, then renamed). Returns seconds, steps, pairs, entries, train_loss (the mean) and
+    """Fine-tune the sentence-transformers model at `base_path` on `pairs` and save it to `out_dir` (the caller
+    makes the folder appear whole). Returns seconds, steps, pairs, entries, train_loss (the mean) and
     the last logged loss."""
     started = time.monotonic()
     if not pairs:
@@ -284,11 +298,9 @@ def train_retriever(base_path: Path, pairs: list[Pair], out_dir: Path, settings:
             raise ValueError("retriever training uses every pair: dataloader_drop_last is not supported")
         return EntryBatchSampler(entries, batch_size, groups, seed)
 
-    partial = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
     args = SentenceTransformerTrainingArguments(
-        output_dir=str(partial),  # only TensorBoard events: partial/runs/<date>_<host>/
-        num_train_epochs=settings.epochs, max_steps=settings.max_steps, per_device_train_batch_size=settings.batch_size,
+        output_dir=str(out_dir),  # only TensorBoard events: out_dir/runs/<date>_<host>/
+        num_train_epochs=epochs_for(len(pairs), settings), max_steps=settings.max_steps, per_device_train_batch_size=settings.batch_size,
         learning_rate=settings.learning_rate, warmup_steps=settings.warmup, seed=settings.seed,
         logging_steps=settings.logging_steps, report_to=["tensorboard"], save_strategy="no", batch_sampler=sampler,
         use_cpu=not torch.cuda.is_available(), bf16=False, fp16=False, dataloader_num_workers=0, disable_tqdm=True)
@@ -298,9 +310,7 @@ def train_retriever(base_path: Path, pairs: list[Pair], out_dir: Path, settings:
                                          loss=MultipleNegativesRankingLoss(model, scale=settings.scale))
     trainer.remove_callback(PrinterCallback)
     result = trainer.train()
-    model.save(str(partial))
-    shutil.rmtree(out_dir, ignore_errors=True)
-    os.replace(partial, out_dir)
+    model.save(str(out_dir))
     return {"train_loss": result.training_loss, "loss": reporter.metrics.get("loss", result.training_loss),
             "steps": trainer.state.global_step, "pairs": len(pairs), "entries": len(set(entries)),
             "seconds": time.monotonic() - started}
@@ -353,8 +363,7 @@ def run_retriever(config: Config, settings: RetrieverSettings, parent: str = "",
             raise TrainError(f"no retriever training pairs: knowledge base '{config.kb}' has no entry with question variants")
         queries = variants + as_queries(held_log, entries)
         version = new_version_name(versions, "retriever")
-        partial = versions.folder(version + ".partial")
-        partial.parent.mkdir(parents=True, exist_ok=True)
+        partial = versions.start_partial(version)
         try:
             metrics = {"train": train_retriever(base, pairs, partial, settings, progress, log)}
             if queries:
@@ -364,7 +373,7 @@ def run_retriever(config: Config, settings: RetrieverSettings, parent: str = "",
             card = Card(version, "retriever", parent=parent, method="retriever", data_hash=data_hash([p._asdict() for p in pairs]),
                         settings={**asdict(settings), "start": str(base)}, metrics=metrics, created=now())
             write_json(partial / "card.json", card.to_json())
-            os.replace(partial, versions.folder(version))
+            versions.finish_partial(version)
         finally:
             shutil.rmtree(partial, ignore_errors=True)
     finally:

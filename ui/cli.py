@@ -235,6 +235,8 @@ def train_retriever_command(args, config):
     if args.data:
         raise CommandError("train retriever: --data is not supported (the pairs come from the knowledge base and the log)")
     given = {"epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.lr}
+    if args.epochs is not None:  # asked for: not cut by the pair budget
+        given["pair_budget"] = 0
     settings = RetrieverSettings(max_steps=args.max_steps, max_variants=args.max_variants, hard_negatives=not args.no_hard_negatives,
                                  seed=args.seed, threads=args.threads, **{k: v for k, v in given.items() if v is not None})
     log = (lambda line: print(line, file=sys.stderr)) if not args.quiet else None
