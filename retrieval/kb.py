@@ -11,6 +11,7 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +58,8 @@ class KnowledgeBase:
         self._index_token: str | None = None
         self._index_embedder = ""  # the embedder the loaded index's vectors come from
         self._index_lock = threading.Lock()
+        # BM25 runs here while the query is embedded: both release the GIL, and together they are most of a search.
+        self._lexical_thread = ThreadPoolExecutor(1, thread_name_prefix="bm25")
 
     @property
     def embedder(self) -> Embedder:
@@ -71,6 +74,7 @@ class KnowledgeBase:
         return self._embedders[path]
 
     def close(self) -> None:
+        self._lexical_thread.shutdown()
         self.store.close()
 
     # --- ingestion --------------------------------------------------------------------------------
@@ -249,12 +253,10 @@ class KnowledgeBase:
         if not query:
             return []
         n = self.settings.candidates
-        if mode != "lexical":
-            index = self.dense_index()  # first: it tells which embedder its vectors come from
-            dense_hits = index.search(self.embedder_at(self._index_embedder).encode([query])[0], n)
-        else:
-            dense_hits = []
-        lexical_hits = self.store.lexical(query, n, self.settings.lexical_budget) if mode != "dense" else []
+        index = self.dense_index() if mode != "lexical" else None  # first: it tells which embedder its vectors come from
+        lexical = self._lexical_thread.submit(self.store.lexical, query, n, self.settings.lexical_budget) if mode != "dense" else None
+        dense_hits = index.search(self.embedder_at(self._index_embedder).encode([query])[0], n) if index else []
+        lexical_hits = lexical.result() if lexical else []
         units = self.store.unit_entries(list({uid for uid, _ in dense_hits + lexical_hits}))
         votes = variant_votes(dense_hits, units, self.settings.variant_vote)
         ranked = fuse(best_per_entry(dense_hits, units), best_per_entry(lexical_hits, units), self.settings, mode, votes)[:k]

@@ -96,6 +96,8 @@ class Store:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.RLock()
+        self._df: dict[str, int] = {}  # term -> unit count, for `_rarest`
+        self._df_token: str | None = None  # the index version `_df` was read at
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=60)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -290,8 +292,7 @@ class Store:
         (Porter-stemmed) term's unit count; a stem is almost always a prefix of its word (or ends in "i"
         for a "y"), so the longest such prefix found stands for the word. A word with no entry counts 0."""
         candidates = {t: [t[:-1] + "i"] * t.endswith("y") + [t[:n] for n in range(len(t), 2, -1)] for t in terms}
-        frequency = dict(self._query_in("SELECT term, doc FROM units_vocab WHERE term IN ({})",
-                                        list({c for cs in candidates.values() for c in cs})))
+        frequency = self._frequencies()
         df = {t: next((frequency[c] for c in cs if c in frequency), 0) for t, cs in candidates.items()}
         kept, total = [], 0
         for term in sorted(terms, key=df.get):
@@ -300,6 +301,17 @@ class Store:
             kept.append(term)
             total += df[term]
         return kept
+
+    def _frequencies(self) -> dict[str, int]:
+        """Every indexed term's unit count, read once per index version (every write makes a new one):
+        FTS5's vocabulary table counts a term's postings on each look-up, milliseconds per query term on a
+        large knowledge base, while reading it whole once costs about as much as a few queries."""
+        token = self.index_token()
+        if self._df_token != token:
+            with self.snapshot() as db:
+                self._df = dict(db.execute("SELECT term, doc FROM units_vocab"))
+                self._df_token = Store.meta_in(db, "index_token")
+        return self._df
 
     def entry(self, entry_id: str) -> Entry | None:
         rows = self._query("SELECT id, kind, title, answer, category, url, source FROM entries WHERE id = ?", (entry_id,))
