@@ -85,7 +85,8 @@ def kb_pairs(entries: Iterable[Entry], max_variants: int = 0) -> list[Pair]:
     - each question variant with the next variant of its entry (cyclically, so every variant is a positive
       as often as an anchor): the phrasings of one question meet;
     - an entry's first variant with its first passage (title and answer): the question meets the words of
-      its answer, which new phrasings often use (one per entry: one per variant scored lower and cost more);
+      its answer, which new phrasings often use (one per entry: one per variant scored the same, 0.645 against
+      0.643 top-1 on the held-out folds, with a third more pairs);
     - each passage of a document (documents have no questions) with its heading path: documents stay
       findable, and as in-batch negatives their passages keep the questions from drifting onto them
       (without these pairs, a policy document was the top hit of a third of the fine-tuned model's misses)."""
@@ -261,8 +262,9 @@ def entry_vectors(embedder: Embedder, pairs: list[Pair], progress: Progress | No
 
 
 def epochs_for(n_pairs: int, settings: RetrieverSettings) -> float:
-    """Passes over the pairs: `epochs`, fewer past the pair budget (measured on bench/retriever.py: 10,000
-    variants train in two epochs within 15 minutes on 2 cores; four would take 25)."""
+    """Passes over the pairs: `epochs`, fewer past the pair budget. On bench/retriever.py (2 cores), two epochs
+    over 10,000 short synthetic variants took 766 s; over Banking77's 10,003 longer queries, 1,486 s (their
+    random batches are mostly padding)."""
     if settings.pair_budget <= 0:
         return settings.epochs
     return min(settings.epochs, max(1.0, settings.pair_budget / n_pairs))
