@@ -56,6 +56,19 @@ def test_sampler_never_batches_two_pairs_of_one_entry_and_yields_every_pair_once
     assert len(sampler) >= 12  # the entry with 12 pairs needs 12 batches
 
 
+def test_sampler_batches_pairs_of_about_one_length_together():
+    rng = np.random.default_rng(0)
+    entries = [f"e{i % 40}" for i in range(800)]  # 40 entries of 20 pairs
+    lengths = rng.lognormal(3, 0.6, size=len(entries))
+    padded = {}
+    for name, given in (("random", None), ("by length", lengths)):
+        batches = list(EntryBatchSampler(entries, batch_size=16, seed=1, lengths=given))
+        assert all(len({entries[i] for i in b}) == len(b) for b in batches)
+        assert sorted(i for b in batches for i in b) == list(range(len(entries)))
+        padded[name] = sum(lengths[b].max() * len(b) for b in batches) / lengths.sum()  # padded size / real size
+    assert padded["by length"] < 0.75 * padded["random"]
+
+
 def test_clusters_put_nearby_entries_together():
     rng = np.random.default_rng(1)
     centres = np.eye(4)[:2]  # two far-apart directions, eight entries around each
@@ -74,16 +87,18 @@ def test_pairs_from_the_knowledge_base(make_kb, tmp_path):
     kb.add([write(tmp_path / "faq.csv", FAQ), write(tmp_path / "returns-policy.md", DOC)])
     entries = [kb.entry(row.id) for row in kb.entries()]
     pairs = kb_pairs(entries)
-    by_entry = Counter(p.entry_id for p in pairs)
-    # each variant with the next one, the first variant with the answer, each document passage with its heading
-    assert by_entry == {"ship-ca": 4, "gift-exp": 4, "phone": 4, "hours": 1, "returns-policy": 2}
+    by_entry = Counter(p.key for p in pairs)
+    # each variant with the next longer one, the first variant with the answer, each document passage (its own
+    # key: passages of one document may share a batch) with its heading
+    assert by_entry == {"ship-ca": 4, "gift-exp": 4, "phone": 4, "hours": 1, "returns-policy#0": 1, "returns-policy#1": 1}
     ship = kb.entry("ship-ca").questions
-    assert {(p.anchor, p.positive) for p in pairs if p.entry_id == "ship-ca"} == (
-        {(ship[i], ship[(i + 1) % 3]) for i in range(3)} | {(ship[0], "Canada shipping\nCanada orders arrive in 5-10 business days.")})
-    hours = next(p for p in pairs if p.entry_id == "hours")
+    by_length = sorted(ship, key=len)
+    assert {(p.anchor, p.positive) for p in pairs if p.key == "ship-ca"} == (
+        {(by_length[i], by_length[(i + 1) % 3]) for i in range(3)} | {(ship[0], "Canada shipping\nCanada orders arrive in 5-10 business days.")})
+    hours = next(p for p in pairs if p.key == "hours")
     assert hours.positive == "Opening hours\nFrom 9 to 5 on weekdays."  # a lone variant finds its answer passage
-    assert {p.anchor for p in pairs if p.entry_id == "returns-policy"} == {"Returns policy > Refunds", "Returns policy > Exchanges"}
-    assert Counter(p.entry_id for p in kb_pairs(entries, max_variants=2))["ship-ca"] == 3
+    assert {p.anchor for p in pairs if p.key.startswith("returns-policy#")} == {"Returns policy > Refunds", "Returns policy > Exchanges"}
+    assert Counter(p.key for p in kb_pairs(entries, max_variants=2))["ship-ca"] == 3
 
     kept, held = hold_out(entries)
     assert sorted(e for _, e in held) == ["gift-exp", "phone", "ship-ca"]  # entries with 3+ variants lose one
@@ -131,7 +146,7 @@ def test_pairs_from_questions_an_agent_or_a_customer_confirmed(tmp_path):
     pairs = log_pairs(resolved + [Resolved("another parcel question", "ship-ca", "", "c"), Resolved("gone", "removed", "", "c")], entries)
     assert pairs == [
         Pair("parcel to Montreal, how many days?", "To Canada?", "ship-ca"),
-        Pair("can I swap a lamp for another colour?", "Returns policy > Exchanges\nExchanges are free within 30 days.", "returns-policy"),
+        Pair("can I swap a lamp for another colour?", "Returns policy > Exchanges\nExchanges are free within 30 days.", "returns-policy#1"),
         Pair("another parcel question", "To Toronto?", "ship-ca"),  # the entry's variants in turn
     ]
 
@@ -152,7 +167,7 @@ def test_one_training_step_writes_a_loadable_sentence_transformers_folder(tiny_e
     calls = []
     metrics = train_retriever(tiny_embedder_path, pairs, tmp_path / "out", RetrieverSettings(max_steps=1, batch_size=4, warmup=0.0),
                               progress=lambda stage, done, total: calls.append((stage, done, total)))
-    assert metrics["steps"] == 1 and metrics["pairs"] == 10 and metrics["entries"] == 5 and metrics["loss"] > 0
+    assert metrics["steps"] == 1 and metrics["pairs"] == 10 and metrics["keys"] == 5 and metrics["loss"] > 0
     assert ("train retriever", 1, 1) in calls
     texts = ["Do gift cards expire?", "How can I call you?"]
     before, after = Embedder(tiny_embedder_path).encode(texts), Embedder(tmp_path / "out").encode(texts)

@@ -1,10 +1,11 @@
 """Retriever fine-tuning: contrastive training of the embedder on the knowledge base's own question variants
 and on logged questions that an entry resolved.
 
-Every training pair is (a question, another text of the same entry): another variant, or for a question
-from the log, a variant or the cited document passage. The loss is MultipleNegativesRankingLoss (in-batch
-negatives), so the other pairs' positives in a batch are the negatives; `EntryBatchSampler` never puts two
-pairs of one entry in a batch, so variants of one entry are never pushed apart. With `hard_negatives`, each
+Every training pair is (a question, another text of the same entry): another variant, the answer, or for
+a document's heading or a question from the log, the passage. The loss is MultipleNegativesRankingLoss
+(in-batch negatives), so the other pairs' positives in a batch are the negatives; `EntryBatchSampler` never
+puts two pairs of one key (an entry; for a document, one passage) in a batch, so variants of one entry are
+never pushed apart, and it batches pairs of about one length (a batch is padded to its longest text). With `hard_negatives`, each
 batch is drawn from a cluster of entries that lie near each other in the starting embedder's space (the
 entries a query confuses), which makes the in-batch negatives hard at no extra cost per step.
 
@@ -65,7 +66,13 @@ class RetrieverSettings:
 class Pair(NamedTuple):
     anchor: str  # a question
     positive: str  # a text of the same entry that the question should find
-    entry_id: str
+    key: str  # what is never a negative of this pair: its entry, or for a document, the passage (`passage_key`)
+
+
+def passage_key(entry_id: str, number: int) -> str:
+    """A document's passages are told apart in training (they answer different questions, and a document with
+    N passages would otherwise need N batches): "<entry id>#<passage number>"."""
+    return f"{entry_id}#{number}"
 
 
 class Resolved(NamedTuple):
@@ -82,8 +89,9 @@ class Resolved(NamedTuple):
 
 def kb_pairs(entries: Iterable[Entry], max_variants: int = 0) -> list[Pair]:
     """The knowledge base's own pairs (measured on bench/retriever.py):
-    - each question variant with the next variant of its entry (cyclically, so every variant is a positive
-      as often as an anchor): the phrasings of one question meet;
+    - each question variant with the next longer variant of its entry (cyclically, so every variant is a
+      positive as often as an anchor): the phrasings of one question meet, and a pair's two texts are about
+      as long, so `EntryBatchSampler` can batch pairs of one length;
     - an entry's first variant with its first passage (title and answer): the question meets the words of
       its answer, which new phrasings often use (one per entry: one per variant scored the same, 0.645 against
       0.643 top-1 on the held-out folds, with a third more pairs);
@@ -92,15 +100,15 @@ def kb_pairs(entries: Iterable[Entry], max_variants: int = 0) -> list[Pair]:
       (without these pairs, a policy document was the top hit of a third of the fine-tuned model's misses)."""
     pairs = []
     for entry in entries:
-        passages = [Pair(p.title, embed_text("passage", p.title, p.text), entry.id) for p in entry.passages]
+        passages = [Pair(p.title, embed_text("passage", p.title, p.text), passage_key(entry.id, n)) for n, p in enumerate(entry.passages)]
         if entry.kind == "document":
             pairs += passages
             continue
-        questions = entry.questions[: max_variants or None]
+        questions = sorted(entry.questions[: max_variants or None], key=len)
         if len(questions) > 1:
             pairs += [Pair(q, questions[(i + 1) % len(questions)], entry.id) for i, q in enumerate(questions)]
         if questions and passages:
-            pairs.append(passages[0]._replace(anchor=questions[0]))
+            pairs.append(Pair(entry.questions[0], passages[0].positive, entry.id))
     return pairs
 
 
@@ -134,14 +142,12 @@ def log_pairs(resolved: Iterable[Resolved], entries: dict[str, Entry]) -> list[P
         if entry is None:
             continue
         if entry.questions:
-            positive = entry.questions[turn[entry.id] % len(entry.questions)]
+            pairs.append(Pair(query.question, entry.questions[turn[entry.id] % len(entry.questions)], entry.id))
         elif entry.passages:
-            passage = next((p for p in entry.passages if p.title == query.title), entry.passages[0])
-            positive = embed_text("passage", passage.title, passage.text)
-        else:
-            continue
+            n = next((n for n, p in enumerate(entry.passages) if p.title == query.title), 0)
+            passage = entry.passages[n]
+            pairs.append(Pair(query.question, embed_text("passage", passage.title, passage.text), passage_key(entry.id, n)))
         turn[entry.id] += 1
-        pairs.append(Pair(query.question, positive, entry.id))
     return pairs
 
 
@@ -210,19 +216,23 @@ def clusters(vectors: dict[str, np.ndarray], size: int, seed: int) -> list[list[
 
 class EntryBatchSampler:
     """Batches in which no two pairs share an entry, each pair once per epoch, the same number of batches
-    every epoch (the trainer plans its steps and learning-rate schedule from it).
+    every epoch (the trainer plans its steps and learning-rate schedule from it), and pairs of about the same
+    length together: a batch is padded to its longest text, and random batches of Banking77's queries were
+    mostly padding (see `deal`).
 
-    Within each group of entries (all entries, or with `groups` the clusters of nearby ones) the pairs are
-    laid out entry by entry, in a new random order each epoch, and dealt round-robin over as many batches as
-    the largest entry has pairs, or as `batch_size` needs: consecutive pairs land in different batches, so
-    the pairs of one entry never meet. `entries[i]` is the entry of row i of the dataset. A plain batch
-    sampler (`__iter__`, `__len__`, `set_epoch`) rather than a sentence-transformers subclass, so that
-    importing this module does not import sentence-transformers (seconds: the gate imports it)."""
+    Within each group of entries (all entries, or with `groups` the clusters of nearby ones) the pairs go into
+    as many batches as the largest entry has pairs, or as `batch_size` needs. `entries[i]` is the entry of row
+    i of the dataset and `lengths[i]` its length in any unit (none: all alike, so the batches are random). A
+    plain batch sampler (`__iter__`, `__len__`, `set_epoch`) rather than a sentence-transformers subclass, so
+    that importing this module does not import sentence-transformers (seconds: the gate imports it)."""
 
     drop_last = False  # every pair, every epoch
+    jitter = 0.1  # lengths are scaled by a random factor in [1 - jitter, 1 + jitter] each epoch: batches vary
 
-    def __init__(self, entries: Sequence[str], batch_size: int, groups: list[list[str]] | None = None, seed: int = 0):
+    def __init__(self, entries: Sequence[str], batch_size: int, groups: list[list[str]] | None = None, seed: int = 0,
+                 lengths: Sequence[float] | None = None):
         self.batch_size, self.seed, self.epoch = batch_size, seed, 0
+        self.lengths = np.ones(len(entries)) if lengths is None else np.asarray(lengths, dtype=float)
         self.rows: dict[str, list[int]] = defaultdict(list)
         for index, entry in enumerate(entries):
             self.rows[entry].append(index)
@@ -240,24 +250,53 @@ class EntryBatchSampler:
 
     def __iter__(self) -> Iterator[list[int]]:
         rng = np.random.default_rng(self.seed + self.epoch)
-        batches = []
-        for group in self.groups:
-            count = self._batches_in(group)
-            laid_out = [int(i) for e in rng.permutation(group) for i in rng.permutation(self.rows[e])]
-            batches += [laid_out[b::count] for b in range(count)]
+        batches = [batch for group in self.groups for batch in self.deal(group, rng)]
         for b in rng.permutation(len(batches)):
             yield batches[b]
+
+    def deal(self, group: list[str], rng: np.random.Generator) -> list[list[int]]:
+        """The group's batches. Each pair aims at the batch of its (jittered) length rank and takes the nearest
+        one that has room and no pair of its entry yet. Entries with the most pairs go first, while most
+        batches still lack them, and an entry's longest pairs before its shorter ones: a short pair pushed
+        among longer ones costs nothing, a long one pushed among short ones pads them all (Banking77's pairs
+        in two clusters: padded tokens 1.48x the real ones this way, 2.8x random, about 2.4x shortest first).
+        Should every batch with room already hold the entry, the pair joins the nearest one that does not."""
+        count = self._batches_in(group)
+        if not count:
+            return []
+        rows = np.array([i for e in group for i in self.rows[e]])
+        keys = self.lengths[rows] * rng.uniform(1 - self.jitter, 1 + self.jitter, len(rows))
+        target = dict(zip(rows.tolist(), (np.argsort(np.argsort(keys, kind="stable")) * count // len(rows)).tolist()))
+        room = math.ceil(len(rows) / count)
+        batches: list[list[int]] = [[] for _ in range(count)]
+        holds: list[set[str]] = [set() for _ in range(count)]
+        for entry in sorted(rng.permutation(group), key=lambda e: -len(self.rows[e])):
+            for row in sorted(self.rows[entry], key=target.__getitem__, reverse=True):
+                near = [b for b in _outward(target[row], count) if entry not in holds[b]]
+                b = next((b for b in near if len(batches[b]) < room), near[0])
+                batches[b].append(row)
+                holds[b].add(entry)
+        return batches
+
+
+def _outward(start: int, count: int) -> Iterator[int]:
+    """0..count-1 by distance from `start`."""
+    yield start
+    for step in range(1, count):
+        for b in (start - step, start + step):
+            if 0 <= b < count:
+                yield b
 
 
 # --- training ---------------------------------------------------------------------------------------
 
 
 def entry_vectors(embedder: Embedder, pairs: list[Pair], progress: Progress | None = None) -> dict[str, np.ndarray]:
-    """Each entry's direction in the embedder's space: the normalised mean of its anchors' vectors."""
+    """Each key's (entry's or passage's) direction in the embedder's space: the normalised mean of its anchors' vectors."""
     matrix = embedder.encode([p.anchor for p in pairs], progress=(lambda d, t: progress("embed", d, t)) if progress else None)
     sums: dict[str, np.ndarray] = {}
     for pair, vector in zip(pairs, matrix):
-        sums[pair.entry_id] = sums.get(pair.entry_id, 0) + vector
+        sums[pair.key] = sums.get(pair.key, 0) + vector
     return {e: v / (np.linalg.norm(v) or 1.0) for e, v in sums.items()}
 
 
@@ -293,12 +332,12 @@ def train_retriever(base_path: Path, pairs: list[Pair], out_dir: Path, settings:
         groups = clusters(entry_vectors(Embedder(base_path), pairs, progress), settings.batch_size, settings.seed)
     model = SentenceTransformer(str(base_path), local_files_only=True)
     model.max_seq_length = settings.max_seq_length
-    entries = [p.entry_id for p in pairs]
+    keys = [p.key for p in pairs]
 
     def sampler(dataset, batch_size: int, drop_last: bool, seed: int, **_) -> EntryBatchSampler:
         if drop_last:
             raise ValueError("retriever training uses every pair: dataloader_drop_last is not supported")
-        return EntryBatchSampler(entries, batch_size, groups, seed)
+        return EntryBatchSampler(keys, batch_size, groups, seed, [len(p.anchor) + len(p.positive) for p in pairs])
 
     args = SentenceTransformerTrainingArguments(
         output_dir=str(out_dir),  # only TensorBoard events: out_dir/runs/<date>_<host>/
@@ -314,7 +353,7 @@ def train_retriever(base_path: Path, pairs: list[Pair], out_dir: Path, settings:
     result = trainer.train()
     model.save(str(out_dir))
     return {"train_loss": result.training_loss, "loss": reporter.metrics.get("loss", result.training_loss),
-            "steps": trainer.state.global_step, "pairs": len(pairs), "entries": len(set(entries)),
+            "steps": trainer.state.global_step, "pairs": len(pairs), "keys": len(set(keys)),
             "seconds": time.monotonic() - started}
 
 

@@ -243,7 +243,7 @@ def train_retriever_command(args, config):
     card = run_retriever(config, settings, args.parent or "", TerminalProgress(not args.quiet), log)
     train, heldout = card.metrics["train"], card.metrics.get("heldout")
     lines = [f"trained {card.version} (retriever, from {card.parent or card.settings['start']}): {train['pairs']} pairs "
-             f"of {train['entries']} entries, {train['steps']} steps, loss {train['loss']:.4f}, {train['seconds']:.0f} s"]
+             f"over {train['keys']} entries and document passages, {train['steps']} steps, loss {train['loss']:.4f}, {train['seconds']:.0f} s"]
     if heldout:
         lines += [f"held-out {mode:6} top-1 {heldout['base'][mode]['top1']:.3f} -> {heldout['trained'][mode]['top1']:.3f}, "
                   f"recall@5 {heldout['base'][mode]['recall_at_5']:.3f} -> {heldout['trained'][mode]['recall_at_5']:.3f} "
