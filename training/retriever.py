@@ -302,8 +302,8 @@ def entry_vectors(embedder: Embedder, pairs: list[Pair], progress: Progress | No
 
 def epochs_for(n_pairs: int, settings: RetrieverSettings) -> float:
     """Passes over the pairs: `epochs`, fewer past the pair budget. On bench/retriever.py (2 cores), two epochs
-    over 10,000 short synthetic variants took 766 s; over Banking77's 10,003 longer queries, 1,486 s (their
-    random batches are mostly padding)."""
+    over 10,000 short synthetic variants took 836 s; over Banking77's 10,003 longer queries, 864 s (1,486 s
+    when batches were random: mostly padding)."""
     if settings.pair_budget <= 0:
         return settings.epochs
     return min(settings.epochs, max(1.0, settings.pair_budget / n_pairs))
