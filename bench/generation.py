@@ -1,47 +1,50 @@
-"""Generation benchmark: speed of the product's serving path for one stream with a typical prompt.
+"""Generation benchmark: the product's serving path against llama.cpp on the bundled GGUF, side by side.
 
-What it measures, always through the product's own code:
+Three paths, in one process, on the same prompt token ids, with the same thread count:
 
-- Model: the bundled SmolLM2-135M-Instruct, provisioned with `chatbot.model.provision_bundled` into a
-  home folder (a fresh temporary one unless `--home DIR` names one to reuse, which skips the ~20-30 s
-  GGUF conversion on later runs) and loaded with `chatbot.backends.TransformersBackend.from_folder`, with
-  the serving defaults of `chatbot.config.ModelSettings` (dtype, repetition penalty, concurrency).
-- Prompt: `chatbot.prompt.build_messages(AnswerSettings(), sources, [], question, ...)` with 4 shipping
-  answers from `data/kb/faq.csv`, one ~150-word passage of `data/kb/shipping-policy.md` and a customer
-  question; further FAQ answers are added while the prompt is under `--prompt-tokens` (default 600). Its
-  length in tokens (chat template included) is reported.
-- Product path: `backend.generate(messages, max_new_tokens=N)`, iterating the returned `Generation`:
-  time to first token (from the call to the first non-empty piece; the streamer holds text back to a
-  word boundary, so this includes the decode steps of the first word), decode tokens/s (tokens after
-  the first piece over the time from the first to the last piece) and total time.
-- Baseline, in the same process and on the same input ids (`backend.prompt_ids`): plain
-  `model.generate` with the same greedy options but no streamer and no thread. Its prefill time is a
-  run with max_new_tokens=1; its decode tokens/s is (N - 1) / (time for N - prefill time).
-- The ratio product / baseline of decode tokens/s, for N = 64 and 128 (`--lengths`).
+- product: `chatbot.engine.make_backend(config)` with the serving defaults, on a home whose serving version
+  is the committed demo adapter (`data/models/tidewell-sft`, fine-tuned). `model.backend = "auto"` takes
+  llama.cpp when `llama-cpp-python` is installed: the served model is exported to GGUF
+  (`model.gguf_type`) and run by `chatbot.llamacpp.LlamaCppBackend` (continuous batching over
+  `model.max_concurrent` cache slots). `HOME/config.toml` may set another `gguf_type` to compare types.
+- transformers: the same served model through `TransformersBackend` (float32), the path before llama.cpp.
+- reference: llama.cpp itself (`llama_cpp.Llama.generate`, no product code) on the bundled
+  SmolLM2-135M-Instruct Q4_1 GGUF, what a user of Ollama or llama.cpp runs, with the product's llama.cpp
+  options (threads, batch, flash attention).
 
-Both paths are forced to produce exactly N tokens, so that their speeds compare: the baseline gets
-`min_new_tokens=N`, and the product path gets the same through the model's `generation_config` (the
-serving code is unchanged; a model folder can ship that default). Actual token counts are recorded for
-every run anyway, and one unforced product run reports how long the model's natural reply is.
-Each number is the median of `--runs` runs (default 5) after one warm-up run; product and baseline runs
-alternate so that drift in the machine's load hits both alike. The machine is shared and noisy: the CPU
-used by other processes during each run (from /proc/stat) is recorded, and the table warns when it was
-above a quarter of a core; run it when nothing else is running.
+Prompts: two typical ones built by the product (`chatbot.prompt.build_messages`): a customer question with
+4 FAQ answers and one ~150-word policy passage (shipping; returns), padded with further FAQ answers to
+about `--prompt-tokens` (600). Runs alternate between them, so llama.cpp's reuse of the previous prompt's
+prefix helps only with the shared system prompt, as in real traffic.
 
-Run from the repository root:
+- One customer: for each N in `--lengths`, every path is forced to produce exactly N tokens (the
+  transformers model's `min_new_tokens`, the llama.cpp backend's `stop_tokens` emptied, the reference's
+  loop counting): time to first token (the call to the first non-empty piece) and decode tokens/s (tokens
+  after the first piece over the time from the first piece to the last). Medians of `--runs` runs after
+  one warm-up; the paths take turns within each run.
+- Eight customers: `--concurrency` threads call the product backend at once (N = the first length):
+  total tokens/s (all tokens over the time from the first call to the last piece), time to first token
+  p50/p95, and the ratio of the total to the single-stream decode rate.
+- Retrieval half of a turn: `kb.search` (query embedding, FAISS, FTS5, fusion) on the demo knowledge base
+  for the two questions, median ms.
+- Start-up: `supportbot serve` on the warm home in a child process: seconds until `/v1/models` answers
+  (the model is loaded before the server listens), and its resident memory after one chat turn.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python bench/generation.py                      # temporary home
-    HF_HUB_OFFLINE=1 .venv/bin/python bench/generation.py --home /tmp/genhome  # reuse a converted model
+Run from the repository root, on an otherwise idle machine (other processes' CPU use is recorded):
 
-Options: `--runs N`, `--out PATH` (JSON results, default bench/results/generation.json), `--home DIR`,
-`--lengths 64,128`, `--prompt-tokens 600`, `--torch-threads N` (as `model.threads` in the config).
-The table goes to stdout, progress to stderr.
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/generation.py                    # temporary home
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/generation.py --home /tmp/genhome  # reuse the converted model
+
+Options: `--runs N` (5), `--lengths 64,128`, `--prompt-tokens 600`, `--concurrency 8`, `--threads N`
+(`model.threads`; 0 = all cores), `--out PATH` (JSON, default bench/results/generation.json),
+`--no-startup`. The table goes to stdout, progress to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
 import json
 import os
 import platform
@@ -50,8 +53,9 @@ import resource
 import statistics
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -63,25 +67,47 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
-
-from chatbot.backends import Messages, TransformersBackend  # noqa: E402
-from chatbot.config import AnswerSettings, ModelSettings  # noqa: E402
-from chatbot.model import BUNDLED_NAME, provision_bundled  # noqa: E402
+from chatbot import load_config, make_backend, open_kb  # noqa: E402
+from chatbot.backends import Backend, Messages, TransformersBackend  # noqa: E402
+from chatbot.config import AnswerSettings, Config  # noqa: E402
+from chatbot.model import bundled_gguf  # noqa: E402
 from chatbot.prompt import Source, build_messages  # noqa: E402
+from chatbot.versions import Versions  # noqa: E402
 
-FAQ_FILE = ROOT / "data" / "kb" / "faq.csv"
-POLICY_FILE = ROOT / "data" / "kb" / "shipping-policy.md"
-FAQ_IDS = ("ship-free-shipping", "ship-expedited", "ship-carriers", "ship-tracking-link")
-PADDING_IDS = ("ship-overnight-cost", "ship-alaska-hawaii", "ship-canada", "ship-po-box", "ship-methods")
-POLICY_HEADING = "Order processing and cut-off times"
+DATA = ROOT / "data"
+FAQ_FILE = DATA / "kb" / "faq.csv"
 POLICY_WORDS = 150
-QUESTION = (
-    "Hi, I ordered a patio umbrella on Friday afternoon with standard shipping. When will it arrive, "
-    "and do I have to pay for shipping on a $62 order?"
-)
 BUSY_CORES = 0.25  # other processes' load above which a run's timings are flagged
 START = time.perf_counter()
+
+
+@dataclass(frozen=True)
+class PromptSpec:
+    """A typical support turn: the question, the FAQ answers retrieval would bring, one policy passage."""
+
+    question: str
+    faq_ids: tuple[str, ...]
+    policy_file: str
+    policy_heading: str
+    padding_ids: tuple[str, ...]
+
+
+PROMPTS = (
+    PromptSpec(
+        "Hi, I ordered a patio umbrella on Friday afternoon with standard shipping. When will it arrive, "
+        "and do I have to pay for shipping on a $62 order?",
+        ("ship-free-shipping", "ship-expedited", "ship-carriers", "ship-tracking-link"),
+        "shipping-policy.md", "Order processing and cut-off times",
+        ("ship-overnight-cost", "ship-alaska-hawaii", "ship-canada", "ship-po-box", "ship-methods"),
+    ),
+    PromptSpec(
+        "Hello, I bought a patio chair three weeks ago and the colour is wrong. Can I still send it back, "
+        "and who pays for the return shipping?",
+        ("ret-return-window", "ret-return-shipping-fee", "ret-how-to-start", "ret-exchange"),
+        "returns-policy.md", "Return shipping costs",
+        ("ret-drop-off", "ret-opened-items", "ret-partial", "ret-late-return", "ret-furniture"),
+    ),
+)
 
 
 def log(message: str) -> None:
@@ -155,61 +181,73 @@ def faq_source(number: int, row: dict[str, str]) -> Source:
     return Source(number, row["id"], row["title"], row["answer"], row.get("url", ""), round(0.9 - 0.05 * number, 2))
 
 
-def typical_sources(extra: int) -> list[Source]:
+def typical_sources(spec: PromptSpec, extra: int) -> list[Source]:
     """4 FAQ answers, one policy passage, then `extra` more FAQ answers (padding)."""
     entries = faq_entries(FAQ_FILE)
-    sources = [faq_source(i + 1, entries[entry_id]) for i, entry_id in enumerate(FAQ_IDS)]
-    policy = policy_passage(POLICY_FILE, POLICY_HEADING, POLICY_WORDS)
-    sources.append(Source(len(sources) + 1, "shipping-policy", f"Shipping and Delivery Policy > {POLICY_HEADING}", policy, score=0.6))
-    for entry_id in PADDING_IDS[:extra]:
+    sources = [faq_source(i + 1, entries[entry_id]) for i, entry_id in enumerate(spec.faq_ids)]
+    passage = policy_passage(DATA / "kb" / spec.policy_file, spec.policy_heading, POLICY_WORDS)
+    sources.append(Source(len(sources) + 1, spec.policy_file, spec.policy_heading, passage, score=0.6))
+    for entry_id in spec.padding_ids[:extra]:
         sources.append(faq_source(len(sources) + 1, entries[entry_id]))
     return sources
 
 
-def prompt_messages(backend: TransformersBackend, target_tokens: int, reply_tokens: int) -> tuple[Messages, int, int]:
-    """(chat messages, passages kept, prompt tokens with the chat template) built by the product, padded
-    with further FAQ answers while the prompt is under `target_tokens` tokens."""
-    for extra in range(len(PADDING_IDS) + 1):
-        sources = typical_sources(extra)
-        messages, kept, _ = build_messages(AnswerSettings(), sources, [], QUESTION, backend.count_tokens, reply_tokens)
-        tokens = int(backend.prompt_ids(messages)["input_ids"].shape[1])
-        if tokens >= target_tokens * 0.95:
+@dataclass
+class Prompt:
+    question: str
+    messages: Messages
+    ids: list[int]  # with the chat template, as every path sees them
+    passages: int
+
+
+def typical_prompt(spec: PromptSpec, backend: Backend, target_tokens: int, reply_tokens: int) -> Prompt:
+    """The product's messages for `spec`, padded with further FAQ answers while under `target_tokens`."""
+    for extra in range(len(spec.padding_ids) + 1):
+        messages, kept, _ = build_messages(AnswerSettings(), typical_sources(spec, extra), [], spec.question,
+                                           backend.count_tokens, reply_tokens)
+        ids = prompt_token_ids(backend, messages)
+        if len(ids) >= target_tokens * 0.95:
             break
-    return messages, len(kept), tokens
+    return Prompt(spec.question, messages, ids, len(kept))
+
+
+def prompt_token_ids(backend: Backend, messages: Messages) -> list[int]:
+    ids = backend.prompt_ids(messages)
+    return ids if isinstance(ids, list) else ids["input_ids"][0].tolist()
 
 
 # --- one run of each path -----------------------------------------------------------------------------
 
 
 @dataclass
-class ProductRun:
-    ttft_s: float  # call to first non-empty piece
+class Run:
+    ttft_s: float  # call to the first non-empty piece (first token for the reference)
     decode_tok_s: float  # tokens after the first piece / (last piece - first piece)
-    total_s: float  # call to the end of the iteration
-    completion_tokens: int
-    first_piece_tokens: int
-
-
-@dataclass
-class BaselineRun:
     total_s: float
-    completion_tokens: int
+    tokens: int
 
 
 @contextmanager
-def forced_length(model, n: int | None) -> Iterator[None]:
-    """The model's default generation config asks for at least n new tokens (None: leave it)."""
-    saved = model.generation_config.min_new_tokens
-    model.generation_config.min_new_tokens = n if n is not None else saved
+def forced_length(backend: Backend, n: int | None) -> Iterator[None]:
+    """The backend produces exactly n tokens (None: its normal stopping), serving code unchanged."""
+    if isinstance(backend, TransformersBackend):
+        saved, backend.model.generation_config.min_new_tokens = backend.model.generation_config.min_new_tokens, n
+        try:
+            yield
+        finally:
+            backend.model.generation_config.min_new_tokens = saved
+        return
+    saved = backend.stop_tokens
+    backend.stop_tokens = set() if n else saved
     try:
         yield
     finally:
-        model.generation_config.min_new_tokens = saved
+        backend.stop_tokens = saved
 
 
-def product_run(backend: TransformersBackend, messages: Messages, n: int) -> tuple[ProductRun, str]:
+def product_run(backend: Backend, prompt: Prompt, n: int) -> Run:
     started = time.perf_counter()
-    generation = backend.generate(messages, max_new_tokens=n)
+    generation = backend.generate(prompt.messages, max_new_tokens=n)
     first_at = last_at = None
     first = ""
     for piece in generation:
@@ -220,180 +258,295 @@ def product_run(backend: TransformersBackend, messages: Messages, n: int) -> tup
             first_at, first = last_at, piece
     total = time.perf_counter() - started
     if first_at is None:  # nothing printable came out
-        return ProductRun(float("nan"), float("nan"), total, generation.completion_tokens, 0), generation.text
-    first_tokens = backend.count_tokens(first)
-    after_first = generation.completion_tokens - first_tokens
+        return Run(float("nan"), float("nan"), total, generation.completion_tokens)
+    after_first = generation.completion_tokens - backend.count_tokens(first)
     span = last_at - first_at
     rate = after_first / span if span > 0 and after_first > 0 else float("nan")
-    return ProductRun(first_at - started, rate, total, generation.completion_tokens, first_tokens), generation.text
+    return Run(first_at - started, rate, total, generation.completion_tokens)
 
 
-def baseline_options(backend: TransformersBackend, n: int) -> dict:
-    """The product's greedy options (TransformersBackend.generate) without the streamer, forced to n tokens."""
-    return dict(
-        max_new_tokens=n, min_new_tokens=n, do_sample=False, repetition_penalty=backend.repetition_penalty,
-        pad_token_id=backend.tokenizer.pad_token_id,
-    )
-
-
-def baseline_run(backend: TransformersBackend, inputs, n: int) -> BaselineRun:
+def reference_run(llm, prompt: Prompt, n: int, repetition_penalty: float) -> Run:
+    """llama.cpp's own generate loop, greedy, exactly n tokens."""
     started = time.perf_counter()
-    with torch.inference_mode():
-        out = backend.model.generate(**inputs, **baseline_options(backend, n))
-    return BaselineRun(time.perf_counter() - started, int(out.shape[1] - inputs["input_ids"].shape[1]))
+    first_at = now = started
+    count = 0
+    for _ in llm.generate(prompt.ids, reset=True, temp=0.0, top_k=0, top_p=0.95, min_p=0.0,
+                          repeat_penalty=repetition_penalty):
+        count += 1
+        now = time.perf_counter()
+        if count == 1:
+            first_at = now
+        if count >= n:
+            break
+    rate = (count - 1) / (now - first_at) if now > first_at else float("nan")
+    return Run(first_at - started, rate, now - started, count)
 
 
 # --- results ------------------------------------------------------------------------------------------
 
 
 @dataclass
-class LengthResult:
-    """Medians for one max_new_tokens, with every run kept."""
+class PathResult:
+    """Medians over the runs of one path at one length, with every run kept."""
 
+    path: str
     max_new_tokens: int
-    product_runs: list[ProductRun]
-    baseline_runs: list[BaselineRun]
-    baseline_prefill_s: float  # median of the max_new_tokens=1 runs
-    other_load: list[float]  # cores busy with other processes during each run (product + baseline + prefill)
-    product_ttft_s: float = 0.0
-    product_decode_tok_s: float = 0.0
-    product_total_s: float = 0.0
-    product_tokens: float = 0.0
-    baseline_total_s: float = 0.0
-    baseline_tokens: float = 0.0
-    baseline_decode_tok_s: float = 0.0
-    decode_ratio: float = 0.0  # product / baseline decode tokens/s
+    runs: list[Run]
+    ttft_s: float = 0.0
+    decode_tok_s: float = 0.0
+    total_s: float = 0.0
+    tokens: float = 0.0
 
     def __post_init__(self) -> None:
-        runs = self.product_runs
-        self.product_ttft_s = median([r.ttft_s for r in runs])
-        self.product_decode_tok_s = median([r.decode_tok_s for r in runs])
-        self.product_total_s = median([r.total_s for r in runs])
-        self.product_tokens = median([r.completion_tokens for r in runs])
-        self.baseline_total_s = median([r.total_s for r in self.baseline_runs])
-        self.baseline_tokens = median([r.completion_tokens for r in self.baseline_runs])
-        decode_s = self.baseline_total_s - self.baseline_prefill_s
-        self.baseline_decode_tok_s = (self.baseline_tokens - 1) / decode_s if decode_s > 0 else float("nan")
-        self.decode_ratio = self.product_decode_tok_s / self.baseline_decode_tok_s
+        self.ttft_s = median([r.ttft_s for r in self.runs])
+        self.decode_tok_s = median([r.decode_tok_s for r in self.runs])
+        self.total_s = median([r.total_s for r in self.runs])
+        self.tokens = median([r.tokens for r in self.runs])
+
+
+@dataclass
+class ConcurrentResult:
+    customers: int
+    max_new_tokens: int
+    wall_s: float
+    tokens: int
+    total_tok_s: float
+    ttft_p50_s: float
+    ttft_p95_s: float
+    single_stream_tok_s: float
+    ratio: float  # total / single stream
 
 
 @dataclass
 class Results:
-    model: str
-    torch_version: str
-    transformers_version: str
-    torch_threads: int
+    machine: str
     cpu_count: int
+    threads: int
     python: str
-    dtype: str
+    versions: dict[str, str]
+    served_version: str
+    product_backend: str
+    gguf_type: str
     repetition_penalty: float
     runs: int
-    prompt_tokens: int
-    passages: int
-    question: str
-    natural_reply_tokens: int  # an unforced product run, max_new_tokens = the largest length
-    natural_reply: str
+    prompt_tokens: list[int]
+    passages: list[int]
+    natural_reply: str  # the product's unforced reply to the first prompt
     load_average_before: float
-    model_load_s: float
-    lengths: list[LengthResult] = field(default_factory=list)
-    load_average_after: float = 0.0
+    backend_load_s: dict[str, float]
+    single: list[PathResult] = field(default_factory=list)
+    other_load: list[float] = field(default_factory=list)  # cores busy with other processes, per run
+    concurrent: ConcurrentResult | None = None
+    retrieval_ms_p50: float = 0.0
+    startup_s: float | None = None
+    server_rss_mib: float | None = None
     peak_rss_mib: float = 0.0
+    load_average_after: float = 0.0
 
 
 # --- the benchmark ------------------------------------------------------------------------------------
 
 
-def load_backend(home: Path) -> tuple[TransformersBackend, float]:
-    """The bundled model with the serving defaults of ModelSettings, and its load time (conversion aside)."""
-    log(f"provisioning the bundled model under {home / 'models'} (20-30 s the first time)")
-    path = provision_bundled(home / "models", lambda stage, done, total: log(f"{stage} {done}/{total}"))
-    settings = ModelSettings()
+def progress(stage: str, done: int, total: int) -> None:
+    log(f"{stage} {done}/{total}")
+
+
+def prepare_home(home: Path, threads: int) -> Config:
+    """A home with the demo knowledge base; its serving version is the committed demo adapter."""
+    config = load_config(home, [f"model.threads={threads}"] if threads else [], env={})
+    kb = open_kb(config)
+    if not kb.store.counts()["entries"]:
+        log("ingesting data/kb")
+        kb.add([DATA / "kb"])
+    kb.close()
+    return config
+
+
+def timed(load: Callable[[], object]) -> tuple[object, float]:
     started = time.perf_counter()
-    backend = TransformersBackend.from_folder(
-        path, BUNDLED_NAME, dtype=settings.dtype, max_concurrent=settings.max_concurrent,
-        repetition_penalty=settings.repetition_penalty,
-    )
-    return backend, time.perf_counter() - started
+    return load(), round(time.perf_counter() - started, 3)
 
 
-def measure_length(backend: TransformersBackend, messages: Messages, inputs, n: int, runs: int) -> LengthResult:
-    """One warm-up, then `runs` alternating runs of the product path, the baseline and its prefill."""
-    product: list[ProductRun] = []
-    baseline: list[BaselineRun] = []
-    prefill: list[float] = []
-    other: list[float] = []
+def load_paths(config: Config):
+    """(product backend, transformers backend, reference llama.cpp on the bundled GGUF, load seconds).
+    Loading the product first exports the served model to GGUF (once per home) and converts the bundled
+    model (once per home): those one-off costs are in its load time on a fresh home."""
+    from llama_cpp import Llama
+
+    from chatbot.llamacpp import LlamaCppBackend, llama_options
+
+    product, product_s = timed(lambda: make_backend(config, progress))
+    if not isinstance(product, LlamaCppBackend):
+        sys.exit("bench/generation.py compares with llama.cpp: install it (pip install -e '.[llamacpp]')")
+    plain = load_config(config.home, [f"model.threads={config.model.threads}", "model.backend=transformers"], env={})
+    transformers_path, transformers_s = timed(lambda: make_backend(plain, progress))
+    options = llama_options(config.model.threads, product.decoder.context)
+    reference, reference_s = timed(lambda: Llama(model_path=str(bundled_gguf()), **options))
+    return product, transformers_path, reference, {"product": product_s, "transformers": transformers_s, "reference": reference_s}
+
+
+def measure_single(paths: dict[str, Callable[[Prompt, int], Run]], prompts: list[Prompt], n: int, runs: int,
+                   other: list[float]) -> list[PathResult]:
+    """One warm-up, then `runs` runs in which every path answers the same prompt in turn."""
+    kept: dict[str, list[Run]] = {name: [] for name in paths}
     meter = OtherLoad()
-    with forced_length(backend.model, n):
-        for i in range(runs + 1):
-            meter.start()
-            p, _ = product_run(backend, messages, n)
-            b = baseline_run(backend, inputs, n)
-            f = baseline_run(backend, inputs, 1).total_s
-            if i == 0:
-                log(f"N={n}: warm-up done")
-                continue
-            product.append(p)
-            baseline.append(b)
-            prefill.append(f)
-            other.append(meter.stop())
-            log(f"N={n} run {i}/{runs}: product ttft {p.ttft_s * 1000:.0f} ms, {p.decode_tok_s:.1f} tok/s "
-                f"({p.completion_tokens} tokens); baseline {b.completion_tokens / b.total_s:.1f} tok/s overall, "
-                f"prefill {f * 1000:.0f} ms; other processes {other[-1]:.2f} cores")
-    return LengthResult(n, product, baseline, median(prefill), other)
+    for i in range(runs + 1):
+        prompt = prompts[i % len(prompts)]
+        meter.start()
+        done = {name: run(prompt, n) for name, run in paths.items()}
+        if i == 0:
+            log(f"N={n}: warm-up done")
+            continue
+        other.append(meter.stop())
+        for name, run in done.items():
+            kept[name].append(run)
+        log(f"N={n} run {i}/{runs}: " + "; ".join(f"{name} ttft {r.ttft_s * 1000:.0f} ms {r.decode_tok_s:.1f} tok/s"
+                                                  for name, r in done.items()) + f"; other processes {other[-1]:.2f} cores")
+    return [PathResult(name, n, runs_) for name, runs_ in kept.items()]
 
 
-def run_benchmark(home: Path, runs: int, lengths: list[int], target_tokens: int) -> Results:
+def measure_concurrent(backend: Backend, prompts: list[Prompt], n: int, customers: int, single_tok_s: float) -> ConcurrentResult:
+    """`customers` requests started at once on the product backend, each forced to n tokens."""
+    started: list[tuple[float, Run]] = []
+    gate = threading.Barrier(customers)
+
+    def customer(number: int) -> None:
+        gate.wait()
+        t0 = time.perf_counter()
+        started.append((t0, product_run(backend, prompts[number % len(prompts)], n)))
+
+    threads = [threading.Thread(target=customer, args=(i,)) for i in range(customers)]
+    with forced_length(backend, n):
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    first = min(t0 for t0, _ in started)
+    wall = max(t0 + run.total_s for t0, run in started) - first
+    tokens = sum(run.tokens for _, run in started)
+    ttfts = sorted(t0 - first + run.ttft_s for t0, run in started)
+    rate = tokens / wall
+    return ConcurrentResult(customers, n, round(wall, 2), tokens, round(rate, 1), round(median(ttfts), 2),
+                            round(percentile(ttfts, 95), 2), round(single_tok_s, 1), round(rate / single_tok_s, 2))
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def retrieval_ms(config: Config, questions: list[str], repeats: int = 10) -> float:
+    """Median time of the retrieval half of a turn on the demo knowledge base."""
+    kb = open_kb(config)
+    kb.search("warm up")
+    times = []
+    for _ in range(repeats):
+        for question in questions:
+            started = time.perf_counter()
+            kb.search(question, k=config.answer.passages)
+            times.append((time.perf_counter() - started) * 1000)
+    kb.close()
+    return round(median(times), 1)
+
+
+def measure_startup(home: Path, threads: int, question: str) -> tuple[float, float]:
+    """(seconds until `supportbot serve` answers on this warm home, its resident MiB after one turn),
+    with bench/load.py's server helpers."""
+    import httpx
+
+    spec = importlib.util.spec_from_file_location("bench_load", ROOT / "bench" / "load.py")
+    load = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(load)
+    port = load.free_port()
+    base_url = f"http://{load.HOST}:{port}"
+    with tempfile.TemporaryFile() as output:
+        server = load.start_server(home, port, [f"model.threads={threads}"] if threads else [], output)
+        try:
+            ready = load.wait_ready(base_url, server, 120)
+            with httpx.Client(base_url=base_url) as http:
+                load.openai_chat(http, [{"role": "user", "content": question}], False, "bench", time.monotonic() + 120)
+            status = Path(f"/proc/{server.pid}/status").read_text()
+            rss_kib = int(re.search(r"VmRSS:\s+(\d+)", status).group(1))
+        finally:
+            load.stop_server(server)
+    return round(ready, 1), round(rss_kib / 1024, 1)
+
+
+def run_benchmark(home: Path, args: argparse.Namespace) -> Results:
+    import llama_cpp
+    import torch
     import transformers
 
     load_before = load_average()
-    backend, load_s = load_backend(home)
-    messages, passages, prompt_tokens = prompt_messages(backend, target_tokens, max(lengths))
-    inputs = backend.prompt_ids(messages)
-    log(f"prompt: {prompt_tokens} tokens, {passages} passages; unforced run for the natural reply length")
-    with forced_length(backend.model, None):
-        natural, natural_text = product_run(backend, messages, max(lengths))
-    settings = ModelSettings()
+    config = prepare_home(home, args.threads)
+    product, transformers_path, reference, load_s = load_paths(config)
+    lengths = args.lengths
+    prompts = [typical_prompt(spec, product, args.prompt_tokens, max(lengths)) for spec in PROMPTS]
+    log(f"prompts: {[len(p.ids) for p in prompts]} tokens; unforced run for the natural reply")
+    natural = product.generate(prompts[0].messages, max(lengths))
+    natural_text = "".join(natural)
+    penalty = config.model.repetition_penalty
+    paths = {
+        "product": lambda prompt, n: product_run(product, prompt, n),
+        "transformers": lambda prompt, n: product_run(transformers_path, prompt, n),
+        "reference": lambda prompt, n: reference_run(reference, prompt, n, penalty),
+    }
     results = Results(
-        model=backend.name, torch_version=torch.__version__, transformers_version=transformers.__version__,
-        torch_threads=torch.get_num_threads(), cpu_count=os.cpu_count() or 0, python=platform.python_version(),
-        dtype=settings.dtype, repetition_penalty=backend.repetition_penalty, runs=runs, prompt_tokens=prompt_tokens,
-        passages=passages, question=QUESTION, natural_reply_tokens=natural.completion_tokens,
-        natural_reply=natural_text, load_average_before=load_before, model_load_s=round(load_s, 3),
+        machine=platform.processor() or platform.machine(), cpu_count=os.cpu_count() or 0,
+        threads=args.threads or os.cpu_count() or 0, python=platform.python_version(),
+        versions={"torch": torch.__version__, "transformers": transformers.__version__, "llama_cpp": llama_cpp.__version__},
+        served_version=product.name, product_backend=type(product).__name__, gguf_type=config.model.gguf_type,
+        repetition_penalty=penalty, runs=args.runs, prompt_tokens=[len(p.ids) for p in prompts],
+        passages=[p.passages for p in prompts], natural_reply=natural_text, load_average_before=load_before,
+        backend_load_s=load_s,
     )
-    results.lengths = [measure_length(backend, messages, inputs, n, runs) for n in lengths]
-    results.load_average_after = load_average()
+    for n in lengths:
+        with forced_length(product, n), forced_length(transformers_path, n):
+            results.single += measure_single(paths, prompts, n, args.runs, results.other_load)
+    single = next(r for r in results.single if r.path == "product" and r.max_new_tokens == lengths[0])
+    log(f"{args.concurrency} customers at once")
+    results.concurrent = measure_concurrent(product, prompts, lengths[0], args.concurrency, single.decode_tok_s)
+    log(f"{results.concurrent}")
+    results.retrieval_ms_p50 = retrieval_ms(config, [p.question for p in prompts])
+    del product, transformers_path, reference
+    if not args.no_startup:
+        log("start-up of `supportbot serve` on this home")
+        results.startup_s, results.server_rss_mib = measure_startup(home, args.threads, PROMPTS[0].question)
     results.peak_rss_mib = peak_rss_mib()
+    results.load_average_after = load_average()
     return results
 
 
 # --- output -------------------------------------------------------------------------------------------
 
 
-def table(results: Results) -> str:
-    r = results
+def table(r: Results) -> str:
     lines = [
-        f"model {r.model} ({r.dtype}, repetition_penalty {r.repetition_penalty}); torch {r.torch_version}, "
-        f"transformers {r.transformers_version}, {r.torch_threads} torch threads, {r.cpu_count} CPUs",
-        f"prompt {r.prompt_tokens} tokens ({r.passages} passages + system prompt + question); "
-        f"natural reply {r.natural_reply_tokens} tokens; medians of {r.runs} runs after 1 warm-up",
+        f"machine: {r.machine}, {r.cpu_count} CPUs, {r.threads} threads; python {r.python}; "
+        + ", ".join(f"{k} {v}" for k, v in r.versions.items()),
+        f"served model {r.served_version} via {r.product_backend} ({r.gguf_type}); reference: llama.cpp on the bundled "
+        f"Q4_1 GGUF; repetition_penalty {r.repetition_penalty}",
+        f"prompts {r.prompt_tokens} tokens ({r.passages} passages + system prompt + question); medians of {r.runs} runs after 1 warm-up",
         "",
-        f"{'N':>4} {'path':<22} {'tokens':>6} {'TTFT/prefill ms':>15} {'decode tok/s':>12} {'total s':>8} {'overall tok/s':>13}",
+        f"{'N':>4} {'path':<14} {'tokens':>6} {'TTFT ms':>8} {'decode tok/s':>12} {'total s':>8} {'decode vs reference':>19}",
     ]
-    for x in r.lengths:
-        lines.append(f"{x.max_new_tokens:>4} {'product (streamed)':<22} {x.product_tokens:>6.0f} {x.product_ttft_s * 1000:>15.0f} "
-                     f"{x.product_decode_tok_s:>12.1f} {x.product_total_s:>8.2f} {x.product_tokens / x.product_total_s:>13.1f}")
-        lines.append(f"{'':>4} {'baseline model.generate':<22} {x.baseline_tokens:>6.0f} {x.baseline_prefill_s * 1000:>15.0f} "
-                     f"{x.baseline_decode_tok_s:>12.1f} {x.baseline_total_s:>8.2f} {x.baseline_tokens / x.baseline_total_s:>13.1f}")
-        lines.append(f"{'':>4} {'ratio product/baseline':<22} {'':>6} {x.product_ttft_s / x.baseline_prefill_s:>15.2f} "
-                     f"{x.decode_ratio:>12.2f} {x.product_total_s / x.baseline_total_s:>8.2f}")
+    for n in sorted({x.max_new_tokens for x in r.single}):
+        rows = {x.path: x for x in r.single if x.max_new_tokens == n}
+        for name, x in rows.items():
+            ratio = x.decode_tok_s / rows["reference"].decode_tok_s
+            lines.append(f"{n:>4} {name:<14} {x.tokens:>6.0f} {x.ttft_s * 1000:>8.0f} {x.decode_tok_s:>12.1f} {x.total_s:>8.2f} {ratio:>19.2f}")
+    c = r.concurrent
     lines += [
         "",
-        f"model load {r.model_load_s:.2f} s; peak RSS {r.peak_rss_mib:.0f} MiB; "
-        f"load average {r.load_average_before} before, {r.load_average_after} after",
-        "other processes' CPU during the runs (cores): "
-        + "; ".join(f"N={x.max_new_tokens} max {max(x.other_load):.2f}" for x in r.lengths),
+        f"{c.customers} customers at once (product, N={c.max_new_tokens}): {c.total_tok_s} tok/s in total over {c.wall_s} s "
+        f"= {c.ratio}x the single-stream {c.single_stream_tok_s} tok/s; TTFT p50 {c.ttft_p50_s} s, p95 {c.ttft_p95_s} s",
+        f"retrieval half of a turn (embed + search, demo KB): {r.retrieval_ms_p50} ms median",
+        f"backend load s: {r.backend_load_s}; start-up of `supportbot serve` to ready: {r.startup_s} s "
+        f"(polled each second); its RSS after one turn {r.server_rss_mib} MiB; this process's peak RSS {r.peak_rss_mib:.0f} MiB",
+        f"load average {r.load_average_before} before, {r.load_average_after} after; other processes' CPU during the "
+        f"runs: max {max(r.other_load):.2f} cores",
     ]
-    if any(max(x.other_load) > BUSY_CORES for x in r.lengths):
+    if max(r.other_load) > BUSY_CORES:
         lines.append(f"WARNING: other processes used over {BUSY_CORES} cores during some runs: timings are not comparable")
     return "\n".join(lines)
 
@@ -402,23 +555,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5, help="measured runs per length (after 1 warm-up)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "generation.json")
-    parser.add_argument("--home", type=Path, help="home folder to provision the model into and reuse (default: a temporary one)")
+    parser.add_argument("--home", type=Path, help="home folder to prepare and reuse (default: a temporary one)")
     parser.add_argument("--lengths", default="64,128", help="max_new_tokens values, comma-separated")
     parser.add_argument("--prompt-tokens", type=int, default=600, help="pad the passages up to about this prompt length")
-    parser.add_argument("--torch-threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
+    parser.add_argument("--concurrency", type=int, default=8, help="customers at once in the concurrency test")
+    parser.add_argument("--threads", type=int, default=0, help="model.threads for every path (0: all cores)")
+    parser.add_argument("--no-startup", action="store_true", help="skip the `supportbot serve` start-up measurement")
     args = parser.parse_args(argv)
     args.lengths = [int(n) for n in args.lengths.split(",")]
-    if args.runs < 1 or min(args.lengths) < 2:
-        parser.error("--runs must be >= 1 and every length >= 2")
+    if args.runs < 1 or min(args.lengths) < 2 or args.concurrency < 1:
+        parser.error("--runs and --concurrency must be >= 1 and every length >= 2")
     return args
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    if args.torch_threads:
-        torch.set_num_threads(args.torch_threads)
     with tempfile.TemporaryDirectory(prefix="supportbot-bench-generation-") as tmp:
-        results = run_benchmark(args.home or Path(tmp), args.runs, args.lengths, args.prompt_tokens)
+        results = run_benchmark(args.home or Path(tmp), args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(asdict(results), indent=2) + "\n", encoding="utf-8")
     print(table(results))

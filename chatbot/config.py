@@ -31,12 +31,16 @@ class ModelSettings:
     # once from its GGUF into home/models/.
     path: str = ""
     adapter: str = ""  # optional LoRA adapter folder applied on top of `path`
-    backend: str = "transformers"  # or "openai": any OpenAI-compatible server (vLLM, TGI)
+    # "llama.cpp" (the served model exported to GGUF, run by llama-cpp-python: several times faster on a
+    # CPU), "transformers" (in-process PyTorch), "auto" (llama.cpp when installed, else transformers) or
+    # "openai": any OpenAI-compatible server (vLLM, TGI)
+    backend: str = "auto"
+    gguf_type: str = "q8_0"  # llama.cpp backend: f32, f16, q8_0, q4_1 or q4_0 (README: speed and quality of each)
     openai_url: str = ""  # e.g. http://127.0.0.1:8000/v1
     openai_model: str = ""
     openai_api_key: str = ""
     dtype: str = "float32"
-    threads: int = 0  # torch threads; 0 leaves torch's default
+    threads: int = 0  # torch or llama.cpp threads; 0: torch's default, or all cores for llama.cpp
     max_new_tokens: int = 100
     temperature: float = 0.0  # 0 = greedy
     repetition_penalty: float = 1.0  # >1 discourages copying the passages, which grounded answers need

@@ -15,6 +15,7 @@ A turn, top to bottom (`SupportBot.respond`):
 
 from __future__ import annotations
 
+import importlib.util
 import threading
 import time
 from collections.abc import Iterator
@@ -102,21 +103,44 @@ def make_backend(config: Config, progress: Progress | None = None) -> Backend:
     settings = config.model
     if settings.backend == "openai":
         return OpenAIBackend(settings.openai_url, settings.openai_model, settings.openai_api_key)
-    if settings.backend != "transformers":
-        raise ConfigError(f"model.backend {settings.backend!r}: expected 'transformers' or 'openai'")
-    if settings.threads:
-        import torch
-
-        torch.set_num_threads(settings.threads)
+    local = local_backend(settings.backend)
     if settings.adapter:  # a fixed model, outside the versions
         path = Path(settings.path).expanduser() if settings.path else provision_bundled(config.models_dir, progress)
         name, adapter = f"{path.name}+{Path(settings.adapter).name}", settings.adapter
     else:
         name, path, adapter = serving_weights(config.home, settings.path, progress)
+    if local == "llama.cpp":
+        return llama_cpp_backend(config, name, path, adapter or "", progress)
+    if settings.threads:
+        import torch
+
+        torch.set_num_threads(settings.threads)
     return TransformersBackend.from_folder(
         path, name, adapter=adapter or "", dtype=settings.dtype,
         max_concurrent=settings.max_concurrent, repetition_penalty=settings.repetition_penalty,
     )
+
+
+def local_backend(setting: str) -> str:
+    """'llama.cpp' or 'transformers' for model.backend; 'auto' takes llama.cpp when it is installed."""
+    if setting == "auto":
+        return "llama.cpp" if importlib.util.find_spec("llama_cpp") else "transformers"
+    if setting not in ("transformers", "llama.cpp"):
+        raise ConfigError(f"model.backend {setting!r}: expected 'auto', 'llama.cpp', 'transformers' or 'openai'")
+    return setting
+
+
+def llama_cpp_backend(config: Config, name: str, path: Path, adapter: str | Path, progress: Progress | None) -> Backend:
+    """The served weights as a GGUF (exported once per version) behind llama.cpp."""
+    from transformers import AutoTokenizer
+
+    from .llamacpp import LlamaCppBackend, gguf_for
+
+    settings = config.model
+    gguf = gguf_for(config.models_dir, name, path, adapter, settings.gguf_type, progress)
+    context = config.answer.context_tokens + settings.max_new_tokens + 64
+    return LlamaCppBackend(gguf, AutoTokenizer.from_pretrained(path), name, threads=settings.threads, context=context,
+                           repetition_penalty=settings.repetition_penalty, max_concurrent=settings.max_concurrent)
 
 
 def open_kb(config: Config) -> KnowledgeBase:
@@ -132,7 +156,7 @@ def open_kb(config: Config) -> KnowledgeBase:
 
 def follows_serving(config: Config) -> bool:
     """Whether the model comes from the home's serving pointer (and so changes when ops promote)."""
-    return config.model.backend == "transformers" and not config.model.adapter
+    return config.model.backend != "openai" and not config.model.adapter
 
 
 class SupportBot:
@@ -159,7 +183,9 @@ class SupportBot:
         serving = "" if self._fixed else Versions(self.config.home).serving_version("lm")
         with self._backend_lock:
             if self._backend is None or serving != self._backend_for:
-                self._backend = make_backend(self.config, self._progress)
+                retired, self._backend = self._backend, make_backend(self.config, self._progress)
+                if hasattr(retired, "close"):  # frees its memory once its streaming replies finish
+                    retired.close()
                 self._backend_for = Versions(self.config.home).serving_version("lm") if not self._fixed else ""
             return self._backend
 

@@ -109,6 +109,7 @@ def home_config(tmp_path, tiny_embedder_path, tiny_lm_path):
     return load_config(tmp_path / "home", [
         f"retrieval.embedder={tiny_embedder_path}", f"model.path={tiny_lm_path}", "model.max_new_tokens=12",
         "model.temperature=1.0",  # greedy decoding of random weights repeats one token
+        "model.backend=transformers",  # test_gguf.py covers llama.cpp
     ], env={})
 
 

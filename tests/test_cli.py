@@ -157,3 +157,23 @@ def test_chat_streams_several_turns_from_standard_input(tmp_path, tiny_embedder_
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("bot> ") == 2 and "never expire" in proc.stdout and "handed off to a person" in proc.stdout
+
+
+def test_models_export_gguf_writes_one_file_that_llama_cpp_serves(run_bot, tmp_path, tiny_lm_path):
+    from gguf import GGUFReader
+    from transformers import AutoTokenizer
+
+    from chatbot.llamacpp import LlamaCppBackend
+
+    run_bot("ask", "Do gift cards expire?")  # registers the served model as a version
+    served = next(v["version"] for v in json.loads(run_bot("models", "list", "--json")[1]) if v["serving"])
+    status, out, err = run_bot("models", "export", served, str(tmp_path / "served.gguf"), "--gguf", "q8_0", "--json")
+    assert status == 0, err
+    exported = json.loads(out)
+    assert status == 0 and exported["type"] == "q8_0"
+    reader = GGUFReader(tmp_path / "served.gguf")
+    assert reader.fields["general.name"].contents() == exported["version"]
+    tokenizer = AutoTokenizer.from_pretrained(tiny_lm_path)
+    reply = LlamaCppBackend(tmp_path / "served.gguf", tokenizer, "exported", threads=2, context=256).generate(
+        [{"role": "user", "content": "Hello"}], 4)
+    assert "".join(reply) and reply.completion_tokens == 4

@@ -21,6 +21,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from chatbot import Config, ConfigError, ConversationLog, LogError, SupportBot, as_dict, load_config, open_kb, save_settings  # noqa: E402
 from chatbot.backends import BackendError  # noqa: E402
 from chatbot.evaluate import evaluate_answers, load_answer_rows, save_eval  # noqa: E402
+from chatbot.gguf_export import EXPORT_TYPES, export_weights  # noqa: E402
 from retrieval import EvalFileError, IngestError, evaluate_retrieval, load_queries  # noqa: E402
 
 from .progress import TerminalProgress  # noqa: E402
@@ -284,7 +285,14 @@ def models_promote(args, config):
 def models_export(args, config):
     from chatbot.versions import Versions
 
-    card = Versions(config.home).export(args.version, Path(args.dir), args.name)
+    versions = Versions(config.home)
+    if args.gguf:  # one file for llama.cpp, Ollama or LM Studio
+        version = versions.resolve(args.version)
+        path, adapter = versions.weights(version)
+        export_weights(path, adapter or "", Path(args.dir), args.gguf, args.name or version, TerminalProgress(not args.quiet))
+        emit(args, {"version": version, "gguf": args.dir, "type": args.gguf}, f"exported {version} as {args.gguf} GGUF to {args.dir}")
+        return 0
+    card = versions.export(args.version, Path(args.dir), args.name)
     emit(args, card.to_json(), f"exported {args.version} as {card.version} to {args.dir}")
     return 0
 
@@ -453,10 +461,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(models, "promote", "run the evaluation gate and serve the version if it passes")
     p.add_argument("version", help="a version name or 'latest'")
     p.add_argument("--force", action="store_true", help="promote even if the gate finds a regression")
-    p = add(models, "export", "copy a version (weights and card, without training logs) to a folder")
+    p = add(models, "export", "copy a version (weights and card, without training logs) to a folder, or write it as one GGUF file")
     p.add_argument("version")
-    p.add_argument("dir")
-    p.add_argument("--name", help="version name in the exported card (default: unchanged)")
+    p.add_argument("dir", help="target folder, or the .gguf file with --gguf")
+    p.add_argument("--name", help="version name in the exported card or GGUF (default: unchanged)")
+    p.add_argument("--gguf", choices=list(EXPORT_TYPES), help="write a GGUF file of this type (adapter merged) for llama.cpp, Ollama, LM Studio")
     p = add(models, "rollback", "serve the previous version again")
     p.add_argument("--role", choices=["lm", "reward", "retriever"], default="lm")
 

@@ -1,0 +1,272 @@
+"""The llama.cpp backend: the served model exported to GGUF, decoded by llama.cpp with continuous batching.
+
+On a CPU llama.cpp decodes a SmolLM2-sized model several times faster than transformers (README,
+bench/generation.py). One thread owns a llama.cpp context with a KV-cache slot per concurrent request:
+at every step it decodes one token for each running request and the next prompt chunk of a new one in a
+single batch, so requests join and leave at step boundaries and eight customers cost little more than
+one. A free slot keeps its last prompt, so a new request reuses the longest shared prefix (the system
+prompt). Prompts are built by the model's own Hugging Face tokenizer and chat template, so this backend
+and the transformers one see the same token ids. `llama-cpp-python` compiles on install: it is the
+optional extra `supportbot[llamacpp]`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .backends import BackendError, Generation, Messages
+from .gguf_export import export_weights
+from .model import Progress
+
+TOP_K, TOP_P = 50, 0.95  # sampling as transformers' defaults, when temperature > 0
+
+
+def gguf_for(models_dir: Path, name: str, path: Path, adapter: str | Path, qtype: str,
+             progress: Progress | None = None) -> Path:
+    """The served model (`path` with `adapter` merged) as a GGUF under models/gguf/, exported on first use.
+    The file name holds the version name, which never changes its weights, so the cache stays valid."""
+    target = models_dir / "gguf" / f"{name.replace('/', '_')}.{qtype}.gguf"
+    return target if target.exists() else export_weights(path, adapter, target, qtype, name, progress)
+
+
+def llama_cpp():
+    """The bindings, with llama.cpp's load-time chatter (thousands of lines) kept to errors."""
+    try:
+        import llama_cpp
+    except ImportError as err:
+        raise BackendError("model.backend 'llama.cpp' needs llama-cpp-python: pip install 'supportbot[llamacpp]'") from err
+    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)  # read by the bindings' log callback
+    return llama_cpp
+
+
+def llama_options(threads: int = 0, context: int = 4096) -> dict:
+    """`llama_cpp.Llama` options matching the backend's context (bench/generation.py's reference uses them).
+    Flash attention makes a 600-token prefill about 1.4x faster here."""
+    return dict(n_ctx=context, n_threads=threads or os.cpu_count() or 1, n_batch=512, flash_attn=True, verbose=False)
+
+
+@dataclass
+class Request:
+    ids: list[int]  # the prompt
+    max_new_tokens: int
+    temperature: float
+    repetition_penalty: float
+    stop: set[int]
+    out: queue.Queue = field(default_factory=queue.Queue)  # token ids, then None (or an exception)
+    generated: list[int] = field(default_factory=list)
+    slot: int = -1
+    fed: int = 0  # prompt tokens already in the slot's cache
+    cancelled: bool = False
+    rng: np.random.Generator = field(default_factory=np.random.default_rng)
+
+    @property
+    def prefilled(self) -> bool:
+        return self.fed == len(self.ids)
+
+
+def sample(logits: np.ndarray, request: Request) -> int:
+    """The next token: greedy at temperature 0, else top-k then top-p sampling; the repetition penalty as
+    transformers applies it (positive logits divided, negative multiplied)."""
+    if request.repetition_penalty != 1.0:
+        logits = logits.copy()
+        seen = np.unique(np.fromiter(request.ids + request.generated, dtype=np.int64))
+        values = logits[seen]
+        logits[seen] = np.where(values > 0, values / request.repetition_penalty, values * request.repetition_penalty)
+    if request.temperature <= 0:
+        return int(np.argmax(logits))
+    top = np.argpartition(logits, -TOP_K)[-TOP_K:]
+    top = top[np.argsort(logits[top])[::-1]]
+    probs = np.exp((logits[top] - logits[top[0]]) / request.temperature)
+    probs /= probs.sum()
+    keep = int(np.searchsorted(np.cumsum(probs), TOP_P)) + 1
+    return int(request.rng.choice(top[:keep], p=probs[:keep] / probs[:keep].sum()))
+
+
+def shared_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+class BatchDecoder:
+    """One llama.cpp context, `slots` sequences of `context` tokens each, driven by one thread."""
+
+    def __init__(self, gguf: Path, slots: int, context: int, threads: int, batch: int = 512):
+        lib = self.lib = llama_cpp()
+        lib.llama_backend_init()
+        context = -(-context // 256) * 256  # llama.cpp pads each sequence's cache to 256 cells
+        model_params = lib.llama_model_default_params()
+        self.model = lib.llama_model_load_from_file(str(gguf).encode(), model_params)
+        if not self.model:
+            raise BackendError(f"{gguf}: llama.cpp could not load this GGUF")
+        params = lib.llama_context_default_params()
+        params.n_ctx, params.n_batch, params.n_ubatch, params.n_seq_max = slots * context, batch, batch, slots
+        params.n_threads = params.n_threads_batch = threads or os.cpu_count() or 1
+        params.kv_unified = False  # each sequence its own cache: requests share no prefix with each other
+        params.flash_attn_type = lib.LLAMA_FLASH_ATTN_TYPE_ENABLED
+        self.ctx = lib.llama_init_from_model(self.model, params)
+        if not self.ctx:
+            raise BackendError(f"{gguf}: llama.cpp could not create a context of {slots} x {context} tokens")
+        self.memory = lib.llama_get_memory(self.ctx)
+        self.vocab = lib.llama_vocab_n_tokens(lib.llama_model_get_vocab(self.model))
+        self.batch_size, self.context = batch, context
+        self.batch = lib.llama_batch_init(batch, 0, 1)
+        self.cached: list[list[int]] = [[] for _ in range(slots)]  # tokens in each slot's cache
+        self.running: list[Request] = []
+        self.waiting: list[Request] = []
+        self.closing = False
+        self.wake = threading.Condition()
+        threading.Thread(target=self._loop, daemon=True, name="llama.cpp decoder").start()
+
+    def close(self) -> None:
+        """Free the model once the requests already submitted have finished."""
+        with self.wake:
+            self.closing = True
+            self.wake.notify()
+
+    def submit(self, request: Request) -> None:
+        if len(request.ids) + request.max_new_tokens > self.context:
+            raise BackendError(f"prompt of {len(request.ids)} tokens + {request.max_new_tokens} new ones exceeds "
+                               f"the {self.context}-token context")
+        with self.wake:
+            self.waiting.append(request)
+            self.wake.notify()
+
+    def _loop(self) -> None:
+        while True:
+            with self.wake:
+                while not self.waiting and not self.running and not self.closing:
+                    self.wake.wait()
+                if self.closing and not self.waiting and not self.running:
+                    break
+                self._admit()
+            try:
+                self._step()
+            except Exception as err:  # noqa: BLE001 - every reader gets the error; the loop goes on afresh
+                for request in self.running:
+                    request.out.put(err)
+                self.running.clear()
+                self.lib.llama_memory_clear(self.memory, True)
+                self.cached = [[] for _ in self.cached]
+        self.lib.llama_batch_free(self.batch)
+        self.lib.llama_free(self.ctx)
+        self.lib.llama_model_free(self.model)
+
+    def _admit(self) -> None:
+        """Waiting requests take free slots, each the one whose cache shares the longest prefix with it."""
+        busy = {r.slot for r in self.running}
+        while self.waiting and len(busy) < len(self.cached):
+            request = self.waiting.pop(0)
+            free = [s for s in range(len(self.cached)) if s not in busy]
+            slot = max(free, key=lambda s: shared_prefix(self.cached[s], request.ids))
+            keep = min(shared_prefix(self.cached[slot], request.ids), len(request.ids) - 1)  # logits need 1 token fed
+            self.lib.llama_memory_seq_rm(self.memory, slot, keep, -1)
+            self.cached[slot] = request.ids[:keep]
+            request.slot, request.fed = slot, keep
+            busy.add(slot)
+            self.running.append(request)
+
+    def _step(self) -> None:
+        """One llama_decode: a token for each decoding request, then prompt chunks within the batch size."""
+        self.running = [r for r in self.running if not r.cancelled]
+        rows: list[tuple[int, Request]] = []  # batch row whose logits pick a request's next token
+        n = 0
+        for request in sorted(self.running, key=lambda r: not r.prefilled):
+            if request.prefilled:
+                n = self._add(n, request.generated[-1], request, True)
+                rows.append((n - 1, request))
+                continue
+            chunk = request.ids[request.fed:request.fed + self.batch_size - n]
+            for i, token in enumerate(chunk):
+                n = self._add(n, token, request, request.fed + i == len(request.ids) - 1)
+            request.fed += len(chunk)
+            if request.prefilled:
+                rows.append((n - 1, request))
+            if n == self.batch_size:
+                break
+        if not n:
+            return
+        self.batch.n_tokens = n
+        status = self.lib.llama_decode(self.ctx, self.batch)
+        if status != 0:
+            raise BackendError(f"llama_decode failed with status {status}")
+        for row, request in rows:
+            logits = np.ctypeslib.as_array(self.lib.llama_get_logits_ith(self.ctx, row), shape=(self.vocab,))
+            self._emit(request, sample(logits, request))
+
+    def _add(self, n: int, token: int, request: Request, logits: bool) -> int:
+        slot = request.slot
+        b = self.batch
+        b.token[n], b.pos[n], b.n_seq_id[n], b.logits[n] = token, len(self.cached[slot]), 1, logits
+        b.seq_id[n][0] = slot
+        self.cached[slot].append(token)
+        return n + 1
+
+    def _emit(self, request: Request, token: int) -> None:
+        if token in request.stop:
+            self._finish(request)
+            return
+        request.generated.append(token)
+        request.out.put(token)
+        if len(request.generated) >= request.max_new_tokens:
+            self._finish(request)
+
+    def _finish(self, request: Request) -> None:
+        request.out.put(None)
+        self.running.remove(request)
+
+
+class LlamaCppBackend:
+    """The Backend interface over a BatchDecoder: up to `max_concurrent` requests decode together."""
+
+    def __init__(self, gguf: Path, tokenizer, name: str, threads: int = 0, context: int = 4096,
+                 repetition_penalty: float = 1.0, max_concurrent: int = 8):
+        self.decoder = BatchDecoder(gguf, max(1, max_concurrent), context, threads)
+        self.tokenizer = tokenizer
+        self.name = name
+        self.repetition_penalty = repetition_penalty
+        self.stop_tokens = {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")} - {None}
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def prompt_ids(self, messages: Messages) -> list[int]:
+        return list(self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)["input_ids"])
+
+    def generate(self, messages: Messages, max_new_tokens: int, temperature: float = 0.0) -> Generation:
+        request = Request(self.prompt_ids(messages), max_new_tokens, temperature, self.repetition_penalty, set(self.stop_tokens))
+        self.decoder.submit(request)
+        generation = Generation(iter(()), prompt_tokens=len(request.ids))
+        generation.pieces = self._pieces(request, generation)
+        return generation
+
+    def _pieces(self, request: Request, generation: Generation) -> Iterator[str]:
+        """Text as tokens arrive, held back while the last token ends inside a multi-byte character."""
+        received: list[int] = []
+        sent = ""
+        try:
+            while (token := request.out.get()) is not None:
+                if isinstance(token, Exception):
+                    raise BackendError(f"llama.cpp generation failed: {token}") from token
+                received.append(token)
+                text = self.tokenizer.decode(received, skip_special_tokens=True)
+                if not text.endswith("\ufffd") and len(text) > len(sent):
+                    yield text[len(sent):]
+                    sent = text
+        finally:
+            request.cancelled = True  # a reader that stops early frees the slot at the next step
+            generation.completion_tokens = len(received)
+
+    def close(self) -> None:
+        self.decoder.close()
