@@ -120,9 +120,8 @@ def export_gguf(model, tokenizer, target: Path, qtype: str = "q8_0", name: str =
     try:
         write_metadata(writer, reader, model.config, name or target.stem)
         writer.add_file_type(LlamaFileType[EXPORT_TYPES[qtype][1]])
-        # Embedding rows are looked up, not multiplied: Q8_0 keeps them close to float at half the size of F16.
-        four_bit = kind in (GGMLQuantizationType.Q4_0, GGMLQuantizationType.Q4_1)
-        embed_type = GGMLQuantizationType.Q8_0 if four_bit else kind
+        # The 4-bit types keep the token embedding (tied, so also the output head) at Q8_0, as the bundled file does.
+        embed_type = GGMLQuantizationType.Q8_0 if qtype.startswith("q4") else kind
         for tensor_name, array in llama_tensors(model):
             data, stored = encode(array, embed_type if tensor_name == "token_embd.weight" else kind)
             writer.add_tensor(tensor_name, data, raw_dtype=stored)
