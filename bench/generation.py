@@ -25,6 +25,8 @@ prefix helps only with the shared system prompt, as in real traffic.
 - Eight customers: `--concurrency` threads call the product backend at once (N = the first length):
   total tokens/s (all tokens over the time from the first call to the last piece), time to first token
   p50/p95, and the ratio of the total to the single-stream decode rate.
+- Batched decoding: 1, 2, 4 and `--concurrency` requests at once with a short prompt (the question
+  alone, so that prefill is negligible), N = the first length: tokens/s in total.
 - Retrieval half of a turn: `kb.search` (query embedding, FAISS, FTS5, fusion) on the demo knowledge base
   for the two questions, median ms.
 - Start-up: `supportbot serve` on the warm home in a child process: seconds until `/v1/models` answers
@@ -337,6 +339,7 @@ class Results:
     single: list[PathResult] = field(default_factory=list)
     other_load: list[float] = field(default_factory=list)  # cores busy with other processes, per run
     concurrent: ConcurrentResult | None = None
+    decode_by_width: dict[int, float] = field(default_factory=dict)  # requests at once -> total tok/s, short prompts
     retrieval_ms_p50: float = 0.0
     startup_s: float | None = None
     server_rss_mib: float | None = None
@@ -507,6 +510,9 @@ def run_benchmark(home: Path, args: argparse.Namespace) -> Results:
     log(f"{args.concurrency} customers at once")
     results.concurrent = measure_concurrent(product, prompts, lengths[0], args.concurrency, single.decode_tok_s)
     log(f"{results.concurrent}")
+    short = Prompt(PROMPTS[0].question, [{"role": "user", "content": PROMPTS[0].question}], [], 0)
+    for width in sorted({1, 2, 4, args.concurrency}):
+        results.decode_by_width[width] = measure_concurrent(product, [short], lengths[0], width, single.decode_tok_s).total_tok_s
     results.retrieval_ms_p50 = retrieval_ms(config, [p.question for p in prompts])
     del product, transformers_path, reference
     if not args.no_startup:
@@ -540,6 +546,8 @@ def table(r: Results) -> str:
         "",
         f"{c.customers} customers at once (product, N={c.max_new_tokens}): {c.total_tok_s} tok/s in total over {c.wall_s} s "
         f"= {c.ratio}x the single-stream {c.single_stream_tok_s} tok/s; TTFT p50 {c.ttft_p50_s} s, p95 {c.ttft_p95_s} s",
+        "decode with short prompts (the question alone), requests at once -> tok/s in total: "
+        + ", ".join(f"{w}: {rate}" for w, rate in r.decode_by_width.items()),
         f"retrieval half of a turn (embed + search, demo KB): {r.retrieval_ms_p50} ms median",
         f"backend load s: {r.backend_load_s}; start-up of `supportbot serve` to ready: {r.startup_s} s "
         f"(polled each second); its RSS after one turn {r.server_rss_mib} MiB; this process's peak RSS {r.peak_rss_mib:.0f} MiB",
