@@ -376,15 +376,16 @@ def load_paths(config: Config):
     model (once per home): those one-off costs are in its load time on a fresh home."""
     from llama_cpp import Llama
 
-    from chatbot.llamacpp import LlamaCppBackend, llama_options
+    from chatbot.llamacpp import LlamaCppBackend
 
     product, product_s = timed(lambda: make_backend(config, progress))
     if not isinstance(product, LlamaCppBackend):
         sys.exit("bench/generation.py compares with llama.cpp: install it (pip install -e '.[llamacpp]')")
     plain = load_config(config.home, [f"model.threads={config.model.threads}", "model.backend=transformers"], env={})
     transformers_path, transformers_s = timed(lambda: make_backend(plain, progress))
-    options = llama_options(config.model.threads, product.decoder.context)
-    reference, reference_s = timed(lambda: Llama(model_path=str(bundled_gguf()), **options))
+    decoder = product.decoder  # the reference gets the product's context settings
+    reference, reference_s = timed(lambda: Llama(model_path=str(bundled_gguf()), n_ctx=decoder.context, n_threads=decoder.threads,
+                                                 n_batch=decoder.batch_size, flash_attn=True, verbose=False))
     return product, transformers_path, reference, {"product": product_s, "transformers": transformers_s, "reference": reference_s}
 
 
