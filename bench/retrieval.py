@@ -5,11 +5,12 @@ What it measures, always through the product's own code (`retrieval.KnowledgeBas
 
 1. Quality on the demo data: `data/kb` is ingested and `data/eval/retrieval.csv` is evaluated in the
    "dense", "lexical" and "hybrid" modes (top-1, recall@5, MRR, latency p50/p95), plus the ratio of
-   hybrid's top-1 to dense's.
+   hybrid's top-1 to dense's. With the int8 embedder (the default), again with its float32 baseline.
 2. Ingest throughput: entries/s for N short synthetic FAQ entries (one question, a one-sentence answer),
    written as a CSV and ingested cold (a fresh knowledge base, so an empty embedding cache), median of
    several runs, with the time split into embedding, index and the rest (parse, hash, SQLite). Re-ingesting
-   the same unchanged file is timed too: it must embed nothing. Target: >= 300 entries/s on 2 cores.
+   the same unchanged file is timed too: it must embed nothing. Target: >= 300 entries/s on 2 cores. With
+   the int8 embedder, its float32 baseline ingests the same file in alternate runs, and the ratio is shown.
 3. Query latency of hybrid `kb.search` at two sizes (1k and 100k synthetic entries; `--quick`: 1k and 10k),
    over ~200 varied queries after a few warm-up ones, with the parts shown apart: query embedding
    (`kb.embedder.encode([q])`), dense index search, lexical search (`kb.store.lexical`) and the rest
@@ -18,8 +19,9 @@ What it measures, always through the product's own code (`retrieval.KnowledgeBas
    `RetrievalSettings.approximate_above` vectors, at nprobe 8, 16 and 32 with their latencies).
 4. Memory and disk: the process's peak RSS after each size, and `kb.stats()["disk_bytes"]`.
 0. Before all of that, the query encoder's runtimes side by side on the same queries: the product's
-   (ONNX Runtime by default, `RetrievalSettings.embedder_runtime`) against sentence-transformers on
-   PyTorch, single-query latency, batch throughput and the cosine between their vectors.
+   (ONNX Runtime with int8 weights by default, `RetrievalSettings.embedder_runtime`), float32 ONNX Runtime
+   and sentence-transformers on PyTorch, single-query latency, batch throughput and the minimum cosine
+   between the product's vectors and PyTorch's.
 
 Every knowledge base lives in its own fresh temporary folder (under the system temp dir, never the home
 folder), removed afterwards. One embedder is loaded once and shared, so model loading (reported apart)
@@ -53,6 +55,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -66,6 +69,7 @@ import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 
 from retrieval import Embedder, KnowledgeBase, RetrievalSettings, evaluate_retrieval, load_queries  # noqa: E402
+from retrieval.embedder import RUNTIMES  # noqa: E402
 from retrieval.store import Store  # noqa: E402
 
 MODES = ("dense", "lexical", "hybrid")
@@ -300,6 +304,7 @@ class Encoders:
 
 @dataclass
 class Quality:
+    runtime: str
     entries: int
     queries_file: str
     rows: list[dict]  # RetrievalReport.summary() per mode
@@ -327,6 +332,7 @@ class Ingest:
     runs: list[IngestRun]
     reingest_seconds: list[float]
     reingest_embedded: list[int]
+    runtime: str = ""
 
     @property
     def median_run(self) -> IngestRun:
@@ -335,6 +341,7 @@ class Ingest:
     def summary(self) -> dict:
         m = self.median_run
         return {
+            "runtime": self.runtime,
             "entries": self.entries,
             "runs": len(self.runs),
             "entries_per_s": round(m.per_second, 1),
@@ -385,16 +392,23 @@ class Bench:
         self.cpu_probes[when] = rate = embed_rate(self.embedder)
         log(f"cpu probe {when}: {rate:.0f} short sentences/s")
 
+    @cached_property
+    def float_embedders(self) -> dict[str, TimedEmbedder]:
+        """The float32 ONNX embedder beside an int8 product one (the int8 baseline), else nothing."""
+        if self.embedder.runtime != "onnx-int8":
+            return {}
+        return {"onnx": TimedEmbedder(self.embedder.path, self.embedder.batch_size, "onnx", self.embedder.cache_dir)}
+
     def settings(self) -> RetrievalSettings:
         if self.args.approximate_above is None:
             return RetrievalSettings()
         return RetrievalSettings(approximate_above=self.args.approximate_above)
 
     @contextmanager
-    def fresh_kb(self, label: str) -> Iterator[tuple[KnowledgeBase, Path]]:
+    def fresh_kb(self, label: str, embedder: Embedder | None = None) -> Iterator[tuple[KnowledgeBase, Path]]:
         """A knowledge base in its own new temporary folder (removed afterwards), and that folder."""
         with tempfile.TemporaryDirectory(prefix=f"supportbot-bench-{label}-") as tmp:
-            kb = KnowledgeBase(Path(tmp) / "kb", self.settings(), embedder=self.embedder)
+            kb = KnowledgeBase(Path(tmp) / "kb", self.settings(), embedder=embedder or self.embedder)
             try:
                 yield kb, Path(tmp)
             finally:
@@ -402,9 +416,10 @@ class Bench:
 
     def ingest(self, kb: KnowledgeBase, paths: list[Path], label: str) -> IngestRun:
         clock = IngestClock(label)
-        embed_before = self.embedder.seconds
+        embedder = kb.embedder  # a TimedEmbedder
+        embed_before = embedder.seconds
         report = kb.add(paths, progress=clock)
-        return IngestRun(report.entries, report.seconds, report.embedded, self.embedder.seconds - embed_before, clock.index_seconds)
+        return IngestRun(report.entries, report.seconds, report.embedded, embedder.seconds - embed_before, clock.index_seconds)
 
     def reingest(self, kb: KnowledgeBase, path: Path, label: str, ingest: Ingest) -> None:
         for _ in range(self.args.repeats):
@@ -437,8 +452,8 @@ def eval_csv(tmp: Path) -> Path:
 
 def bench_encoders(bench: Bench, queries: list[str]) -> Encoders:
     """The product's runtime and PyTorch on the same queries, alternating which goes first."""
-    baseline = Embedder(bench.embedder.path, bench.embedder.batch_size)
-    runtimes = {"torch": baseline, bench.embedder.runtime: bench.embedder}
+    runtimes = {"torch": Embedder(bench.embedder.path, bench.embedder.batch_size), **bench.float_embedders,
+                bench.embedder.runtime: bench.embedder}
     texts = [row["question"] for row in bench.synthetic.rows(1_024)]
     for embedder in runtimes.values():
         embedder.encode(texts[:64])
@@ -453,9 +468,9 @@ def bench_encoders(bench: Bench, queries: list[str]) -> Encoders:
                     round(rows[0].query.p50 / rows[-1].query.p50, 2))
 
 
-def bench_quality(bench: Bench) -> Quality:
-    with bench.fresh_kb("quality") as (kb, tmp):
-        log("quality: ingesting data/kb")
+def bench_quality(bench: Bench, embedder: Embedder) -> Quality:
+    with bench.fresh_kb("quality", embedder) as (kb, tmp):
+        log(f"quality: ingesting data/kb ({embedder.runtime})")
         kb.add([ROOT / "data/kb"])
         path = eval_csv(tmp)
         rows = load_queries(path, kb)
@@ -467,21 +482,24 @@ def bench_quality(bench: Bench) -> Quality:
             results.append(r.summary())
         by_mode = {r["mode"]: r for r in results}
         ratio = by_mode["hybrid"]["top1"] / by_mode["dense"]["top1"] if by_mode["dense"]["top1"] else float("inf")
-        return Quality(kb.stats()["entries"], str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else "parts", results, round(ratio, 3))
+        return Quality(embedder.runtime, kb.stats()["entries"], str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else "parts", results, round(ratio, 3))
 
 
-def bench_ingest(bench: Bench, n: int) -> Ingest:
-    """Cold ingest of n entries, `repeats` times, each into a fresh knowledge base; then re-ingests."""
-    result = Ingest(n, [], [], [])
+def bench_ingest(bench: Bench, n: int) -> list[Ingest]:
+    """Cold ingest of n entries, `repeats` times, each into a fresh knowledge base; then re-ingests. The
+    product's embedder first, then (for int8) its float32 baseline, alternating run by run."""
+    embedders = [bench.embedder, *bench.float_embedders.values()]
+    results = [Ingest(n, [], [], [], e.runtime) for e in embedders]
     for i in range(bench.args.repeats):
-        with bench.fresh_kb(f"ingest{n}") as (kb, tmp):
-            path = bench.synthetic.write_csv(tmp / "faq.csv", n)
-            run = bench.ingest(kb, [path], f"ingest {n}")
-            result.runs.append(run)
-            log(f"ingest {n}: run {i + 1}: {run.per_second:.0f} entries/s")
-            if i == 0:
-                bench.reingest(kb, path, f"re-ingest {n}", result)
-    return result
+        for embedder, result in zip(embedders, results):
+            with bench.fresh_kb(f"ingest{n}", embedder) as (kb, tmp):
+                path = bench.synthetic.write_csv(tmp / "faq.csv", n)
+                run = bench.ingest(kb, [path], f"ingest {n}")
+                result.runs.append(run)
+                log(f"ingest {n} ({embedder.runtime}): run {i + 1}: {run.per_second:.0f} entries/s")
+                if i == 0:
+                    bench.reingest(kb, path, f"re-ingest {n}", result)
+    return results
 
 
 def measure_latency(kb: KnowledgeBase, queries: list[str]) -> dict[str, Dist]:
@@ -583,7 +601,7 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
 
-def render(env: dict, encoders: Encoders, quality: Quality, ingest: Ingest, scales: list[Scale]) -> str:
+def render(env: dict, encoders: Encoders, qualities: list[Quality], ingests: list[Ingest], scales: list[Scale]) -> str:
     out = [f"Retrieval benchmark ({'quick' if env['quick'] else 'full'}): {env['cpus']} CPUs, torch threads {env['torch_threads']}, "
            f"embedder {env['embedder']} on {env['runtime']} (load {env['embedder_load_s']:.1f} s, not counted below)",
            "CPU probe (short sentences embedded/s, batch of 256) before each section: "
@@ -594,21 +612,30 @@ def render(env: dict, encoders: Encoders, quality: Quality, ingest: Ingest, scal
         [[r.runtime, r.query.p50, r.query.p95, r.texts_per_s] for r in encoders.rows],
     ))
     out.append(f"query p50 torch / {env['runtime']}: {encoders.query_speedup:.2f}x; min cosine between their vectors {encoders.min_cosine:.6f}")
+    rows = {r.runtime: r for r in encoders.rows}
+    if "onnx" in rows and env["runtime"] != "onnx":  # int8 against its float32 baseline
+        product = rows[env["runtime"]]
+        out.append(f"{env['runtime']} / onnx (float32): {product.texts_per_s / rows['onnx'].texts_per_s:.2f}x texts/s, "
+                   f"{rows['onnx'].query.p50 / product.query.p50:.2f}x faster single queries")
+    quality = qualities[0]
     out.append(table(
         f"1. Quality on the demo data ({quality.entries} entries, {quality.rows[0]['n']} queries from {quality.queries_file})",
-        ["mode", "top1", "recall@5", "MRR", "p50 ms", "p95 ms", "n"],
-        [[MODE_LABELS[r["mode"]], r["top1"], r["recall_at_5"], r["mrr"], r["latency_ms_p50"], r["latency_ms_p95"], r["n"]]
-         for r in quality.rows],
+        ["runtime", "mode", "top1", "recall@5", "MRR", "p50 ms", "p95 ms", "n"],
+        [[q.runtime, MODE_LABELS[r["mode"]], r["top1"], r["recall_at_5"], r["mrr"], r["latency_ms_p50"], r["latency_ms_p95"], r["n"]]
+         for q in qualities for r in q.rows],
     ))
-    out.append(f"hybrid / dense top-1: {quality.hybrid_vs_dense_top1:.3f}x")
+    out.append(f"hybrid / dense top-1 ({quality.runtime}): {quality.hybrid_vs_dense_top1:.3f}x")
 
-    s = ingest.summary()
+    summaries = [i.summary() for i in ingests]
+    s = summaries[0]
     out.append(table(
-        f"2. Ingest throughput ({s['entries']:,} short synthetic entries, cold, median of {s['runs']} runs; re-ingest median of {len(ingest.reingest_seconds)})",
-        ["entries", "entries/s", "total s", "embed s", "index s", "other s", "re-ingest s", "re-ingest embedded"],
-        [[s["entries"], s["entries_per_s"], s["seconds"], s["embed_seconds"], s["index_seconds"], s["other_seconds"],
-          s["reingest_seconds"], s["reingest_embedded"]]],
+        f"2. Ingest throughput ({s['entries']:,} short synthetic entries, cold, median of {s['runs']} runs; re-ingest median of {len(ingests[0].reingest_seconds)})",
+        ["runtime", "entries", "entries/s", "total s", "embed s", "index s", "other s", "re-ingest s", "re-ingest embedded"],
+        [[i["runtime"], i["entries"], i["entries_per_s"], i["seconds"], i["embed_seconds"], i["index_seconds"], i["other_seconds"],
+          i["reingest_seconds"], i["reingest_embedded"]] for i in summaries],
     ))
+    if len(summaries) > 1:
+        out.append(f"{s['runtime']} / {summaries[1]['runtime']}: {s['entries_per_s'] / summaries[1]['entries_per_s']:.2f}x entries/s (runs alternated)")
     out.append(f"target >= {INGEST_TARGET_PER_S:.0f} entries/s: {verdict(s['entries_per_s'] >= INGEST_TARGET_PER_S)} "
                f"({s['entries_per_s']:.0f}); re-ingest embeds nothing: {verdict(s['reingest_embedded'] == 0)}")
 
@@ -642,18 +669,18 @@ def render(env: dict, encoders: Encoders, quality: Quality, ingest: Ingest, scal
     return "\n".join(out)
 
 
-def to_json(env: dict, encoders: Encoders, quality: Quality, ingest: Ingest, scales: list[Scale]) -> dict:
+def to_json(env: dict, encoders: Encoders, qualities: list[Quality], ingests: list[Ingest], scales: list[Scale]) -> dict:
     largest = scales[-1]
     return {
         "environment": env,
         "encoders": asdict(encoders),
-        "quality": asdict(quality),
-        "ingest": ingest.summary(),
+        "quality": [asdict(q) for q in qualities],
+        "ingest": [i.summary() for i in ingests],
         "scale": [
             {**{k: v for k, v in asdict(sc).items() if k != "build"}, "build": sc.build.summary()} for sc in scales
         ],
         "targets": {
-            "ingest_entries_per_s": {"target": INGEST_TARGET_PER_S, "value": ingest.summary()["entries_per_s"]},
+            "ingest_entries_per_s": {"target": INGEST_TARGET_PER_S, "value": ingests[0].summary()["entries_per_s"]},
             "hybrid_p50_ms": {"target": LATENCY_TARGET_MS, "at_entries": largest.entries, "value": largest.latency["hybrid"].p50},
         },
     }
@@ -683,7 +710,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="cold ingest runs and unchanged re-ingests")
     parser.add_argument("--approximate-above", type=int, help="override RetrievalSettings.approximate_above")
     parser.add_argument("--torch-threads", type=int, help="torch.set_num_threads (default: torch's own choice)")
-    parser.add_argument("--runtime", choices=("onnx", "torch"), default=RetrievalSettings().embedder_runtime,
+    parser.add_argument("--runtime", choices=RUNTIMES, default=RetrievalSettings().embedder_runtime,
                         help="embedder runtime for the quality, ingest and latency sections (default: the product's)")
     args = parser.parse_args(argv)
     args.sizes = args.sizes or ([1_000, 10_000] if args.quick else [1_000, 100_000])
@@ -709,9 +736,9 @@ def main(argv: list[str] | None = None) -> int:
     bench.probe_cpu("start")
     log("query encoders side by side")
     encoders = bench_encoders(bench, queries)
-    quality = bench_quality(bench)
+    qualities = [bench_quality(bench, e) for e in [bench.embedder, *bench.float_embedders.values()]]
     bench.probe_cpu("before ingest")
-    ingest = bench_ingest(bench, args.ingest_entries)
+    ingests = bench_ingest(bench, args.ingest_entries)
     scales = []
     for n in args.sizes:
         bench.probe_cpu(f"before {n:,}")
@@ -719,9 +746,9 @@ def main(argv: list[str] | None = None) -> int:
     bench.probe_cpu("end")
     env["cpu_probes_sentences_per_s"] = bench.cpu_probes
 
-    print(render(env, encoders, quality, ingest, scales), flush=True)
+    print(render(env, encoders, qualities, ingests, scales), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(to_json(env, encoders, quality, ingest, scales), indent=2) + "\n")
+    args.out.write_text(json.dumps(to_json(env, encoders, qualities, ingests, scales), indent=2) + "\n")
     log(f"wrote {args.out} (total {time.perf_counter() - started:.0f} s)")
     return 0
 

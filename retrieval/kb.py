@@ -53,10 +53,11 @@ class KnowledgeBase:
         self.settings = settings or RetrievalSettings()
         self.store = Store(self.folder / "kb.sqlite")
         self.cache_dir = self.folder  # where embedders keep their ONNX export
-        self._embedders: dict[str, Embedder] = {"": embedder} if embedder else {}
+        self._given = embedder  # used for the configured embedder ("") whatever the runtime
+        self._embedders: dict[tuple[str, str], Embedder] = {}
         self._index: DenseIndex | None = None
         self._index_token: str | None = None
-        self._index_embedder = ""  # the embedder the loaded index's vectors come from
+        self._index_embedder, self._index_runtime = "", ""  # the embedder the loaded index's vectors come from
         self._index_lock = threading.Lock()
         # BM25 runs here while the query is embedded: both release the GIL, and together they are most of a search.
         self._lexical_thread = ThreadPoolExecutor(1, thread_name_prefix="bm25")
@@ -66,12 +67,31 @@ class KnowledgeBase:
         """The embedder of the store's vectors (the one queries must be encoded with)."""
         return self.embedder_at(self.store.meta("embedder", ""))
 
-    def embedder_at(self, path: str) -> Embedder:
-        """The embedder in folder `path`; "" is the configured one (the constructor's, else the settings')."""
-        if path not in self._embedders:
-            self._embedders[path] = Embedder(path or self.settings.embedder or None, runtime=self.settings.embedder_runtime,
-                                             cache_dir=self.cache_dir)
-        return self._embedders[path]
+    def embedder_at(self, path: str, runtime: str = "") -> Embedder:
+        """The embedder in folder `path`; "" is the configured one (the constructor's, else the settings').
+        It runs as the store's vectors were made unless `runtime` says otherwise."""
+        if not path and self._given:
+            return self._given
+        runtime = runtime or self.runtime
+        if (path, runtime) not in self._embedders:
+            self._embedders[path, runtime] = Embedder(path or self.settings.embedder or None, runtime=runtime,
+                                                      cache_dir=self.cache_dir)
+        return self._embedders[path, runtime]
+
+    @property
+    def runtime(self) -> str:
+        """The configured embedder runtime, unless this store's vectors were made at the other precision:
+        float32 and int8 vectors differ slightly, and queries must be encoded like the vectors they are
+        compared with. The store records its runtime at its first write and when an embedder is switched in
+        (which re-embeds everything at the configured precision); one written before int8 existed holds
+        float32 vectors."""
+        with self.store.snapshot() as db:
+            return self._runtime_in(db)
+
+    def _runtime_in(self, db) -> str:
+        configured = self.settings.embedder_runtime
+        recorded = Store.meta_in(db, "embedder_runtime") or ("onnx" if Store.has_vectors(db) else configured)
+        return configured if configured.endswith("int8") == recorded.endswith("int8") else recorded
 
     def close(self) -> None:
         self._lexical_thread.shutdown()
@@ -109,6 +129,8 @@ class KnowledgeBase:
         def apply(db):
             if (Store.meta_in(db, "embedder") or "") != embedder_path:
                 raise IngestError(f"{', '.join(map(str, paths))}: the knowledge base switched embedders during this ingest; run it again")
+            if not Store.meta_in(db, "embedder_runtime"):  # the first vectors: their precision stays with the store
+                Store.set_meta(db, "embedder_runtime", embedder.runtime)
             removed, added = [], []
             for entry in changed:
                 r, a = Store.put_entry(db, entry, units[entry.id])
@@ -135,19 +157,19 @@ class KnowledgeBase:
         folder.mkdir(parents=True, exist_ok=True)
         self.store.copy_to(folder / "kb.sqlite")
         trial = KnowledgeBase(folder, self.settings)
-        trial._embedders, trial.cache_dir = self._embedders, self.cache_dir  # the same models, loaded once
+        trial._given, trial._embedders, trial.cache_dir = self._given, self._embedders, self.cache_dir  # loaded once
         if without:
             trial._commit(lambda db: (Store.delete_variants(db, list(without)), []), _no_progress)
         return trial
 
     def switch_embedder(self, path: str, progress: Progress | None = None) -> int:
         """Search with the embedder in folder `path` from now on ("" = the configured one): a promoted
-        retriever, or the previous one on rollback. Its vectors for every unit go into the cache first
-        (cached ones reused, searches meanwhile use the current index); then the units' vector keys, the
-        recorded embedder and a new index built beside the old one change in one transaction. Returns how
-        many texts were embedded."""
+        retriever, or the previous one on rollback, run at the configured precision. Its vectors for every
+        unit go into the cache first (cached ones reused, searches meanwhile use the current index); then the
+        units' vector keys, the recorded embedder and runtime, and a new index built beside the old one change
+        in one transaction. Returns how many texts were embedded."""
         progress = progress or _no_progress
-        embedder = self.embedder_at(path)
+        embedder = self.embedder_at(path, self.settings.embedder_runtime)
 
         def keys(db) -> dict[int, tuple[str, str]]:
             return {uid: (vector_key(embedder, text), text) for uid, text in Store.dense_unit_texts(db, embed_text)}
@@ -163,6 +185,7 @@ class KnowledgeBase:
             Store.put_vectors(db, dict(zip(late, embedder.encode(list(late.values())))))
             Store.set_vector_keys(db, {uid: key for uid, (key, _) in now.items()})
             Store.set_meta(db, "embedder", path)
+            Store.set_meta(db, "embedder_runtime", embedder.runtime)
             return None  # a new index for the new vectors, not a change to the current one
 
         self._commit(apply, progress)
@@ -210,7 +233,8 @@ class KnowledgeBase:
                     index = self._build_index(db)
             index.save(self.folder / f"dense-{token}.faiss")
             Store.set_meta(db, "index_kind", index.kind)
-            self._index, self._index_token, self._index_embedder = index, token, Store.meta_in(db, "embedder") or ""
+            self._index, self._index_token = index, token
+            self._index_embedder, self._index_runtime = Store.meta_in(db, "embedder") or "", self._runtime_in(db)
         progress("index", 1, 1)
         for stale in self.folder.glob("dense-*.faiss*"):
             if stale.name != f"dense-{token}.faiss":
@@ -234,7 +258,8 @@ class KnowledgeBase:
             index = DenseIndex.load(path, self.settings.ivf_nprobe)
         except RuntimeError:  # not written (a crash) or already replaced: the cached vectors rebuild it
             index = self._build_index(db)
-        self._index, self._index_token, self._index_embedder = index, token, Store.meta_in(db, "embedder") or ""
+        self._index, self._index_token = index, token
+        self._index_embedder, self._index_runtime = Store.meta_in(db, "embedder") or "", self._runtime_in(db)
         return index
 
     def _build_index(self, db) -> DenseIndex:
@@ -243,7 +268,7 @@ class KnowledgeBase:
         return DenseIndex.build(uids, matrix, dim, self.settings.approximate_above, self.settings.ivf_nprobe)
 
     def embedder_in(self, db) -> Embedder:
-        return self.embedder_at(Store.meta_in(db, "embedder") or "")
+        return self.embedder_at(Store.meta_in(db, "embedder") or "", self._runtime_in(db))
 
     # --- reading ----------------------------------------------------------------------------------
 
@@ -255,7 +280,7 @@ class KnowledgeBase:
         n = self.settings.candidates
         index = self.dense_index() if mode != "lexical" else None  # first: it tells which embedder its vectors come from
         lexical = self._lexical_thread.submit(self.store.lexical, query, n, self.settings.lexical_budget) if mode != "dense" else None
-        dense_hits = index.search(self.embedder_at(self._index_embedder).encode([query])[0], n) if index else []
+        dense_hits = index.search(self.embedder_at(self._index_embedder, self._index_runtime).encode([query])[0], n) if index else []
         lexical_hits = lexical.result() if lexical else []
         units = self.store.unit_entries(list({uid for uid, _ in dense_hits + lexical_hits}))
         votes = variant_votes(dense_hits, units, self.settings.variant_vote)

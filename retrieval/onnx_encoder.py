@@ -4,11 +4,18 @@ PyTorch spends most of a one-sentence encoding in per-operator overhead; ONNX Ru
 graph (transformer, mean pooling, L2 normalisation) with fused kernels. The export is made from the
 sentence-transformers model on first use, written atomically under a cache folder named by the weights'
 digest, so a changed model is exported again and two processes never read a half-written file.
+
+The int8 variant quantizes that graph's weights once more (dynamic quantization, one scale per output
+channel): 1.47x the texts/s of float32 and half the single-query time on 2 AVX2 cores, vectors at cosine
+0.993 to the float ones and the same retrieval quality (bench/retrieval.py). One scale per tensor, tried
+first, lost retrieval quality (cosine 0.966). Activations are quantized with one scale per batch, so a
+text's int8 vector varies slightly (cosine above 0.99) with the batch it is encoded in.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -31,10 +38,10 @@ def exportable(path: Path) -> bool:
 
 
 class OnnxEncoder:
-    def __init__(self, path: Path, file: Path, threads: int):
+    def __init__(self, path: Path, file: Path, threads: int, int8: bool = False):
         self.path, self.file = path, file
         if not file.exists():
-            export(path, file)
+            export_int8(path, file, file.with_name(file.name.replace("-int8", ""))) if int8 else export(path, file)
         import onnxruntime as ort
         from transformers import AutoTokenizer
 
@@ -51,6 +58,26 @@ class OnnxEncoder:
         features = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="np")
         feed = {name: features[name].astype(np.int64) for name in self.inputs}
         return np.ascontiguousarray(self.session.run(None, feed)[0], dtype=np.float32)
+
+
+def export_int8(path: Path, file: Path, float_file: Path) -> None:
+    """The float32 export (made first if missing) with int8 weights, written atomically."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    if not float_file.exists():
+        export(path, float_file)
+    tmp = file.with_name(f"{file.name}.{os.getpid()}.tmp")
+    try:
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # the quantizer advises "pre-processing" on the root logger every time
+        try:
+            quantize_dynamic(str(float_file), str(tmp), weight_type=QuantType.QInt8, per_channel=True)
+        finally:
+            root.setLevel(level)
+        os.replace(tmp, file)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def export(path: Path, file: Path) -> None:

@@ -146,6 +146,10 @@ class Store:
         return row[0] if row else None
 
     @staticmethod
+    def has_vectors(db: sqlite3.Connection) -> bool:
+        return db.execute("SELECT 1 FROM units WHERE vector_key IS NOT NULL LIMIT 1").fetchone() is not None
+
+    @staticmethod
     def set_meta(db: sqlite3.Connection, key: str, value: str) -> None:
         db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 

@@ -1,5 +1,6 @@
 """The embedder's ONNX Runtime path: exported once from the sentence-transformers folder, the same vectors
-as PyTorch, reused by later processes, and PyTorch for models it cannot express."""
+as PyTorch, reused by later processes, and PyTorch for models it cannot express; its int8 variant, and a
+knowledge base keeping the precision its vectors were made with."""
 
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ def test_a_knowledge_base_keeps_its_export_in_its_own_folder(tiny_embedder_path,
     kb = KnowledgeBase(tmp_path / "kb", RetrievalSettings(embedder=str(tiny_embedder_path)))
     try:
         kb.add([_faq(tmp_path)])
-        assert kb.embedder.runtime == "onnx" and list((tmp_path / "kb").glob("encoder-*.onnx"))
+        assert kb.embedder.runtime == "onnx-int8" and list((tmp_path / "kb").glob("encoder-*-int8.onnx"))
         assert kb.search("delivery to Canada")[0].entry_id == "ship-ca"
     finally:
         kb.close()
@@ -59,3 +60,53 @@ def _faq(tmp_path):
     path.write_text("id,question,answer\nship-ca,How long does delivery to Canada take?,5-10 business days.\n"
                     "gift,Do gift cards expire?,Never.\n", encoding="utf-8")
     return path
+
+
+def test_int8_vectors_are_close_to_float_ones_under_another_id(tiny_embedder_path, tmp_path):
+    int8 = Embedder(tiny_embedder_path, runtime="onnx-int8", cache_dir=tmp_path)
+    onnx = Embedder(tiny_embedder_path, runtime="onnx", cache_dir=tmp_path)
+    a, b = int8.encode(TEXTS), onnx.encode(TEXTS)
+    assert np.allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
+    assert 0.95 < np.min(np.sum(a * b, axis=1)) and not np.allclose(a, b, atol=1e-4)  # close, not the same
+    assert int8.model_id == onnx.model_id + ":int8"  # cached float vectors are never taken for int8 ones
+    assert {f.name for f in tmp_path.glob("encoder-*.onnx")} == {f"encoder-{onnx.weights_digest}.onnx",
+                                                                 f"encoder-{onnx.weights_digest}-int8.onnx"}
+
+
+@pytest.mark.parametrize("built, configured", [("onnx", "onnx-int8"), ("onnx-int8", "torch")])
+def test_a_knowledge_base_keeps_the_precision_it_was_built_with(tiny_embedder_path, tmp_path, built, configured):
+    """Queries are encoded like the stored vectors, whatever the configuration says later."""
+    kb = KnowledgeBase(tmp_path / "kb", RetrievalSettings(embedder=str(tiny_embedder_path), embedder_runtime=built))
+    kb.add([_faq(tmp_path)])
+    kb.close()
+    kb = KnowledgeBase(tmp_path / "kb", RetrievalSettings(embedder=str(tiny_embedder_path), embedder_runtime=configured))
+    try:
+        assert kb.embedder.runtime == built and kb.store.meta("embedder_runtime") == built
+        assert kb.search("delivery to Canada")[0].entry_id == "ship-ca"
+    finally:
+        kb.close()
+
+
+def test_float_runtimes_interchange(tiny_embedder_path, tmp_path):
+    """PyTorch and float ONNX make the same vectors: a knowledge base built with one searches with the other."""
+    kb = KnowledgeBase(tmp_path / "kb", RetrievalSettings(embedder=str(tiny_embedder_path), embedder_runtime="onnx"))
+    kb.add([_faq(tmp_path)])
+    kb.close()
+    kb = KnowledgeBase(tmp_path / "kb", RetrievalSettings(embedder=str(tiny_embedder_path), embedder_runtime="torch"))
+    try:
+        assert kb.embedder.runtime == "torch"
+    finally:
+        kb.close()
+
+
+def test_a_knowledge_base_from_before_int8_keeps_float_vectors(tiny_embedder_path, tmp_path):
+    kb = KnowledgeBase(tmp_path / "kb", RetrievalSettings(embedder=str(tiny_embedder_path), embedder_runtime="onnx"))
+    kb.add([_faq(tmp_path)])
+    with kb.store.write() as db:
+        db.execute("DELETE FROM meta WHERE key = 'embedder_runtime'")  # as a store written before it was recorded
+    kb.close()
+    kb = KnowledgeBase(tmp_path / "kb", RetrievalSettings(embedder=str(tiny_embedder_path)))
+    try:
+        assert kb.embedder.runtime == "onnx"
+    finally:
+        kb.close()

@@ -183,7 +183,9 @@ def test_switching_the_embedder_reindexes_every_unit_and_readers_follow(make_kb,
     assert kb.embedder.path == other_embedder_path and reader.embedder.path == other_embedder_path
     for view in (kb, reader):  # queries are encoded with the embedder of the vectors they are compared to
         top = view.search("Do you ship to Toronto?", mode="dense")[0]
-        assert top.entry_id == "ship-ca" and top.dense > 0.999
+        # > 0.99, not 1: the switch runs the new model at the configured int8 precision, whose activation
+        # scales are set per batch, so a text encoded alone and inside a batch differ slightly.
+        assert top.entry_id == "ship-ca" and top.dense > 0.99
     kb.add([write(tmp_path / "more.csv", "id,question,answer\nhours,When are you open?,From 9 to 5.\n")])
     assert reader.search("When are you open?", mode="dense")[0].dense > 0.999
     assert reader.dense_index().size == 5
