@@ -18,10 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
+from .bm25 import Bm25Index, QueryTerms, fetch_postings, rarest, read_lengths
 from .records import Entry, Passage
 from .text import content_words
 
-SCHEMA = """
+TOKENIZE = "porter unicode61 remove_diacritics 2"  # FTS5's tokenizer, also for query terms (retrieval.bm25)
+BM25_WEIGHTS = {"title": 0.5, "text": 1.0}  # a word in a unit's title counts half one in its text
+
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS entries(
     id TEXT PRIMARY KEY,
@@ -48,9 +52,10 @@ CREATE TABLE IF NOT EXISTS units(
 );
 CREATE INDEX IF NOT EXISTS units_entry ON units(entry_id);
 CREATE VIRTUAL TABLE IF NOT EXISTS units_fts USING fts5(
-    title, text, content='units', content_rowid='uid', tokenize='porter unicode61 remove_diacritics 2'
+    title, text, content='units', content_rowid='uid', tokenize='{TOKENIZE}'
 );
 CREATE VIRTUAL TABLE IF NOT EXISTS units_vocab USING fts5vocab(units_fts, 'row');
+CREATE VIRTUAL TABLE IF NOT EXISTS units_instance USING fts5vocab(units_fts, 'instance');
 CREATE TRIGGER IF NOT EXISTS units_ai AFTER INSERT ON units BEGIN
     INSERT INTO units_fts(rowid, title, text) VALUES (new.uid, new.title, new.text);
 END;
@@ -96,8 +101,12 @@ class Store:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.RLock()
-        self._df: dict[str, int] = {}  # term -> unit count, for `_rarest`
+        self._df: dict[str, int] = {}  # term -> unit count, for choosing the rarest query terms
         self._df_token: str | None = None  # the index version `_df` was read at
+        self._bm25: Bm25Index | None = None  # for `lexical`
+        self._bm25_token: str | None = None  # the index version `_bm25` was read at
+        self._bm25_lock = threading.Lock()
+        self._query_terms = QueryTerms(TOKENIZE)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=60)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -274,37 +283,48 @@ class Store:
     def lexical(self, query: str, limit: int, budget: int = 0) -> list[tuple[int, float]]:
         """BM25 over variants and passages: (uid, score) best first, score positive (higher is better).
 
-        With a `budget`, only the query's rarest terms are scored, as many as match at most `budget` units
-        in all (and at least the two rarest): every unit a term matches must be scored, so a term found in
-        thousands of units makes an OR query slow on a large knowledge base, while its IDF, and so its
+        Scored in numpy over FTS5's postings (see retrieval.bm25: FTS5's own scores, faster on a large
+        knowledge base); a query with a word FTS5 reads as a phrase goes to FTS5 itself. With a `budget`,
+        only the query's rarest terms are scored, as many as match at most `budget` units in all (and at
+        least the two rarest): a term found in thousands of units costs time while its IDF, and so its
         effect on the ranking, is small. A small knowledge base never reaches the budget."""
-        terms = list(dict.fromkeys(content_words(query)))
-        if budget and terms:
-            terms = self._rarest(terms, budget)
-        if not terms:
+        words = list(dict.fromkeys(content_words(query)))
+        if not words:
             return []
-        match = " OR ".join(f'"{t}"' for t in terms)
+        terms = self._query_terms.terms(words)
+        if terms is not None:
+            index, frequency = self.bm25_index(), self._frequencies()
+            return index.search(rarest(terms, lambda t: frequency.get(t, 0), budget) if budget else terms, limit)
+        if budget:
+            words = self._rarest(words, budget)
+        match = " OR ".join(f'"{t}"' for t in words)
         rows = self._query(
             # Order by the weighted score itself: FTS5's `rank` is the unweighted bm25().
-            "SELECT rowid, -bm25(units_fts, 0.5, 1.0) AS score FROM units_fts WHERE units_fts MATCH ? ORDER BY score DESC LIMIT ?",
+            f"SELECT rowid, -bm25(units_fts, {BM25_WEIGHTS['title']}, {BM25_WEIGHTS['text']}) AS score FROM units_fts"
+            " WHERE units_fts MATCH ? ORDER BY score DESC LIMIT ?",
             (match, limit),
         )
         return [(uid, score) for uid, score in rows]
 
-    def _rarest(self, terms: list[str], budget: int) -> list[str]:
-        """The rarest query terms whose unit counts add up to at most `budget`. FTS5's vocabulary holds each
-        (Porter-stemmed) term's unit count; a stem is almost always a prefix of its word (or ends in "i"
-        for a "y"), so the longest such prefix found stands for the word. A word with no entry counts 0."""
-        candidates = {t: [t[:-1] + "i"] * t.endswith("y") + [t[:n] for n in range(len(t), 2, -1)] for t in terms}
+    def _rarest(self, words: list[str], budget: int) -> list[str]:
+        """`rarest` for words FTS5 will stem: FTS5's vocabulary holds each (Porter-stemmed) term's unit
+        count; a stem is almost always a prefix of its word (or ends in "i" for a "y"), so the longest such
+        prefix found stands for the word. A word with no entry counts 0."""
+        candidates = {w: [w[:-1] + "i"] * w.endswith("y") + [w[:n] for n in range(len(w), 2, -1)] for w in words}
         frequency = self._frequencies()
-        df = {t: next((frequency[c] for c in cs if c in frequency), 0) for t, cs in candidates.items()}
-        kept, total = [], 0
-        for term in sorted(terms, key=df.get):
-            if len(kept) >= 2 and total + df[term] > budget:
-                break
-            kept.append(term)
-            total += df[term]
-        return kept
+        df = {w: next((frequency[c] for c in cs if c in frequency), 0) for w, cs in candidates.items()}
+        return rarest(words, df.get, budget)
+
+    def bm25_index(self) -> Bm25Index:
+        """BM25 for the index version now: row lengths read once per version (every write makes a new one;
+        about 0.3 s at 200,000 units), postings as queries need them."""
+        with self._bm25_lock:
+            if self._bm25_token != self.index_token():
+                with self.snapshot() as db:
+                    self._bm25 = Bm25Index(*read_lengths(db, "units_fts_docsize"),
+                                           fetch_postings(self._query, "units_instance", BM25_WEIGHTS))
+                    self._bm25_token = Store.meta_in(db, "index_token")
+            return self._bm25
 
     def _frequencies(self) -> dict[str, int]:
         """Every indexed term's unit count, read once per index version (every write makes a new one):
