@@ -52,8 +52,11 @@ class Embedder:
 
     @cached_property
     def onnx(self) -> OnnxEncoder:
-        name = f"encoder-{self.weights_digest}" + ("-int8" if self.int8 else "")
-        return OnnxEncoder(self.path, self.cache_dir / f"{name}.onnx", os.cpu_count() or 1, int8=self.int8)
+        float_file = self.cache_dir / f"encoder-{self.weights_digest}.onnx"
+        if not self.int8:
+            return OnnxEncoder(self.path, float_file, os.cpu_count() or 1)
+        int8_file = float_file.with_name(f"encoder-{self.weights_digest}-int8.onnx")
+        return OnnxEncoder(self.path, int8_file, os.cpu_count() or 1, quantized_from=float_file)
 
     @property
     def int8(self) -> bool:

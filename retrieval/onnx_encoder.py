@@ -6,9 +6,9 @@ sentence-transformers model on first use, written atomically under a cache folde
 digest, so a changed model is exported again and two processes never read a half-written file.
 
 The int8 variant quantizes that graph's weights once more (dynamic quantization, one scale per output
-channel): 1.47x the texts/s of float32 and half the single-query time on 2 AVX2 cores, vectors at cosine
-0.993 to the float ones and the same retrieval quality (bench/retrieval.py). One scale per tensor, tried
-first, lost retrieval quality (cosine 0.966). Activations are quantized with one scale per batch, so a
+channel): 1.4-1.5x the texts/s of float32 on 2 AVX2 cores, vectors at mean cosine 0.993 to the float
+ones and the same retrieval quality (bench/retrieval.py). One scale per tensor, tried first, lost retrieval
+quality (cosine 0.966). Activations are quantized with one scale per batch, so a
 text's int8 vector varies slightly (cosine above 0.99) with the batch it is encoded in.
 """
 
@@ -38,10 +38,14 @@ def exportable(path: Path) -> bool:
 
 
 class OnnxEncoder:
-    def __init__(self, path: Path, file: Path, threads: int, int8: bool = False):
+    def __init__(self, path: Path, file: Path, threads: int, quantized_from: Path | None = None):
+        """`file` is the graph to run, exported first if missing: from the model folder, or as the int8
+        copy of the float graph `quantized_from`."""
         self.path, self.file = path, file
-        if not file.exists():
-            export_int8(path, file, file.with_name(file.name.replace("-int8", ""))) if int8 else export(path, file)
+        if not file.exists() and quantized_from:
+            export_int8(path, file, quantized_from)
+        elif not file.exists():
+            export(path, file)
         import onnxruntime as ort
         from transformers import AutoTokenizer
 

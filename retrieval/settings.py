@@ -10,7 +10,7 @@ class RetrievalSettings:
     # Embedder folder (a sentence-transformers model); empty means the bundled all-MiniLM-L6-v2.
     embedder: str = ""
     # "onnx-int8": the embedder runs on ONNX Runtime with int8 weights (exported once into the KB folder;
-    # 1.47x the ingest rate of "onnx" and half its query time, the same retrieval quality, see README);
+    # 1.4-1.5x the ingest rate of "onnx", the same retrieval quality, see README);
     # "onnx": ONNX Runtime in float32 (several times faster per query than PyTorch, same vectors);
     # "torch": sentence-transformers on PyTorch. A knowledge base keeps the precision it was built with.
     embedder_runtime: str = "onnx-int8"
