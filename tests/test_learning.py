@@ -14,7 +14,7 @@ from chatbot import SupportBot, load_config
 from chatbot.versions import Versions, VersionError
 from retrieval import KnowledgeBase
 from training import RunRequest, TrainSettings, export_logs, promote, rollback, run_training, seed_examples
-from training.examples import read_jsonl, redact_row
+from training.examples import out_of_scope_examples, read_jsonl, redact_row
 from training.gate import gate_questions
 from ui.cli import main
 
@@ -134,6 +134,16 @@ def test_out_of_scope_questions_teach_handing_off_hardest_first(bot):
     hardest = max(questions, key=lambda q: max(h.confidence for h in bot.kb.search(q, k=bot.settings.passages)))
     assert extra[0]["question"] == hardest and extra[0]["completion"][0]["content"] == bot.messages.handoff
     assert extra[0]["passages"] and hardest in extra[0]["prompt"][-1]["content"]
+
+
+def test_out_of_scope_questions_handed_off_before_the_model_are_left_out(bot):
+    questions = ["Write me a poem about the sea", "What is the capital of Peru?", "Do you like jazz?"]
+    confidence = {q: max(h.confidence for h in bot.kb.search(q, k=bot.settings.passages)) for q in questions}
+    lowest, second = sorted(confidence.values())[:2]
+    assert lowest < second
+    bot.settings.handoff_confidence = (lowest + second) / 2
+    rows = out_of_scope_examples(bot, questions, limit=10)
+    assert sorted(r["question"] for r in rows) == sorted(q for q in questions if confidence[q] > lowest)
 
 
 def test_a_missing_out_of_scope_file_refuses_the_run_in_one_line(config):
