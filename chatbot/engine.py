@@ -132,14 +132,14 @@ def local_backend(setting: str) -> str:
 
 def llama_cpp_backend(config: Config, name: str, path: Path, adapter: str | Path, progress: Progress | None) -> Backend:
     """The served weights as a GGUF (exported once per version) behind llama.cpp."""
-    from transformers import AutoTokenizer
+    from transformers import PreTrainedTokenizerFast  # not AutoTokenizer: its model config imports torch (2 s)
 
     from .llamacpp import LlamaCppBackend, gguf_for
 
     settings = config.model
     gguf = gguf_for(config.models_dir, name, path, adapter, settings.gguf_type, progress)
     context = config.answer.context_tokens + settings.max_new_tokens + 64
-    return LlamaCppBackend(gguf, AutoTokenizer.from_pretrained(path), name, threads=settings.threads, context=context,
+    return LlamaCppBackend(gguf, PreTrainedTokenizerFast.from_pretrained(path), name, threads=settings.threads, context=context,
                            repetition_penalty=settings.repetition_penalty, max_concurrent=settings.max_concurrent)
 
 

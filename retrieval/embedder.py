@@ -54,9 +54,9 @@ class Embedder:
     def onnx(self) -> OnnxEncoder:
         float_file = self.cache_dir / f"encoder-{self.weights_digest}.onnx"
         if not self.int8:
-            return OnnxEncoder(self.path, float_file, os.cpu_count() or 1)
+            return OnnxEncoder(self.path, self.tokenizer, float_file, os.cpu_count() or 1)
         int8_file = float_file.with_name(f"encoder-{self.weights_digest}-int8.onnx")
-        return OnnxEncoder(self.path, int8_file, os.cpu_count() or 1, quantized_from=float_file)
+        return OnnxEncoder(self.path, self.tokenizer, int8_file, os.cpu_count() or 1, quantized_from=float_file)
 
     @property
     def int8(self) -> bool:
@@ -64,9 +64,9 @@ class Embedder:
 
     @cached_property
     def tokenizer(self):
-        from transformers import AutoTokenizer
+        from transformers import PreTrainedTokenizerFast  # not AutoTokenizer: its model config imports torch (2 s)
 
-        return AutoTokenizer.from_pretrained(str(self.path), local_files_only=True)
+        return PreTrainedTokenizerFast.from_pretrained(str(self.path), local_files_only=True)
 
     @cached_property
     def weights_digest(self) -> str:

@@ -19,8 +19,12 @@ import logging
 import os
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
 
 
 def exportable(path: Path) -> bool:
@@ -38,7 +42,7 @@ def exportable(path: Path) -> bool:
 
 
 class OnnxEncoder:
-    def __init__(self, path: Path, file: Path, threads: int, quantized_from: Path | None = None):
+    def __init__(self, path: Path, tokenizer: PreTrainedTokenizerFast, file: Path, threads: int, quantized_from: Path | None = None):
         """`file` is the graph to run, exported first if missing: from the model folder, or as the int8
         copy of the float graph `quantized_from`."""
         self.path, self.file = path, file
@@ -47,19 +51,19 @@ class OnnxEncoder:
         elif not file.exists():
             export(path, file)
         import onnxruntime as ort
-        from transformers import AutoTokenizer
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = max(1, threads)
         options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
         self.inputs = [i.name for i in self.session.get_inputs()]
-        self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        self.tokenizer = tokenizer
         self.max_length = int(self.session.get_modelmeta().custom_metadata_map["max_seq_length"])
         self.dim = int(self.session.get_outputs()[0].shape[-1])
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        features = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="np")
+        features = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="np",
+                                  return_token_type_ids="token_type_ids" in self.inputs)
         feed = {name: features[name].astype(np.int64) for name in self.inputs}
         return np.ascontiguousarray(self.session.run(None, feed)[0], dtype=np.float32)
 

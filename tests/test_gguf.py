@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -82,17 +84,25 @@ def test_llama_cpp_greedy_output_matches_transformers(tiny, tiny_lm_path, tmp_pa
         assert ours.prompt_tokens == theirs.prompt_tokens
 
 
-def test_the_engine_serves_through_llama_cpp_with_the_gguf_exported_once(home_config, tmp_path):
-    from chatbot import SupportBot, open_kb
+def llama_cpp_home(config, tmp_path):
+    """`config` set to serve the tiny model through llama.cpp, with a one-entry knowledge base."""
+    from chatbot import open_kb
 
-    home_config.model.backend = "llama.cpp"
-    home_config.model.gguf_type = "f32"
-    home_config.answer.mode = "generate"
-    home_config.answer.handoff_confidence = 0.0  # the tiny embedder's confidences mean nothing
+    config.model.backend = "llama.cpp"
+    config.model.gguf_type = "f32"
+    config.answer.mode = "generate"
+    config.answer.handoff_confidence = 0.0  # the tiny embedder's confidences mean nothing
     faq = tmp_path / "faq.csv"
     faq.write_text("id,question,answer\nship,How long does shipping take?,Three to five days.\n", encoding="utf-8")
-    kb = open_kb(home_config)
+    kb = open_kb(config)
     kb.add([faq])
+    return kb
+
+
+def test_the_engine_serves_through_llama_cpp_with_the_gguf_exported_once(home_config, tmp_path):
+    from chatbot import SupportBot
+
+    kb = llama_cpp_home(home_config, tmp_path)
     bot = SupportBot(home_config, kb)
     reply = bot.ask("How long does shipping take?")
     assert reply.mode == "generate" and reply.reply_tokens > 0 and reply.model
@@ -103,6 +113,26 @@ def test_the_engine_serves_through_llama_cpp_with_the_gguf_exported_once(home_co
     assert exported[0].stat().st_mtime_ns == stamp
     bot.log.close()
     kb.close()
+
+
+def test_a_warm_home_answers_without_importing_torch(home_config, tmp_path):
+    """Importing torch is most of a cold start (2-3 s): serving from a home whose GGUF and ONNX exports
+    exist needs neither torch nor transformers' model classes."""
+    from chatbot import SupportBot
+
+    kb = llama_cpp_home(home_config, tmp_path)
+    SupportBot(home_config, kb).ask("How long does shipping take?")  # exports both models (with torch)
+    kb.close()
+    settings = [f"retrieval.embedder={home_config.retrieval.embedder}", f"model.path={home_config.model.path}",
+                "model.backend=llama.cpp", "model.gguf_type=f32", "answer.mode=generate", "answer.handoff_confidence=0",
+                "model.max_new_tokens=4"]
+    script = ("import sys; from chatbot import SupportBot, load_config; "
+              f"reply = SupportBot(load_config({str(home_config.home)!r}, {settings!r}, env={{}})).ask('Shipping?'); "
+              "assert reply.mode == 'generate' and reply.reply_tokens > 0, reply; "
+              "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('transformers.models.')))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
 
 
 @pytest.fixture(scope="module")
