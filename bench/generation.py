@@ -1,6 +1,6 @@
 """Generation benchmark: the product's serving path against llama.cpp on the bundled GGUF, side by side.
 
-Three paths, in one process, on the same prompt token ids, with the same thread count:
+Four paths, in one process, on the same prompt token ids, with the same thread count:
 
 - product: `chatbot.engine.make_backend(config)` with the serving defaults, on a home whose serving version
   is the committed demo adapter (`data/models/tidewell-sft`, fine-tuned). `model.backend = "auto"` takes
@@ -8,6 +8,8 @@ Three paths, in one process, on the same prompt token ids, with the same thread 
   (`model.gguf_type`) and run by `chatbot.llamacpp.LlamaCppBackend` (continuous batching over
   `model.max_concurrent` cache slots). `HOME/config.toml` may set another `gguf_type` to compare types.
 - transformers: the same served model through `TransformersBackend` (float32), the path before llama.cpp.
+- undrafted: the product path with `model.draft_tokens = 0` (no prompt-lookup drafts), the baseline of
+  the drafts.
 - reference: llama.cpp itself (`llama_cpp.Llama.generate`, no product code) on the bundled
   SmolLM2-135M-Instruct Q4_1 GGUF, what a user of Ollama or llama.cpp runs, with the product's llama.cpp
   options (threads, batch, flash attention).
@@ -27,6 +29,11 @@ prefix helps only with the shared system prompt, as in real traffic.
   p50/p95, and the ratio of the total to the single-stream decode rate.
 - Batched decoding: 1, 2, 4 and `--concurrency` requests at once with a short prompt (the question
   alone, so that prefill is negligible), N = the first length: tokens/s in total.
+- Natural replies: the first `--questions` (24) answerable questions of data/eval/answers.csv, each with
+  the passages the product retrieves for it, answered by the product with and without drafts (greedy,
+  normal stopping, `model.max_new_tokens`), in turn: decode tokens/s over all replies, how many replies
+  are the same, and how many draft tokens were taken. Forced lengths run on past the reply's end, where
+  the model no longer copies its passages; this is where drafts matter.
 - Retrieval half of a turn: `kb.search` (query embedding, FAISS, FTS5, fusion) on the demo knowledge base
   for the two questions, median ms.
 - Start-up: `supportbot serve` on the warm home in a child process: seconds until `/v1/models` answers
@@ -37,7 +44,7 @@ Run from the repository root, on an otherwise idle machine (other processes' CPU
     HF_HUB_OFFLINE=1 .venv/bin/python bench/generation.py                    # temporary home
     HF_HUB_OFFLINE=1 .venv/bin/python bench/generation.py --home /tmp/genhome  # reuse the converted model
 
-Options: `--runs N` (5), `--lengths 64,128`, `--prompt-tokens 600`, `--concurrency 8`, `--threads N`
+Options: `--runs N` (5), `--questions N` (24), `--lengths 64,128`, `--prompt-tokens 600`, `--concurrency 8`, `--threads N`
 (`model.threads`; 0 = all cores), `--out PATH` (JSON, default bench/results/generation.json),
 `--no-startup`. The table goes to stdout, progress to stderr.
 """
@@ -227,6 +234,9 @@ class Run:
     decode_tok_s: float  # tokens after the first piece / (last piece - first piece)
     total_s: float
     tokens: int
+    decoded: int = 0  # tokens after the first piece, over decode_s seconds (the product's paths)
+    decode_s: float = 0.0
+    text: str = ""
 
 
 @contextmanager
@@ -252,7 +262,7 @@ def product_run(backend: Backend, prompt: Prompt, n: int) -> Run:
     generation = backend.generate(prompt.messages, max_new_tokens=n)
     first_at = last_at = None
     first = ""
-    for piece in generation:
+    for piece in generation:  # Generation keeps the text
         if not piece:
             continue
         last_at = time.perf_counter()
@@ -264,7 +274,7 @@ def product_run(backend: Backend, prompt: Prompt, n: int) -> Run:
     after_first = generation.completion_tokens - backend.count_tokens(first)
     span = last_at - first_at
     rate = after_first / span if span > 0 and after_first > 0 else float("nan")
-    return Run(first_at - started, rate, total, generation.completion_tokens)
+    return Run(first_at - started, rate, total, generation.completion_tokens, after_first, span, generation.text)
 
 
 def reference_run(llm, prompt: Prompt, n: int, repetition_penalty: float) -> Run:
@@ -320,6 +330,18 @@ class ConcurrentResult:
 
 
 @dataclass
+class DraftResult:
+    questions: int
+    tokens: int
+    drafted_tok_s: float  # decode rate over all replies, product with drafts
+    undrafted_tok_s: float
+    ratio: float
+    same_replies: int
+    drafted: int  # draft tokens checked
+    taken: int
+
+
+@dataclass
 class Results:
     machine: str
     cpu_count: int
@@ -340,6 +362,7 @@ class Results:
     other_load: list[float] = field(default_factory=list)  # cores busy with other processes, per run
     concurrent: ConcurrentResult | None = None
     decode_by_width: dict[int, float] = field(default_factory=dict)  # requests at once -> total tok/s, short prompts
+    drafts: DraftResult | None = None
     retrieval_ms_p50: float = 0.0
     startup_s: float | None = None
     server_rss_mib: float | None = None
@@ -371,7 +394,8 @@ def timed(load: Callable[[], object]) -> tuple[object, float]:
 
 
 def load_paths(config: Config):
-    """(product backend, transformers backend, reference llama.cpp on the bundled GGUF, load seconds).
+    """(product backend, the same without drafts, transformers backend, reference llama.cpp on the bundled
+    GGUF, load seconds).
     Loading the product first exports the served model to GGUF (once per home) and converts the bundled
     model (once per home): those one-off costs are in its load time on a fresh home."""
     from llama_cpp import Llama
@@ -381,12 +405,13 @@ def load_paths(config: Config):
     product, product_s = timed(lambda: make_backend(config, progress))
     if not isinstance(product, LlamaCppBackend):
         sys.exit("bench/generation.py compares with llama.cpp: install it (pip install -e '.[llamacpp]')")
+    undrafted, _ = timed(lambda: make_backend(load_config(config.home, [f"model.threads={config.model.threads}", "model.draft_tokens=0"], env={})))
     plain = load_config(config.home, [f"model.threads={config.model.threads}", "model.backend=transformers"], env={})
     transformers_path, transformers_s = timed(lambda: make_backend(plain, progress))
     decoder = product.decoder  # the reference gets the product's context settings
     reference, reference_s = timed(lambda: Llama(model_path=str(bundled_gguf()), n_ctx=decoder.context, n_threads=decoder.threads,
                                                  n_batch=decoder.batch_size, flash_attn=True, verbose=False))
-    return product, transformers_path, reference, {"product": product_s, "transformers": transformers_s, "reference": reference_s}
+    return product, undrafted, transformers_path, reference, {"product": product_s, "transformers": transformers_s, "reference": reference_s}
 
 
 def measure_single(paths: dict[str, Callable[[Prompt, int], Run]], prompts: list[Prompt], n: int, runs: int,
@@ -432,6 +457,29 @@ def measure_concurrent(backend: Backend, prompts: list[Prompt], n: int, customer
     rate = tokens / wall
     return ConcurrentResult(customers, n, round(wall, 2), tokens, round(rate, 1), round(median(ttfts), 2),
                             round(percentile(ttfts, 95), 2), round(single_tok_s, 1), round(rate / single_tok_s, 2))
+
+
+def measure_drafts(config: Config, product, undrafted, count: int) -> DraftResult:
+    """Real support turns: each question with the passages the product retrieves for it, answered by both
+    backends in turn; decode rate = tokens after the first piece over the time after it, summed."""
+    from chatbot import SupportBot
+
+    with (DATA / "eval" / "answers.csv").open(newline="", encoding="utf-8") as handle:
+        questions = [row["question"] for row in csv.DictReader(handle) if row["answer"]][:count]
+    bot = SupportBot(config, backend=product)
+    n = config.model.max_new_tokens
+    turns = [build_messages(config.answer, bot.sources(bot.retrieve(q, [])), [], q, product.count_tokens, n)[0] for q in questions]
+    drafted, taken = product.decoder.drafted, product.decoder.taken
+    runs: dict[str, list[Run]] = {"product": [], "undrafted": []}
+    for messages in turns:
+        for name, backend in (("product", product), ("undrafted", undrafted)):
+            runs[name].append(product_run(backend, Prompt("", messages, [], 0), n))
+    bot.log.close()
+    rate = {name: sum(r.decoded for r in kept) / sum(r.decode_s for r in kept) for name, kept in runs.items()}
+    same = sum(a.text == b.text for a, b in zip(runs["product"], runs["undrafted"]))
+    return DraftResult(len(turns), sum(r.tokens for r in runs["product"]), round(rate["product"], 1),
+                       round(rate["undrafted"], 1), round(rate["product"] / rate["undrafted"], 2), same,
+                       product.decoder.drafted - drafted, product.decoder.taken - taken)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -483,7 +531,7 @@ def run_benchmark(home: Path, args: argparse.Namespace) -> Results:
 
     load_before = load_average()
     config = prepare_home(home, args.threads)
-    product, transformers_path, reference, load_s = load_paths(config)
+    product, undrafted, transformers_path, reference, load_s = load_paths(config)
     lengths = args.lengths
     prompts = [typical_prompt(spec, product, args.prompt_tokens, max(lengths)) for spec in PROMPTS]
     log(f"prompts: {[len(p.ids) for p in prompts]} tokens; unforced run for the natural reply")
@@ -492,6 +540,7 @@ def run_benchmark(home: Path, args: argparse.Namespace) -> Results:
     penalty = config.model.repetition_penalty
     paths = {
         "product": lambda prompt, n: product_run(product, prompt, n),
+        "undrafted": lambda prompt, n: product_run(undrafted, prompt, n),
         "transformers": lambda prompt, n: product_run(transformers_path, prompt, n),
         "reference": lambda prompt, n: reference_run(reference, prompt, n, penalty),
     }
@@ -505,7 +554,7 @@ def run_benchmark(home: Path, args: argparse.Namespace) -> Results:
         backend_load_s=load_s,
     )
     for n in lengths:
-        with forced_length(product, n), forced_length(transformers_path, n):
+        with forced_length(product, n), forced_length(undrafted, n), forced_length(transformers_path, n):
             results.single += measure_single(paths, prompts, n, args.runs, results.other_load)
     single = next(r for r in results.single if r.path == "product" and r.max_new_tokens == lengths[0])
     log(f"{args.concurrency} customers at once")
@@ -514,8 +563,10 @@ def run_benchmark(home: Path, args: argparse.Namespace) -> Results:
     short = Prompt(PROMPTS[0].question, [{"role": "user", "content": PROMPTS[0].question}], [], 0)
     for width in sorted({1, 2, 4, args.concurrency}):
         results.decode_by_width[width] = measure_concurrent(product, [short], lengths[0], width, single.decode_tok_s).total_tok_s
+    log(f"natural replies to {args.questions} questions, with and without drafts")
+    results.drafts = measure_drafts(config, product, undrafted, args.questions)
     results.retrieval_ms_p50 = retrieval_ms(config, [p.question for p in prompts])
-    del product, transformers_path, reference
+    del product, undrafted, transformers_path, reference
     if not args.no_startup:
         log("start-up of `supportbot serve` on this home")
         results.startup_s, results.server_rss_mib = measure_startup(home, args.threads, PROMPTS[0].question)
@@ -547,6 +598,9 @@ def table(r: Results) -> str:
         "",
         f"{c.customers} customers at once (product, N={c.max_new_tokens}): {c.total_tok_s} tok/s in total over {c.wall_s} s "
         f"= {c.ratio}x the single-stream {c.single_stream_tok_s} tok/s; TTFT p50 {c.ttft_p50_s} s, p95 {c.ttft_p95_s} s",
+        f"natural replies to {r.drafts.questions} held-out questions (retrieved passages, normal stopping; {r.drafts.tokens} tokens): "
+        f"decode {r.drafts.drafted_tok_s} tok/s with drafts, {r.drafts.undrafted_tok_s} without ({r.drafts.ratio}x); "
+        f"{r.drafts.same_replies}/{r.drafts.questions} replies the same; draft tokens taken {r.drafts.taken} of {r.drafts.drafted}",
         "decode with short prompts (the question alone), requests at once -> tok/s in total: "
         + ", ".join(f"{w}: {rate}" for w, rate in r.decode_by_width.items()),
         f"retrieval half of a turn (embed + search, demo KB): {r.retrieval_ms_p50} ms median",
@@ -568,6 +622,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lengths", default="64,128", help="max_new_tokens values, comma-separated")
     parser.add_argument("--prompt-tokens", type=int, default=600, help="pad the passages up to about this prompt length")
     parser.add_argument("--concurrency", type=int, default=8, help="customers at once in the concurrency test")
+    parser.add_argument("--questions", type=int, default=24, help="held-out questions answered with and without drafts")
     parser.add_argument("--threads", type=int, default=0, help="model.threads for every path (0: all cores)")
     parser.add_argument("--no-startup", action="store_true", help="skip the `supportbot serve` start-up measurement")
     args = parser.parse_args(argv)

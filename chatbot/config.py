@@ -45,6 +45,7 @@ class ModelSettings:
     temperature: float = 0.0  # 0 = greedy
     repetition_penalty: float = 1.0  # >1 discourages copying the passages, which grounded answers need
     max_concurrent: int = 8  # generations running at once (= serve.concurrency); more wait their turn
+    draft_tokens: int = 5  # llama.cpp, greedy: tokens guessed from the prompt, checked in one step (0 = off; README)
     # Best-of-n: sample this many replies and send the one the serving reward model scores highest
     # (1 = off; each extra sample costs a full generation, see README).
     best_of: int = 1

@@ -140,7 +140,8 @@ def llama_cpp_backend(config: Config, name: str, path: Path, adapter: str | Path
     gguf = gguf_for(config.models_dir, name, path, adapter, settings.gguf_type, progress)
     context = config.answer.context_tokens + settings.max_new_tokens + 64
     return LlamaCppBackend(gguf, PreTrainedTokenizerFast.from_pretrained(path), name, threads=settings.threads, context=context,
-                           repetition_penalty=settings.repetition_penalty, max_concurrent=settings.max_concurrent)
+                           repetition_penalty=settings.repetition_penalty, max_concurrent=settings.max_concurrent,
+                           draft_tokens=settings.draft_tokens)
 
 
 def open_kb(config: Config) -> KnowledgeBase:

@@ -148,7 +148,7 @@ def chat(text: str) -> list[dict]:
 def test_greedy_output_is_the_same_alone_and_inside_a_batch(tiny, tiny_gguf):
     from chatbot.llamacpp import LlamaCppBackend
 
-    backend = LlamaCppBackend(tiny_gguf, tiny[1], "tiny", threads=2, context=512, max_concurrent=3)
+    backend = LlamaCppBackend(tiny_gguf, tiny[1], "tiny", threads=2, context=512, max_concurrent=3, draft_tokens=5)
     questions = PROMPTS + [p + " Please answer soon." for p in PROMPTS]
     lengths = [8, 20, 12, 16, 6, 24]  # requests finish at different steps while others join
     alone = ["".join(backend.generate(chat(q), n)) for q, n in zip(questions, lengths)]
@@ -164,6 +164,26 @@ def test_greedy_output_is_the_same_alone_and_inside_a_batch(tiny, tiny_gguf):
         thread.join()
     assert [together[i] for i in range(len(questions))] == alone
     assert len(set(alone)) > 1
+
+
+@pytest.mark.slow
+def test_drafts_from_the_prompt_save_steps_and_leave_greedy_output_unchanged(tiny):
+    """On the bundled model (a random one only repeats a token, so every draft would be right): replies
+    copy their passage, some drafts are taken and some are not, and the replies are the same."""
+    from chatbot.llamacpp import LlamaCppBackend
+    from chatbot.model import bundled_gguf
+
+    passage = ("Orders placed before 2 pm ship the same day. Standard shipping takes 3 to 5 business days and "
+               "is free over $50; express takes 1 to 2 days and costs $15.")
+    questions = ["How long does standard shipping take?", "What does express shipping cost?", "Is shipping free?"]
+    plain, drafting = (LlamaCppBackend(bundled_gguf(), tiny[1], "bundled", threads=2, context=512, max_concurrent=1,
+                                       draft_tokens=k) for k in (0, 5))
+    replies = {b: [b.generate(chat(f"Passage: {passage}\n\nQuestion: {q}"), 48) for q in questions] for b in (plain, drafting)}
+    texts = {b: ["".join(g) for g in generations] for b, generations in replies.items()}
+    assert texts[drafting] == texts[plain]
+    tokens = sum(g.completion_tokens for g in replies[drafting])
+    assert plain.decoder.steps >= tokens > drafting.decoder.steps
+    assert drafting.decoder.drafted > drafting.decoder.taken > 0
 
 
 def test_an_abandoned_reply_frees_its_slot_and_a_too_long_prompt_is_refused(tiny, tiny_gguf):
