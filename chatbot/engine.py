@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from retrieval import KnowledgeBase, SearchHit
+from retrieval import KnowledgeBase, SearchHit, fast_tokenizer
 
 from .backends import Backend, BackendError, Generation, OpenAIBackend, TransformersBackend
 from .citations import resolve_citations
@@ -132,14 +132,12 @@ def local_backend(setting: str) -> str:
 
 def llama_cpp_backend(config: Config, name: str, path: Path, adapter: str | Path, progress: Progress | None) -> Backend:
     """The served weights as a GGUF (exported once per version) behind llama.cpp."""
-    from transformers import PreTrainedTokenizerFast  # not AutoTokenizer: its model config imports torch (2 s)
-
     from .llamacpp import LlamaCppBackend, gguf_for
 
     settings = config.model
     gguf = gguf_for(config.models_dir, name, path, adapter, settings.gguf_type, progress)
     context = config.answer.context_tokens + settings.max_new_tokens + 64
-    return LlamaCppBackend(gguf, PreTrainedTokenizerFast.from_pretrained(path), name, threads=settings.threads, context=context,
+    return LlamaCppBackend(gguf, fast_tokenizer(path), name, threads=settings.threads, context=context,
                            repetition_penalty=settings.repetition_penalty, max_concurrent=settings.max_concurrent,
                            draft_tokens=settings.draft_tokens)
 

@@ -1,13 +1,13 @@
 """Knowledge base and hybrid retrieval: a library that knows nothing of LMs or apps."""
 
-from .embedder import Embedder, bundled_embedder_path
+from .embedder import Embedder, bundled_embedder_path, fast_tokenizer
 from .evaluate import EvalFileError, RetrievalReport, evaluate_retrieval, load_queries, read_eval_csv
 from .kb import IngestReport, KnowledgeBase, Progress
 from .records import Entry, IngestError, Passage, SearchHit
 from .settings import RetrievalSettings
 
 __all__ = [
-    "Embedder", "bundled_embedder_path", "EvalFileError", "RetrievalReport", "evaluate_retrieval", "load_queries",
+    "Embedder", "bundled_embedder_path", "fast_tokenizer", "EvalFileError", "RetrievalReport", "evaluate_retrieval", "load_queries",
     "read_eval_csv", "IngestReport", "KnowledgeBase", "Progress", "Entry", "IngestError", "Passage", "SearchHit",
     "RetrievalSettings",
 ]

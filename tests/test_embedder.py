@@ -110,3 +110,22 @@ def test_a_knowledge_base_from_before_int8_keeps_float_vectors(tiny_embedder_pat
         assert kb.embedder.runtime == "onnx"
     finally:
         kb.close()
+
+
+def test_a_folder_without_tokenizer_json_still_gets_its_tokenizer(tiny_embedder_path, tmp_path):
+    """tokenizer.json loads without transformers' model classes; a folder with only the slow files
+    (vocab.txt) goes through AutoTokenizer, with the same ids."""
+    import shutil
+
+    from retrieval import fast_tokenizer
+
+    fast = fast_tokenizer(tiny_embedder_path)
+    slow = tmp_path / "slow"
+    shutil.copytree(tiny_embedder_path, slow)
+    (slow / "tokenizer.json").unlink()
+    vocab = sorted(fast.get_vocab().items(), key=lambda item: item[1])
+    (slow / "vocab.txt").write_text("".join(f"{token}\n" for token, _ in vocab), encoding="utf-8")
+    converted = fast_tokenizer(slow)
+    assert type(fast).__name__ == "TokenizersBackend"
+    for text in TEXTS:
+        assert fast(text, truncation=True, max_length=256)["input_ids"] == converted(text, truncation=True, max_length=256)["input_ids"]
