@@ -30,10 +30,11 @@ prefix helps only with the shared system prompt, as in real traffic.
 - Batched decoding: 1, 2, 4 and `--concurrency` requests at once with a short prompt (the question
   alone, so that prefill is negligible), N = the first length: tokens/s in total.
 - Natural replies: the first `--questions` (24) answerable questions of data/eval/answers.csv, each with
-  the passages the product retrieves for it, answered by the product with and without drafts (greedy,
-  normal stopping, `model.max_new_tokens`), in turn: decode tokens/s over all replies, how many replies
-  are the same, and how many draft tokens were taken. Forced lengths run on past the reply's end, where
-  the model no longer copies its passages; this is where drafts matter.
+  the passages the product retrieves for it, answered by the product with and without drafts and by the
+  reference (greedy, normal stopping, `model.max_new_tokens`), in turn: decode tokens/s over all replies,
+  how many of the product's replies are the same with and without drafts, and how many draft tokens were
+  taken. Forced lengths run on past the reply's end into new chat turns that copy the prompt's template,
+  which drafts guess well: this section is the fair measure of drafts.
 - Retrieval half of a turn: `kb.search` (query embedding, FAISS, FTS5, fusion) on the demo knowledge base
   for the two questions, median ms.
 - Start-up: `supportbot serve` on the warm home in a child process: seconds until `/v1/models` answers
@@ -277,13 +278,15 @@ def product_run(backend: Backend, prompt: Prompt, n: int) -> Run:
     return Run(first_at - started, rate, total, generation.completion_tokens, after_first, span, generation.text)
 
 
-def reference_run(llm, prompt: Prompt, n: int, repetition_penalty: float) -> Run:
-    """llama.cpp's own generate loop, greedy, exactly n tokens."""
+def reference_run(llm, prompt: Prompt, n: int, repetition_penalty: float, stop: frozenset[int] = frozenset()) -> Run:
+    """llama.cpp's own generate loop, greedy: n tokens, or fewer at a `stop` token."""
     started = time.perf_counter()
     first_at = now = started
     count = 0
-    for _ in llm.generate(prompt.ids, reset=True, temp=0.0, top_k=0, top_p=0.95, min_p=0.0,
+    for token in llm.generate(prompt.ids, reset=True, temp=0.0, top_k=0, top_p=0.95, min_p=0.0,
                           repeat_penalty=repetition_penalty):
+        if token in stop:
+            break
         count += 1
         now = time.perf_counter()
         if count == 1:
@@ -291,7 +294,7 @@ def reference_run(llm, prompt: Prompt, n: int, repetition_penalty: float) -> Run
         if count >= n:
             break
     rate = (count - 1) / (now - first_at) if now > first_at else float("nan")
-    return Run(first_at - started, rate, now - started, count)
+    return Run(first_at - started, rate, now - started, count, count - 1, now - first_at)
 
 
 # --- results ------------------------------------------------------------------------------------------
@@ -336,6 +339,8 @@ class DraftResult:
     drafted_tok_s: float  # decode rate over all replies, product with drafts
     undrafted_tok_s: float
     ratio: float
+    reference_tok_s: float  # llama.cpp on the bundled GGUF, its own replies to the same prompts
+    reference_ratio: float
     same_replies: int
     drafted: int  # draft tokens checked
     taken: int
@@ -459,9 +464,10 @@ def measure_concurrent(backend: Backend, prompts: list[Prompt], n: int, customer
                             round(percentile(ttfts, 95), 2), round(single_tok_s, 1), round(rate / single_tok_s, 2))
 
 
-def measure_drafts(config: Config, product, undrafted, count: int) -> DraftResult:
+def measure_drafts(config: Config, product, undrafted, reference, count: int) -> DraftResult:
     """Real support turns: each question with the passages the product retrieves for it, answered by both
-    backends in turn; decode rate = tokens after the first piece over the time after it, summed."""
+    product backends and by the reference (its own, different replies) in turn; decode rate = tokens after
+    the first piece over the time after it, summed over the replies."""
     from chatbot import SupportBot
 
     with (DATA / "eval" / "answers.csv").open(newline="", encoding="utf-8") as handle:
@@ -470,15 +476,18 @@ def measure_drafts(config: Config, product, undrafted, count: int) -> DraftResul
     n = config.model.max_new_tokens
     turns = [build_messages(config.answer, bot.sources(bot.retrieve(q, [])), [], q, product.count_tokens, n)[0] for q in questions]
     drafted, taken = product.decoder.drafted, product.decoder.taken
-    runs: dict[str, list[Run]] = {"product": [], "undrafted": []}
+    runs: dict[str, list[Run]] = {"product": [], "undrafted": [], "reference": []}
     for messages in turns:
+        prompt = Prompt("", messages, prompt_token_ids(product, messages), 0)
         for name, backend in (("product", product), ("undrafted", undrafted)):
-            runs[name].append(product_run(backend, Prompt("", messages, [], 0), n))
+            runs[name].append(product_run(backend, prompt, n))
+        runs["reference"].append(reference_run(reference, prompt, n, config.model.repetition_penalty, frozenset(product.stop_tokens)))
     bot.log.close()
     rate = {name: sum(r.decoded for r in kept) / sum(r.decode_s for r in kept) for name, kept in runs.items()}
     same = sum(a.text == b.text for a, b in zip(runs["product"], runs["undrafted"]))
     return DraftResult(len(turns), sum(r.tokens for r in runs["product"]), round(rate["product"], 1),
-                       round(rate["undrafted"], 1), round(rate["product"] / rate["undrafted"], 2), same,
+                       round(rate["undrafted"], 1), round(rate["product"] / rate["undrafted"], 2),
+                       round(rate["reference"], 1), round(rate["product"] / rate["reference"], 2), same,
                        product.decoder.drafted - drafted, product.decoder.taken - taken)
 
 
@@ -564,7 +573,7 @@ def run_benchmark(home: Path, args: argparse.Namespace) -> Results:
     for width in sorted({1, 2, 4, args.concurrency}):
         results.decode_by_width[width] = measure_concurrent(product, [short], lengths[0], width, single.decode_tok_s).total_tok_s
     log(f"natural replies to {args.questions} questions, with and without drafts")
-    results.drafts = measure_drafts(config, product, undrafted, args.questions)
+    results.drafts = measure_drafts(config, product, undrafted, reference, args.questions)
     results.retrieval_ms_p50 = retrieval_ms(config, [p.question for p in prompts])
     del product, undrafted, transformers_path, reference
     if not args.no_startup:
@@ -599,7 +608,8 @@ def table(r: Results) -> str:
         f"{c.customers} customers at once (product, N={c.max_new_tokens}): {c.total_tok_s} tok/s in total over {c.wall_s} s "
         f"= {c.ratio}x the single-stream {c.single_stream_tok_s} tok/s; TTFT p50 {c.ttft_p50_s} s, p95 {c.ttft_p95_s} s",
         f"natural replies to {r.drafts.questions} held-out questions (retrieved passages, normal stopping; {r.drafts.tokens} tokens): "
-        f"decode {r.drafts.drafted_tok_s} tok/s with drafts, {r.drafts.undrafted_tok_s} without ({r.drafts.ratio}x); "
+        f"decode {r.drafts.drafted_tok_s} tok/s with drafts, {r.drafts.undrafted_tok_s} without ({r.drafts.ratio}x), "
+        f"llama.cpp on the bundled GGUF {r.drafts.reference_tok_s} ({r.drafts.reference_ratio}x); "
         f"{r.drafts.same_replies}/{r.drafts.questions} replies the same; draft tokens taken {r.drafts.taken} of {r.drafts.drafted}",
         "decode with short prompts (the question alone), requests at once -> tok/s in total: "
         + ", ".join(f"{w}: {rate}" for w, rate in r.decode_by_width.items()),

@@ -178,9 +178,11 @@ class BatchDecoder:
         self.running = [r for r in self.running if not r.cancelled]
         rows: list[tuple[int, Request, list[int]]] = []  # first batch row with a request's logits, its draft
         n = 0
+        drafting = [r for r in self.running if r.prefilled and r.temperature <= 0]
+        share = min(self.draft_tokens, self.batch_size - len(self.running)) // max(1, len(drafting))
         for request in sorted(self.running, key=lambda r: not r.prefilled):
             if request.prefilled:
-                draft = self._draft(request)
+                draft = self._draft(request, share) if request in drafting else []
                 rows.append((n, request, draft))
                 for token in [request.generated[-1], *draft]:
                     n = self._add(n, token, request, True)
@@ -203,28 +205,34 @@ class BatchDecoder:
         for row, request, draft in rows:
             self._accept(row, request, draft)
 
-    def _draft(self, request: Request) -> list[int]:
+    def _draft(self, request: Request, share: int) -> list[int]:
         """Prompt lookup: the tokens that followed the latest earlier occurrence of the last three (else two)
-        tokens, as a guess at what comes next. Replies copy their passages, so guesses are often right, and
+        tokens with `room` tokens after it (else the one with most), as a guess at what comes next. Replies copy their passages, so guesses are often right, and
         llama.cpp checks a guess of k tokens in one decode for far less than k decodes cost (here one token
         takes 12 ms, six 34 ms), but a wrong guess is paid for: a request's drafts grow by two tokens after
-        one was taken whole and shrink by one after a miss. Requests share `draft_tokens` per step: a step
-        that already decodes several requests has little idle compute left."""
-        share = min(self.draft_tokens, self.batch_size - len(self.running)) // len(self.running)
-        room = min(share, request.draft_len or share, request.max_new_tokens - len(request.generated) - 1, self.context - len(self.cached[request.slot]) - 1)
-        if request.temperature > 0 or room <= 0:
+        one was taken whole and shrink by one after a miss. Greedy requests decoding in one step share
+        `draft_tokens` (none are left at six or more): a step that decodes several has little idle compute."""
+        room = min(share, request.draft_len or share, request.max_new_tokens - len(request.generated) - 1,
+                   self.context - len(self.cached[request.slot]) - 1)
+        if room <= 0:
             return []
         seq = request.ids + request.generated
         for n in (3, 2):
-            tail = seq[-n:]
+            tail, best = seq[-n:], []
             for start in range(len(seq) - n - 1, -1, -1):
                 if seq[start:start + n] == tail:
-                    return seq[start + n:start + n + room]
+                    found = seq[start + n:start + n + room]
+                    best = found if len(found) > len(best) else best
+                    if len(best) == room:
+                        break
+            if best:
+                return best
         return []
 
     def _accept(self, row: int, request: Request, draft: list[int]) -> None:
-        """Pick tokens from consecutive rows while the draft agrees with them: greedy output is the same as
-        without a draft. The cache then drops the draft tokens that were not taken."""
+        """Pick tokens from consecutive rows while the draft agrees with them: the tokens a draft-free decode
+        would pick, up to llama.cpp's small differences between logits computed in a batch and one token at
+        a time (README). The cache then drops the draft tokens that were not taken."""
         taken = 0
         for j in range(len(draft) + 1):
             logits = np.ctypeslib.as_array(self.lib.llama_get_logits_ith(self.ctx, row + j), shape=(self.vocab,))

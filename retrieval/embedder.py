@@ -4,6 +4,7 @@ ONNX Runtime where the model allows it and a cache folder is given (see onnx_enc
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from functools import cached_property
 from pathlib import Path
@@ -18,17 +19,16 @@ RUNTIMES = ("onnx-int8", "onnx", "torch")
 
 
 def fast_tokenizer(path: str | Path):
-    """A model folder's tokenizer, without importing torch where it can: AutoTokenizer first reads the model
-    config, which imports torch and the model classes (2-3 s of start-up), while a folder's tokenizer.json
-    is the whole tokenizer (same ids and chat template). A folder with only a slow tokenizer goes through
-    AutoTokenizer, which converts it."""
-    if (Path(path) / "tokenizer.json").exists():
-        from transformers import PreTrainedTokenizerFast
+    """A model folder's tokenizer as AutoTokenizer builds it, without importing torch: AutoTokenizer first
+    reads the model config, which imports torch and the model classes (2-3 s of start-up), then takes the
+    class that tokenizer_config.json names (a class may rebuild parts of tokenizer.json from that config,
+    e.g. BERT's lower-casing). A folder naming no class, or one transformers lacks, goes through AutoTokenizer."""
+    import transformers
 
-        return PreTrainedTokenizerFast.from_pretrained(str(path), local_files_only=True)
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    config_file = Path(path) / "tokenizer_config.json"
+    name = json.loads(config_file.read_text(encoding="utf-8")).get("tokenizer_class") if config_file.exists() else None
+    tokenizer_class = (getattr(transformers, name, None) if name else None) or transformers.AutoTokenizer
+    return tokenizer_class.from_pretrained(str(path), local_files_only=True)
 
 
 def bundled_embedder_path() -> Path:

@@ -112,20 +112,33 @@ def test_a_knowledge_base_from_before_int8_keeps_float_vectors(tiny_embedder_pat
         kb.close()
 
 
-def test_a_folder_without_tokenizer_json_still_gets_its_tokenizer(tiny_embedder_path, tmp_path):
-    """tokenizer.json loads without transformers' model classes; a folder with only the slow files
-    (vocab.txt) goes through AutoTokenizer, with the same ids."""
+@pytest.mark.parametrize("change", ["none", "no tokenizer.json", "no do_lower_case", "no tokenizer_class"])
+def test_tokenizers_load_as_auto_tokenizer_builds_them(tiny_embedder_path, tmp_path, change):
+    """The class tokenizer_config.json names, without torch; the same ids as AutoTokenizer, also where
+    the config and tokenizer.json disagree (lower-casing) or there is only a slow vocabulary."""
+    import json
     import shutil
+
+    from transformers import AutoTokenizer
 
     from retrieval import fast_tokenizer
 
-    fast = fast_tokenizer(tiny_embedder_path)
-    slow = tmp_path / "slow"
-    shutil.copytree(tiny_embedder_path, slow)
-    (slow / "tokenizer.json").unlink()
-    vocab = sorted(fast.get_vocab().items(), key=lambda item: item[1])
-    (slow / "vocab.txt").write_text("".join(f"{token}\n" for token, _ in vocab), encoding="utf-8")
-    converted = fast_tokenizer(slow)
-    assert type(fast).__name__ == "TokenizersBackend"
-    for text in TEXTS:
-        assert fast(text, truncation=True, max_length=256)["input_ids"] == converted(text, truncation=True, max_length=256)["input_ids"]
+    folder = tmp_path / "tokenizer"
+    shutil.copytree(tiny_embedder_path, folder)
+    config_file = folder / "tokenizer_config.json"
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    if change == "no tokenizer.json":
+        vocab = sorted(AutoTokenizer.from_pretrained(str(folder)).get_vocab().items(), key=lambda item: item[1])
+        (folder / "vocab.txt").write_text("".join(f"{token}\n" for token, _ in vocab), encoding="utf-8")
+        (folder / "tokenizer.json").unlink()
+    elif change == "no do_lower_case":
+        config.pop("do_lower_case", None)
+        config["tokenizer_class"] = "BertTokenizer"
+    elif change == "no tokenizer_class":
+        config.pop("tokenizer_class", None)
+    config_file.write_text(json.dumps(config), encoding="utf-8")
+    texts = [*TEXTS, "ÜBER Café WiFi", "Hello World"]
+    ours, theirs = fast_tokenizer(folder), AutoTokenizer.from_pretrained(str(folder))
+    assert type(ours) is type(theirs)
+    for text in texts:
+        assert ours(text, truncation=True, max_length=256)["input_ids"] == theirs(text, truncation=True, max_length=256)["input_ids"]

@@ -117,7 +117,7 @@ def test_the_engine_serves_through_llama_cpp_with_the_gguf_exported_once(home_co
 
 def test_a_warm_home_answers_without_importing_torch(home_config, tmp_path):
     """Importing torch is most of a cold start (2-3 s): serving from a home whose GGUF and ONNX exports
-    exist needs neither torch nor transformers' model classes."""
+    exist needs neither torch nor transformers' model classes or configs (tokenizer classes only)."""
     from chatbot import SupportBot
 
     kb = llama_cpp_home(home_config, tmp_path)
@@ -129,7 +129,7 @@ def test_a_warm_home_answers_without_importing_torch(home_config, tmp_path):
     script = ("import sys; from chatbot import SupportBot, load_config; "
               f"reply = SupportBot(load_config({str(home_config.home)!r}, {settings!r}, env={{}})).ask('Shipping?'); "
               "assert reply.mode == 'generate' and reply.reply_tokens > 0, reply; "
-              "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('transformers.models.')))")
+              "print(sorted(m for m in sys.modules if m == 'torch' or '.modeling_' in m or '.configuration_' in m))")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "[]"
@@ -182,7 +182,7 @@ def test_drafts_from_the_prompt_save_steps_and_leave_greedy_output_unchanged(tin
     texts = {b: ["".join(g) for g in generations] for b, generations in replies.items()}
     assert texts[drafting] == texts[plain]
     tokens = sum(g.completion_tokens for g in replies[drafting])
-    assert plain.decoder.steps >= tokens > drafting.decoder.steps
+    assert drafting.decoder.steps < tokens  # without drafts each token takes a step (the first, its prompt's)
     assert drafting.decoder.drafted > drafting.decoder.taken > 0
 
 
