@@ -235,7 +235,7 @@ class Run:
     decode_tok_s: float  # tokens after the first piece / (last piece - first piece)
     total_s: float
     tokens: int
-    decoded: int = 0  # tokens after the first piece, over decode_s seconds (the product's paths)
+    decoded: int = 0  # tokens after the first one, over decode_s seconds
     decode_s: float = 0.0
     text: str = ""
 
@@ -263,7 +263,7 @@ def product_run(backend: Backend, prompt: Prompt, n: int) -> Run:
     generation = backend.generate(prompt.messages, max_new_tokens=n)
     first_at = last_at = None
     first = ""
-    for piece in generation:  # Generation keeps the text
+    for piece in generation:
         if not piece:
             continue
         last_at = time.perf_counter()
@@ -294,7 +294,7 @@ def reference_run(llm, prompt: Prompt, n: int, repetition_penalty: float, stop: 
         if count >= n:
             break
     rate = (count - 1) / (now - first_at) if now > first_at else float("nan")
-    return Run(first_at - started, rate, now - started, count, count - 1, now - first_at)
+    return Run(first_at - started, rate, now - started, count, max(0, count - 1), now - first_at)
 
 
 # --- results ------------------------------------------------------------------------------------------
@@ -410,7 +410,7 @@ def load_paths(config: Config):
     product, product_s = timed(lambda: make_backend(config, progress))
     if not isinstance(product, LlamaCppBackend):
         sys.exit("bench/generation.py compares with llama.cpp: install it (pip install -e '.[llamacpp]')")
-    undrafted, _ = timed(lambda: make_backend(load_config(config.home, [f"model.threads={config.model.threads}", "model.draft_tokens=0"], env={})))
+    undrafted = make_backend(load_config(config.home, [f"model.threads={config.model.threads}", "model.draft_tokens=0"], env={}))
     plain = load_config(config.home, [f"model.threads={config.model.threads}", "model.backend=transformers"], env={})
     transformers_path, transformers_s = timed(lambda: make_backend(plain, progress))
     decoder = product.decoder  # the reference gets the product's context settings

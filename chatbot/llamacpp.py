@@ -207,10 +207,11 @@ class BatchDecoder:
 
     def _draft(self, request: Request, share: int) -> list[int]:
         """Prompt lookup: the tokens that followed the latest earlier occurrence of the last three (else two)
-        tokens with `room` tokens after it (else the one with most), as a guess at what comes next. Replies copy their passages, so guesses are often right, and
-        llama.cpp checks a guess of k tokens in one decode for far less than k decodes cost (here one token
-        takes 12 ms, six 34 ms), but a wrong guess is paid for: a request's drafts grow by two tokens after
-        one was taken whole and shrink by one after a miss. Greedy requests decoding in one step share
+        tokens with `room` tokens after it (else the one with most), as a guess at what comes next. Replies
+        copy their passages, so guesses are often right, and llama.cpp checks a guess of k tokens in one
+        decode for far less than k decodes cost (here one token takes 12 ms, six 34 ms), but a wrong guess
+        is paid for: a request's drafts grow by two tokens after one was taken whole and shrink by one after
+        a miss. Greedy requests decoding in one step share
         `draft_tokens` (none are left at six or more): a step that decodes several has little idle compute."""
         room = min(share, request.draft_len or share, request.max_new_tokens - len(request.generated) - 1,
                    self.context - len(self.cached[request.slot]) - 1)
