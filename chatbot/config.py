@@ -70,6 +70,11 @@ class AnswerSettings:
     # "generate": always the LM; "template": the top entry's curated answer when confident;
     # "auto": template at or above template_confidence for FAQ entries, the LM otherwise.
     mode: str = "auto"
+    # Out-of-scope guard: hand off questions a classifier over their vectors puts outside the knowledge base's
+    # subject (chit-chat, outside advice) even when retrieval is confident. It lets through all but this share
+    # of the knowledge base's own question variants (0 = no guard; 0.003 chosen on data/eval, see README).
+    scope_false_alarms: float = 0.003
+    out_of_scope_file: str = ""  # its outside examples, one per line; empty = the bundled list
     template_confidence: float = 0.3  # = handoff_confidence: curated answers won in every band (README)
     max_message_chars: int = 2000  # longer customer messages are cut (and the customer told)
     output_filter: list[str] = field(default_factory=list)  # regexes a reply must not match

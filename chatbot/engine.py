@@ -5,7 +5,8 @@ A turn, top to bottom (`SupportBot.respond`):
 2. policy on the message: a request for a person or an unsupported language hands off; abuse, harmful
    requests and prompt injection get a polite refusal;
 3. retrieve with the message, and with the previous customer message joined to it for follow-ups;
-4. below the confidence threshold: hand off; a confident FAQ match can be answered with its curated text;
+4. below the confidence threshold, or outside the knowledge base's subject (`chatbot.scope`): hand off; a
+   confident FAQ match can be answered with its curated text;
 5. otherwise prompt the LM with the numbered passages and stream its reply;
 6. keep only real citations and the passages' own links, no HTML; a reply that leaks the rules, promises
    an offer the passages do not state, claims a new role, trips the output filter or is not grounded in
@@ -33,6 +34,7 @@ from .model import Progress, provision_bundled
 from .policy import Messages, classify_message, clean_message, instructs_model, sanitize, unsafe
 from .prompt import Source, Turn, build_messages, system_prompt
 from .reward import RewardScorer
+from .scope import ScopeGuard
 from .versions import Versions, serving_weights
 
 # For each kind of message the policy answers itself: does the conversation go to a person?
@@ -45,7 +47,7 @@ class Reply:
     sources: list[Source] = field(default_factory=list)
     confidence: float = 0.0
     handed_off: bool = False
-    reason: str = ""  # why it handed off or refused: low_confidence, not_grounded, human, ... ; "" if answered
+    reason: str = ""  # why it handed off or refused: low_confidence, out_of_scope, not_grounded, human, ...; "" if answered
     mode: str = "policy"  # generate, template or policy
     grounding: float | None = None
     draft: str = ""  # the model's text when policy replaced it
@@ -172,6 +174,7 @@ class SupportBot:
         self._progress = progress
         self._fixed = backend is not None or not follows_serving(config)
         self.reward = RewardScorer(config.home)  # used only when model.best_of > 1 and a reward model serves
+        self.scope = ScopeGuard(config.answer)
 
     @property
     def backend(self) -> Backend:
@@ -262,14 +265,24 @@ class SupportBot:
         hits = self.retrieve(text, history)
         sources = self.sources(hits)
         confidence = hits[0].confidence if hits else 0.0
-        if not hits or confidence < self.settings.handoff_confidence:  # nothing found hands off at any threshold
-            reply = Reply(self.messages.handoff, sources=sources, confidence=confidence, handed_off=True, reason="low_confidence")
-            return (yield from self._say(reply))
+        reason = self._handoff_reason(text, history, hits)
+        if reason:
+            return (yield from self._say(Reply(self.messages.handoff, sources=sources, confidence=confidence, handed_off=True, reason=reason)))
         if self._use_template(hits[0]):
             entry = self.kb.entry(hits[0].entry_id)
             reply = Reply(f"{entry.answer} [1]", sources=sources[:1], confidence=confidence, mode="template", grounding=1.0)
             return (yield from self._say(reply))
         return (yield from self._generate(text, history, sources, confidence, options))
+
+    def _handoff_reason(self, text: str, history: list[Turn], hits: list[SearchHit]) -> str:
+        """Why the turn goes to a person before any answer is made, or "": retrieval found nothing confident
+        enough, or the message (also read as a follow-up) lies outside the knowledge base's subject."""
+        if not hits or hits[0].confidence < self.settings.handoff_confidence:  # nothing found hands off at any threshold
+            return "low_confidence"
+        texts = [text] + [f"{q} {text}" for q in _previous_question(history)]
+        if self.scope.outside(self.kb, texts, max(hit.dense for hit in hits)):
+            return "out_of_scope"
+        return ""
 
     def _say(self, reply: Reply) -> Iterator[str]:
         yield reply.text
@@ -334,8 +347,7 @@ class SupportBot:
         whose text speaks to the model (instructions planted in the knowledge base) are left out."""
         k = self.settings.passages
         hits = self.kb.search(text, k=k)
-        previous = next((t.text for t in reversed(history) if t.role == "customer"), None)
-        if previous:
+        for previous in _previous_question(history):
             joined = self.kb.search(f"{previous} {text}", k=k)
             if joined and (not hits or joined[0].confidence > hits[0].confidence):
                 hits = joined
@@ -358,6 +370,11 @@ class SupportBot:
             title, body = (entry.title, entry.answer) if entry.kind == "faq" and len(entry.passages) == 1 else (passage.title, passage.text)
             sources.append(Source(len(sources) + 1, entry.id, title, body, entry.url, hit.confidence))
         return sources
+
+
+def _previous_question(history: list[Turn]) -> list[str]:
+    """The customer's previous message, if any (a follow-up is read joined to it)."""
+    return [t.text for t in reversed(history) if t.role == "customer"][:1]
 
 
 def _drain(generator: Iterator) -> Reply:

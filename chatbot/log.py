@@ -272,7 +272,7 @@ class ConversationLog:
             """SELECT q.text AS question, COUNT(*) AS times, MAX(q.created_at) AS last_asked
                FROM messages b JOIN messages q ON q.id = (SELECT MAX(id) FROM messages WHERE conversation_id = b.conversation_id
                                                           AND role = 'customer' AND id < b.id)
-               WHERE b.role = 'bot' AND b.reason IN ('low_confidence', 'not_grounded')
+               WHERE b.role = 'bot' AND b.reason IN ('low_confidence', 'out_of_scope', 'not_grounded')
                GROUP BY lower(q.text) ORDER BY times DESC, last_asked DESC LIMIT ?""",
             (limit,),
         )

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 
 from .dense import DenseIndex
 from .embedder import Embedder
@@ -269,6 +270,15 @@ class KnowledgeBase:
 
     def embedder_in(self, db) -> Embedder:
         return self.embedder_at(Store.meta_in(db, "embedder") or "", self._runtime_in(db))
+
+    def question_vectors(self, limit: int = 0, seed: int = 0) -> np.ndarray:
+        """The FAQ question variants' vectors as the index holds them (at most `limit`, a random sample): what
+        the knowledge base is about, for the out-of-scope guard."""
+        with self.store.snapshot() as db:
+            units = Store.question_units(db)
+            if limit and len(units) > limit:
+                units = [units[i] for i in sorted(np.random.default_rng(seed).choice(len(units), limit, replace=False))]
+            return Store.vectors_for(db, units, self.embedder_in(db).dim)[1]
 
     # --- reading ----------------------------------------------------------------------------------
 

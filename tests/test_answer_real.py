@@ -71,3 +71,33 @@ def test_eval_answers_on_a_slice_of_the_demo_set(demo_bot):
     assert report.answered_similarity > 0.4 and report.template_share > 0.5
     in_scope_handoffs = sum(r["handed_off"] for r in report.rows[:6]) / 6
     assert report.handoff_recall > in_scope_handoffs  # out-of-scope questions hand off more often
+
+
+def test_chit_chat_that_retrieval_finds_confidently_hands_off_as_out_of_scope(demo_bot):
+    demo_bot.settings.mode = "auto"
+    question = "lol what's your favourite colour"
+    reply = demo_bot.ask(question)
+    assert reply.handed_off and reply.reason == "out_of_scope" and reply.confidence >= demo_bot.settings.handoff_confidence
+    share, demo_bot.scope.false_alarms = demo_bot.scope.false_alarms, 0.0
+    try:  # without the guard the curated answer about a wrong-colour item went out
+        assert demo_bot.ask(question).sources[0].entry_id == "dmg-wrong-item"
+    finally:
+        demo_bot.scope.false_alarms = share
+    # alone, "and what about a rug?" looks like chit-chat to the classifier; as a follow-up it is answered
+    first = demo_bot.ask("How do I return a sofa?")
+    follow_up = demo_bot.ask("and what about a rug?", first.conversation_id)
+    assert not first.handed_off and not follow_up.handed_off and follow_up.mode == "template"
+
+
+def test_an_entry_the_company_wrote_outranks_the_generic_out_of_scope_examples(demo_bot, tmp_path):
+    demo_bot.settings.mode = "auto"
+    faq = tmp_path / "colour.csv"
+    faq.write_text("id,question,answer,title\n" + "".join(
+        f"fav-colour,{q},Tidewell teal.,Our favourite colour\n"
+        for q in ("What's your favourite colour?", "Which colour do you like best?", "Do you have a favorite color?")))
+    demo_bot.kb.add([faq])
+    try:
+        reply = demo_bot.ask("lol what's your favourite colour")
+        assert not reply.handed_off and reply.text == "Tidewell teal. [1]"
+    finally:
+        demo_bot.kb.remove("fav-colour")

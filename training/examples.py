@@ -32,9 +32,6 @@ from chatbot.redact import redact
 from retrieval import SearchHit
 
 KINDS = ("sft", "kto", "dpo", "reward")
-# Company-agnostic messages no support knowledge base answers (chit-chat, advice, jobs, press...): the
-# seed's out-of-scope questions, which teach the model to hand off when the passages are beside the point.
-OUT_OF_SCOPE = Path(__file__).with_name("out_of_scope.txt")
 RATED_MODES = ("generate", "template")  # policy refusals say nothing about the model
 MODEL_HANDOFFS = ("low_confidence", "not_grounded", "model_handoff")
 
@@ -217,15 +214,6 @@ def out_of_scope_examples(bot: SupportBot, questions: list[str], limit: int) -> 
                      "question": question, "passages": [s.text for s in sources],
                      "conversation_id": "kb:" + _digest(question), "source": "out_of_scope"})
     return rows
-
-
-def read_questions(path: Path) -> list[str]:
-    """One question per line (blank lines skipped)."""
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: cannot read questions ({err.__class__.__name__})") from None
-    return [line.strip() for line in lines if line.strip()]
 
 
 # --- cleaning, splitting, files ---------------------------------------------------------------------

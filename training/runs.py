@@ -12,10 +12,10 @@ from pathlib import Path
 
 from chatbot import Config, SupportBot
 from chatbot.grounding import grounding
+from chatbot.scope import OUT_OF_SCOPE, read_questions
 from chatbot.versions import Card, Versions, now, write_json
 
-from .examples import (OUT_OF_SCOPE, data_hash, deduplicate, log_examples, read_jsonl, read_questions, redact_row,
-                       seed_examples, split)
+from .examples import data_hash, deduplicate, log_examples, read_jsonl, redact_row, seed_examples, split
 from .trainers import TrainSettings, train
 
 METHODS = ("sft", "kto", "dpo", "reward", "grpo")
