@@ -271,14 +271,16 @@ class KnowledgeBase:
     def embedder_in(self, db) -> Embedder:
         return self.embedder_at(Store.meta_in(db, "embedder") or "", self._runtime_in(db))
 
-    def question_vectors(self, limit: int = 0, seed: int = 0) -> np.ndarray:
-        """The FAQ question variants' vectors as the index holds them (at most `limit`, a random sample): what
-        the knowledge base is about, for the out-of-scope guard."""
+    def question_vectors(self, limit: int = 0) -> tuple[str, Embedder, np.ndarray]:
+        """(index token, embedder, vectors of the FAQ question variants; at most `limit`, a random sample), read
+        together so that none is from before an embedder switch and another from after it: what the knowledge
+        base is about, for the out-of-scope guard."""
         with self.store.snapshot() as db:
             units = Store.question_units(db)
             if limit and len(units) > limit:
-                units = [units[i] for i in sorted(np.random.default_rng(seed).choice(len(units), limit, replace=False))]
-            return Store.vectors_for(db, units, self.embedder_in(db).dim)[1]
+                units = [units[i] for i in sorted(np.random.default_rng(0).choice(len(units), limit, replace=False))]
+            embedder = self.embedder_in(db)
+            return Store.meta_in(db, "index_token") or "", embedder, Store.vectors_for(db, units, embedder.dim)[1]
 
     # --- reading ----------------------------------------------------------------------------------
 

@@ -11,11 +11,12 @@ rarely hands off its own questions."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
-MIN_EXAMPLES = 10  # on each side; fewer and there is no guard
+MIN_EXAMPLES = 10  # outside examples at least; inside, also 1 / false_alarms (see `fit_scope`)
 
 
 @dataclass
@@ -35,10 +36,11 @@ class ScopeModel:
 def fit_scope(inside: np.ndarray, outside: np.ndarray, false_alarms: float = 0.003, folds: int = 5, repeats: int = 3,
               l2: float = 1 / 3, seed: int = 0) -> ScopeModel | None:
     """The classifier on all examples, with the threshold that cross-validation (`folds` folds, `repeats`
-    times over, pooled: the top half-percent of a few hundred scores is a handful of them, and one split
-    moved the threshold from 0.80 to 0.87 on the demo data) says hands off `false_alarms` of the inside
-    questions; None with fewer than MIN_EXAMPLES on either side."""
-    if len(inside) < MIN_EXAMPLES or len(outside) < MIN_EXAMPLES:
+    times over, pooled: a single split's top scores are a handful of points) says hands off `false_alarms` of
+    the inside questions. None with fewer than MIN_EXAMPLES outside examples, or fewer inside ones than it
+    takes to estimate that share (1 / false_alarms): with n variants the threshold can be no stricter than
+    the n-th score, which lets through only about n / (n + 1) of new questions (4% false alarms at 12)."""
+    if len(outside) < MIN_EXAMPLES or len(inside) < min_inside(false_alarms):
         return None
     x = np.vstack([inside, outside]).astype(np.float64)
     y = np.r_[np.zeros(len(inside)), np.ones(len(outside))]
@@ -53,6 +55,11 @@ def fit_scope(inside: np.ndarray, outside: np.ndarray, false_alarms: float = 0.0
         held_out.append(scores[: len(inside)])
     weights, bias = fit_logistic(x, y, l2)
     return ScopeModel(weights, bias, float(np.quantile(np.concatenate(held_out), 1 - false_alarms)))
+
+
+def min_inside(false_alarms: float) -> float:
+    """Inside examples `fit_scope` needs to hold false alarms to `false_alarms` (334 at 0.003)."""
+    return max(MIN_EXAMPLES, math.ceil(1 / false_alarms)) if false_alarms > 0 else math.inf
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float, steps: int = 30) -> tuple[np.ndarray, float]:

@@ -4,16 +4,18 @@ embedder). Its behaviour on real questions is in test_answer_real.py."""
 from __future__ import annotations
 
 import dataclasses
+import threading
 
 import numpy as np
 import pytest
 from helpers import write
 
+import chatbot.scope
 from chatbot import SupportBot
 from chatbot.config import AnswerSettings, ConfigError
 from chatbot.scope import ScopeGuard
 from retrieval import fit_scope
-from retrieval.scope import MIN_EXAMPLES, fit_logistic
+from retrieval.scope import MIN_EXAMPLES, fit_logistic, min_inside
 
 
 def clouds(n_inside: int, n_outside: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -49,11 +51,21 @@ def test_logistic_regression_reaches_the_penalised_optimum():
     assert abs(np.sum(sample * (p - y))) < 1e-6  # the bias is not penalised
 
 
-def test_too_few_examples_on_either_side_give_no_classifier():
-    inside, outside = clouds(MIN_EXAMPLES - 1, 50, seed=3)
-    assert fit_scope(inside, outside) is None
-    assert fit_scope(outside, inside) is None
-    assert fit_scope(*clouds(MIN_EXAMPLES, MIN_EXAMPLES, seed=3)) is not None
+def test_too_few_examples_give_no_classifier_rather_than_more_false_alarms_than_asked():
+    assert min_inside(0.003) == 334 and min_inside(0.1) == MIN_EXAMPLES and min_inside(0.0) == float("inf")
+    inside, outside = clouds(333, 50, seed=3)
+    assert fit_scope(inside, outside, false_alarms=0.003) is None  # the threshold could not be stricter than the top score
+    assert fit_scope(inside, outside, false_alarms=0.01) is not None
+    assert fit_scope(*clouds(50, MIN_EXAMPLES - 1, seed=3), false_alarms=0.1) is None
+    assert fit_scope(*clouds(MIN_EXAMPLES, MIN_EXAMPLES, seed=3), false_alarms=0.1) is not None
+
+
+def test_the_threshold_is_cross_validated_where_the_model_could_learn_its_examples_by_heart():
+    rng = np.random.default_rng(4)  # 400 + 200 points in 384 dimensions: scores on its own examples mean nothing
+    inside, outside = rng.normal(size=(400, 384)) + 0.05, rng.normal(size=(200, 384)) - 0.05
+    model = fit_scope(inside, outside, false_alarms=0.05)
+    flagged = model.outside(rng.normal(size=(5000, 384)) + 0.05).mean()
+    assert flagged < 0.1, flagged
 
 
 def test_bad_guard_settings_name_the_setting(tmp_path):
@@ -69,7 +81,8 @@ FAQ_ROWS = "\n".join(f"e{i},How do I do thing number {i}?,Do it like this {i}.,T
 
 @pytest.fixture
 def guard_bot(home_config, tmp_path):
-    home_config.answer.handoff_confidence = 0.0
+    home_config.answer.handoff_confidence = 0.0  # the tiny embedder's confidences mean nothing
+    home_config.answer.scope_false_alarms = 0.1  # 12 variants can hold false alarms to 10%, not to 0.3%
     home_config.answer.out_of_scope_file = str(write(tmp_path / "outside.txt", "\n".join(f"Tell me joke {i}" for i in range(12))))
     bot = SupportBot(home_config)
     yield bot
@@ -79,15 +92,39 @@ def guard_bot(home_config, tmp_path):
 
 def test_the_guard_follows_the_knowledge_base_and_steps_aside_for_documents_only_or_close_matches(guard_bot, tmp_path):
     guard, kb = guard_bot.scope, guard_bot.kb
-    kb.add([write(tmp_path / "policy.md", "# Returns\n\nItems can be returned within 45 days.\n")])
-    assert guard.model(kb) is None and not guard.outside(kb, ["Tell me joke 3"], 0.0)  # no variants: no guard
+    kb.add([write(tmp_path / "policy.md", "".join(f"# Part {i}\n\nRule number {i} of the returns policy.\n\n" for i in range(12)))])
+    assert guard.model(kb)[0] is None and not guard.outside(kb, ["Tell me joke 3"], 0.0)  # passages are not variants
     kb.add([write(tmp_path / "faq.csv", "id,question,answer,title\n" + FAQ_ROWS + "\n")])
-    model = guard.model(kb)
-    assert model is not None and guard.model(kb) is model  # fitted once per version of the knowledge base
+    model = guard.model(kb)[0]
+    assert model is not None and guard.model(kb)[0] is model  # fitted once per version of the knowledge base
     assert guard.outside(kb, ["Tell me joke 3"], 0.0)  # one of its outside examples
     assert not guard.outside(kb, ["Tell me joke 3"], 0.9)  # as close to an entry as that, the entry wins
     assert not guard.outside(kb, ["Tell me joke 3", "How do I do thing number 3?"], 0.0)  # read as a follow-up, inside
     kb.remove("e0")
-    assert guard.model(kb) is not model
+    assert guard.model(kb)[0] is not model
     off = ScopeGuard(dataclasses.replace(guard_bot.config.answer, scope_false_alarms=0.0))
-    assert not off.outside(kb, ["Tell me joke 3"], 0.0)
+    assert not off.outside(kb, ["Tell me joke 3"], 0.0) and off.model(kb)[0] is None
+
+
+def test_a_message_the_guard_puts_outside_is_handed_off_and_logged_with_its_reason(guard_bot, tmp_path, monkeypatch):
+    guard_bot.kb.add([write(tmp_path / "faq.csv", "id,question,answer,title\n" + FAQ_ROWS + "\n")])
+    guard_bot.settings.mode = "template"
+    monkeypatch.setattr(chatbot.scope, "SURE_MATCH", 1.01)  # the tiny embedder puts every text close to every other
+    reply = guard_bot.ask("Tell me joke 3")
+    assert reply.handed_off and reply.reason == "out_of_scope" and reply.sources
+    assert guard_bot.log.message(reply.message_id).reason == "out_of_scope"
+    assert guard_bot.log.conversation(reply.conversation_id)["status"] == "handed_off"
+    assert [q["question"] for q in guard_bot.log.unanswered_questions()] == ["Tell me joke 3"]
+    assert not guard_bot.ask("How do I do thing number 3?").handed_off
+
+
+def test_concurrent_turns_fit_the_classifier_once(guard_bot, tmp_path, monkeypatch):
+    guard_bot.kb.add([write(tmp_path / "faq.csv", "id,question,answer,title\n" + FAQ_ROWS + "\n")])
+    calls = []
+    monkeypatch.setattr(chatbot.scope, "fit_scope", lambda *args: calls.append(args) or fit_scope(*args))
+    threads = [threading.Thread(target=guard_bot.scope.model, args=(guard_bot.kb,)) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(calls) == 1

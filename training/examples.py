@@ -33,7 +33,7 @@ from retrieval import SearchHit
 
 KINDS = ("sft", "kto", "dpo", "reward")
 RATED_MODES = ("generate", "template")  # policy refusals say nothing about the model
-MODEL_HANDOFFS = ("low_confidence", "not_grounded", "model_handoff")
+MODEL_HANDOFFS = ("low_confidence", "out_of_scope", "not_grounded", "model_handoff")
 
 
 @dataclass
@@ -199,7 +199,9 @@ def seed_examples(bot: SupportBot, handoff_every: int = 0, max_variants: int = 0
 def out_of_scope_examples(bot: SupportBot, questions: list[str], limit: int) -> list[dict]:
     """Out-of-scope questions with the passages retrieved for them give the hand-off reply. Only those that
     get past the confidence check at serving time are kept (the rest never reach the model), the ones
-    retrieval is most confident about first: they come with plausible-looking but beside-the-point passages."""
+    retrieval is most confident about first: they come with plausible-looking but beside-the-point passages.
+    The out-of-scope guard stops many of these at serving time too; they still teach the model the hand-off
+    for questions like them that it does not catch."""
     scored = []
     for question in questions:
         hits = bot.kb.search(question, k=bot.settings.passages)
