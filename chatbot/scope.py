@@ -1,8 +1,9 @@
 """The out-of-scope guard: a message that is none of the knowledge base's business is handed off, however
 confident retrieval is (`retrieval.scope` says how the classifier decides and where its threshold comes from).
 
-The classifier is fitted on first use and again after every change to the knowledge base (each write gives
-the index a new token): about a second on the demo data, paid by the first reply after it."""
+The classifier is fitted at start-up (`supportbot serve`) or on first use, and again after every change to
+the knowledge base (each write gives the index a new token): about a second on the demo data, paid by the
+first reply after the change."""
 
 from __future__ import annotations
 

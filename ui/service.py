@@ -51,8 +51,9 @@ class SupportService:
         self.limiter = limiter or RateLimiter(config.limits)
 
     def warm_up(self) -> None:
-        """Load the embedder and the model before the first customer waits for them."""
+        """Load the embedder and the model, and fit the out-of-scope guard, before the first customer waits for them."""
         self.bot.kb.search("warm up")
+        self.bot.scope.model(self.bot.kb)
         self.bot.backend.count_tokens("warm up")
 
     # --- customers (no login) ---------------------------------------------------------------------
