@@ -374,7 +374,8 @@ class SupportBot:
 
 def _previous_question(history: list[Turn]) -> list[str]:
     """The customer's previous message, if any (a follow-up is read joined to it)."""
-    return [text for text in [t.text for t in reversed(history) if t.role == "customer"][:1] if text]
+    previous = next((t.text for t in reversed(history) if t.role == "customer"), "")
+    return [previous] if previous else []
 
 
 def _drain(generator: Iterator) -> Reply:

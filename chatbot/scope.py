@@ -54,11 +54,12 @@ class ScopeGuard:
 
     def outside(self, kb: KnowledgeBase, texts: list[str], best_match: float) -> bool:
         """Whether every one of `texts` (the message, and the message read as a follow-up) is outside;
-        `best_match` is the best cosine of the hits the turn goes on with."""
+        `best_match` is the best cosine of the hits the turn goes on with. The turn's searches have already
+        embedded these texts: `query_vector` hands their vectors back."""
         if not self.false_alarms or not texts or best_match >= SURE_MATCH:
             return False
         model, embedder = self.model(kb)
-        return model is not None and bool(model.outside(embedder.encode(texts)).all())
+        return model is not None and bool(model.outside(np.stack([kb.query_vector(t, embedder) for t in texts])).all())
 
     def model(self, kb: KnowledgeBase) -> tuple[ScopeModel | None, Embedder | None]:
         """The classifier for the knowledge base as it is now and the embedder it reads; no classifier when

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ class IngestReport:
 # Queries are cut here: the embedder reads 256 tokens (about 1,000 characters) anyway, and a megabyte of
 # query text would take seconds of BM25 term look-ups.
 MAX_QUERY_CHARS = 2_000
+RECENT_QUERIES = 64  # query vectors remembered (`query_vector`): a few per customer turn at once
 # Texts embedded between two writes to the vector cache during an ingest (about 10 s of the MiniLM on 2 cores).
 EMBED_CHUNK = 2048
 
@@ -60,6 +62,8 @@ class KnowledgeBase:
         self._index_token: str | None = None
         self._index_embedder, self._index_runtime = "", ""  # the embedder the loaded index's vectors come from
         self._index_lock = threading.Lock()
+        self._recent: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()  # (model id, query) -> vector
+        self._recent_lock = threading.Lock()
         # BM25 runs here while the query is embedded: both release the GIL, and together they are most of a search.
         self._lexical_thread = ThreadPoolExecutor(1, thread_name_prefix="bm25")
 
@@ -292,7 +296,7 @@ class KnowledgeBase:
         n = self.settings.candidates
         index = self.dense_index() if mode != "lexical" else None  # first: it tells which embedder its vectors come from
         lexical = self._lexical_thread.submit(self.store.lexical, query, n, self.settings.lexical_budget) if mode != "dense" else None
-        dense_hits = index.search(self.embedder_at(self._index_embedder, self._index_runtime).encode([query])[0], n) if index else []
+        dense_hits = index.search(self.query_vector(query, self.embedder_at(self._index_embedder, self._index_runtime)), n) if index else []
         lexical_hits = lexical.result() if lexical else []
         units = self.store.unit_entries(list({uid for uid, _ in dense_hits + lexical_hits}))
         votes = variant_votes(dense_hits, units, self.settings.variant_vote)
@@ -307,6 +311,22 @@ class KnowledgeBase:
             for c in ranked
             if c.entry_id in info
         ]
+
+    def query_vector(self, query: str, embedder: Embedder) -> np.ndarray:
+        """The query's vector under `embedder`, remembered for the last few queries: a turn's out-of-scope check
+        reads the vectors its search has just made (about 4 ms each on 2 cores)."""
+        query = " ".join(query.split())[:MAX_QUERY_CHARS]
+        key = (embedder.model_id, query)
+        with self._recent_lock:
+            if key in self._recent:
+                self._recent.move_to_end(key)
+                return self._recent[key]
+        vector = embedder.encode([query])[0]
+        with self._recent_lock:
+            self._recent[key] = vector
+            while len(self._recent) > RECENT_QUERIES:
+                self._recent.popitem(last=False)
+        return vector
 
     def entry(self, entry_id: str) -> Entry | None:
         return self.store.entry(entry_id)

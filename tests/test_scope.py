@@ -128,3 +128,11 @@ def test_concurrent_turns_fit_the_classifier_once(guard_bot, tmp_path, monkeypat
     for thread in threads:
         thread.join()
     assert len(calls) == 1
+
+
+def test_the_guard_reads_the_vector_the_search_just_made(guard_bot, tmp_path, monkeypatch):
+    guard_bot.kb.add([write(tmp_path / "faq.csv", "id,question,answer,title\n" + FAQ_ROWS + "\n")])
+    _, embedder = guard_bot.scope.model(guard_bot.kb)
+    guard_bot.kb.search("  Tell me   joke 3 ")
+    monkeypatch.setattr(embedder, "encode", lambda texts, **_: pytest.fail(f"embedded again: {texts}"))
+    assert guard_bot.scope.outside(guard_bot.kb, ["Tell me joke 3"], 0.0)
