@@ -54,8 +54,8 @@ def fuse(
     mode: str = "hybrid",
     votes: dict[str, float] | None = None,
 ) -> list[Candidate]:
-    """Score = best cosine (+ its entry's variant vote) + lexical_weight * BM25 relative to the query's
-    best BM25.
+    """Score = best cosine (+ what the entry's other variants add: `votes`, the variant vote and the pull
+    towards its prototype) + lexical_weight * BM25 relative to the query's best BM25.
 
     Cosine keeps its absolute meaning (the calibration reads it) and BM25 breaks near-ties in favour of
     entries sharing the query's rarer words. On the demo eval this beat reciprocal-rank fusion, which

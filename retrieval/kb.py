@@ -22,6 +22,7 @@ from .dense import DenseIndex
 from .embedder import Embedder
 from .fusion import best_per_entry, fuse, variant_votes
 from .loaders import LoadOptions, expand_paths, load_file
+from .prototypes import Prototypes
 from .records import Entry, IngestError, SearchHit
 from .settings import RetrievalSettings
 from .store import EntrySummary, Store, Unit
@@ -59,6 +60,7 @@ class KnowledgeBase:
         self._given = embedder  # used for the configured embedder ("") whatever the runtime
         self._embedders: dict[tuple[str, str], Embedder] = {}
         self._index: DenseIndex | None = None
+        self._prototypes: Prototypes | None = None  # of the loaded index's vectors
         self._index_token: str | None = None
         self._index_embedder, self._index_runtime = "", ""  # the embedder the loaded index's vectors come from
         self._index_lock = threading.Lock()
@@ -238,7 +240,7 @@ class KnowledgeBase:
                     index = self._build_index(db)
             index.save(self.folder / f"dense-{token}.faiss")
             Store.set_meta(db, "index_kind", index.kind)
-            self._index, self._index_token = index, token
+            self._index, self._index_token, self._prototypes = index, token, self._build_prototypes(db)
             self._index_embedder, self._index_runtime = Store.meta_in(db, "embedder") or "", self._runtime_in(db)
         progress("index", 1, 1)
         for stale in self.folder.glob("dense-*.faiss*"):
@@ -263,7 +265,7 @@ class KnowledgeBase:
             index = DenseIndex.load(path, self.settings.ivf_nprobe)
         except RuntimeError:  # not written (a crash) or already replaced: the cached vectors rebuild it
             index = self._build_index(db)
-        self._index, self._index_token = index, token
+        self._index, self._index_token, self._prototypes = index, token, self._build_prototypes(db)
         self._index_embedder, self._index_runtime = Store.meta_in(db, "embedder") or "", self._runtime_in(db)
         return index
 
@@ -271,6 +273,11 @@ class KnowledgeBase:
         dim = self.embedder_in(db).dim
         uids, matrix = Store.vectors_for(db, Store.all_dense_units(db), dim)
         return DenseIndex.build(uids, matrix, dim, self.settings.approximate_above, self.settings.ivf_nprobe)
+
+    def _build_prototypes(self, db) -> Prototypes:
+        units = Store.question_entries(db)
+        _, matrix = Store.vectors_for(db, [(uid, key) for uid, key, _ in units], self.embedder_in(db).dim)
+        return Prototypes([entry_id for _, _, entry_id in units], matrix)
 
     def embedder_in(self, db) -> Embedder:
         return self.embedder_at(Store.meta_in(db, "embedder") or "", self._runtime_in(db))
@@ -296,11 +303,17 @@ class KnowledgeBase:
         n = self.settings.candidates
         index = self.dense_index() if mode != "lexical" else None  # first: it tells which embedder its vectors come from
         lexical = self._lexical_thread.submit(self.store.lexical, query, n, self.settings.lexical_budget) if mode != "dense" else None
-        dense_hits = index.search(self.query_vector(query, self.embedder_at(self._index_embedder, self._index_runtime)), n) if index else []
+        prototypes = self._prototypes
+        vector = self.query_vector(query, self.embedder_at(self._index_embedder, self._index_runtime)) if index else None
+        dense_hits = index.search(vector, n) if index else []
         lexical_hits = lexical.result() if lexical else []
         units = self.store.unit_entries(list({uid for uid, _ in dense_hits + lexical_hits}))
+        dense = best_per_entry(dense_hits, units)
         votes = variant_votes(dense_hits, units, self.settings.variant_vote)
-        ranked = fuse(best_per_entry(dense_hits, units), best_per_entry(lexical_hits, units), self.settings, mode, votes)[:k]
+        if prototypes is not None and index is not None:
+            for entry_id, pull in prototypes.pull(vector, dense, self.settings.prototype_weight).items():
+                votes[entry_id] = votes.get(entry_id, 0.0) + pull
+        ranked = fuse(dense, best_per_entry(lexical_hits, units), self.settings, mode, votes)[:k]
         info = self.store.entry_info([c.entry_id for c in ranked])
         return [
             SearchHit(

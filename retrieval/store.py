@@ -279,6 +279,11 @@ class Store:
     def question_units(db: sqlite3.Connection) -> list[tuple[int, str]]:
         return db.execute("SELECT uid, vector_key FROM units WHERE kind = 'question' AND vector_key IS NOT NULL ORDER BY uid").fetchall()
 
+    @staticmethod
+    def question_entries(db: sqlite3.Connection) -> list[tuple[int, str, str]]:
+        """(uid, vector key, entry id) of every embedded question variant."""
+        return db.execute("SELECT uid, vector_key, entry_id FROM units WHERE kind = 'question' AND vector_key IS NOT NULL ORDER BY uid").fetchall()
+
     def unit_entries(self, uids: list[int]) -> dict[int, tuple[str, str]]:
         """uid -> (entry id, unit text) for the uids that still exist."""
         rows = self._query_in("SELECT uid, entry_id, text FROM units WHERE uid IN ({})", uids)

@@ -193,3 +193,25 @@ def test_switching_the_embedder_reindexes_every_unit_and_readers_follow(make_kb,
     assert kb.switch_embedder("") == 1  # back (a rollback): only the unit added meanwhile is new to it
     assert kb.embedder.path == reader.embedder.path != other_embedder_path
     assert reader.search("When are you open?", mode="dense")[0].dense > 0.999
+
+
+def test_an_entry_is_scored_by_the_mean_of_its_variants_and_an_upsert_moves_it(make_kb, tmp_path, tiny_embedder):
+    import numpy as np
+
+    kb = make_kb(prototype_weight=1.0, variant_vote=0.0)
+    kb.add([write(tmp_path / "faq.csv", FAQ)])
+    query = "parcel to Canada"
+
+    def mean_cosine(questions):
+        vectors = tiny_embedder.encode(questions)
+        mean = vectors.mean(axis=0)
+        return float(tiny_embedder.encode([query])[0] @ (mean / np.linalg.norm(mean)))
+
+    def score():
+        return next(h.score for h in kb.search(query, k=5, mode="dense") if h.entry_id == "ship-ca")
+
+    two = ["How long does delivery to Canada take?", "Do you ship to Toronto?"]
+    assert score() == pytest.approx(mean_cosine(two), abs=1e-5)
+    three = two + ["Can I get a parcel sent to Vancouver?"]
+    kb.add([write(tmp_path / "faq.csv", FAQ + "ship-ca,Can I get a parcel sent to Vancouver?,Canada orders arrive in 5-10 business days.,Canada shipping,Shipping\n")])
+    assert score() == pytest.approx(mean_cosine(three), abs=1e-5)
