@@ -12,7 +12,7 @@ Protocol (no question is ever both trained on and asked; everything through the 
    issue's references, and the product before entry prototypes), (b) the same, hybrid, (c) the embedder
    fine-tuned on that fold's variants, hybrid, as the product searches now (nearest variant moved half way
    to the entry's prototype, `retrieval.prototypes`), (d) fine-tuned, dense, and (e) off-the-shelf hybrid as
-   the product searches now (what the prototypes alone give); numbers are pooled over the folds. Run twice: with every variant, and with at most `--max-variants` (10) variants
+   the product searches now (what prototypes and the variant vote give); numbers are pooled over the folds. Run twice: with every variant, and with at most `--max-variants` (10) variants
    per entry (the first ones of each entry, before the folds are dealt).
 2. data/eval/retrieval.csv: queries written apart from the variants (a test set nobody trained on). The
    embedder is fine-tuned on every variant of data/kb, and the same four systems answer the queries.

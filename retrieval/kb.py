@@ -60,9 +60,12 @@ class KnowledgeBase:
         self._given = embedder  # used for the configured embedder ("") whatever the runtime
         self._embedders: dict[tuple[str, str], Embedder] = {}
         self._index: DenseIndex | None = None
-        self._prototypes: Prototypes | None = None  # of the loaded index's vectors
+        self._prototypes: tuple[str, Prototypes] | None = None  # (index token, its entries' prototypes)
+        self._prototypes_lock = threading.Lock()
         self._index_token: str | None = None
-        self._index_embedder, self._index_runtime = "", ""  # the embedder the loaded index's vectors come from
+        # (index, token, folder and runtime of the embedder its vectors come from): replaced in one assignment,
+        # so a search never pairs one index with another's embedder
+        self._loaded: tuple[DenseIndex | None, str, str, str] = (None, "", "", "")
         self._index_lock = threading.Lock()
         self._recent: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()  # (model id, query) -> vector
         self._recent_lock = threading.Lock()
@@ -240,8 +243,7 @@ class KnowledgeBase:
                     index = self._build_index(db)
             index.save(self.folder / f"dense-{token}.faiss")
             Store.set_meta(db, "index_kind", index.kind)
-            self._index, self._index_token, self._prototypes = index, token, self._build_prototypes(db)
-            self._index_embedder, self._index_runtime = Store.meta_in(db, "embedder") or "", self._runtime_in(db)
+            self._set_index(db, index, token)
         progress("index", 1, 1)
         for stale in self.folder.glob("dense-*.faiss*"):
             if stale.name != f"dense-{token}.faiss":
@@ -265,19 +267,37 @@ class KnowledgeBase:
             index = DenseIndex.load(path, self.settings.ivf_nprobe)
         except RuntimeError:  # not written (a crash) or already replaced: the cached vectors rebuild it
             index = self._build_index(db)
-        self._index, self._index_token, self._prototypes = index, token, self._build_prototypes(db)
-        self._index_embedder, self._index_runtime = Store.meta_in(db, "embedder") or "", self._runtime_in(db)
+        self._set_index(db, index, token)
         return index
+
+    def _set_index(self, db, index: DenseIndex, token: str) -> None:
+        self._index, self._index_token = index, token
+        self._loaded = (index, token, Store.meta_in(db, "embedder") or "", self._runtime_in(db))
 
     def _build_index(self, db) -> DenseIndex:
         dim = self.embedder_in(db).dim
         uids, matrix = Store.vectors_for(db, Store.all_dense_units(db), dim)
         return DenseIndex.build(uids, matrix, dim, self.settings.approximate_above, self.settings.ivf_nprobe)
 
-    def _build_prototypes(self, db) -> Prototypes:
-        units = Store.question_entries(db)
-        _, matrix = Store.vectors_for(db, [(uid, key) for uid, key, _ in units], self.embedder_in(db).dim)
-        return Prototypes([entry_id for _, _, entry_id in units], matrix)
+    def _loaded_index(self) -> tuple[DenseIndex, str, Embedder]:
+        """(the index matching the store now, its token, the embedder its vectors come from), read together."""
+        self.dense_index()
+        index, token, path, runtime = self._loaded
+        return index, token, self.embedder_at(path, runtime)
+
+    def _prototypes_at(self, token: str) -> Prototypes | None:
+        """The prototypes of the index with this token, built at the first search that needs them (not at
+        ingest: an ingest never searches, and a large knowledge base reads every question vector for them);
+        None if the store has moved on since (the next search builds the new ones)."""
+        with self._prototypes_lock:
+            if self._prototypes is None or self._prototypes[0] != token:
+                with self.store.snapshot() as db:
+                    if Store.meta_in(db, "index_token") != token:
+                        return None
+                    units = Store.question_entries(db)
+                    _, matrix = Store.vectors_for(db, [(uid, key) for uid, key, _ in units], self.embedder_in(db).dim)
+                self._prototypes = token, Prototypes([entry_id for _, _, entry_id in units], matrix)
+            return self._prototypes[1]
 
     def embedder_in(self, db) -> Embedder:
         return self.embedder_at(Store.meta_in(db, "embedder") or "", self._runtime_in(db))
@@ -301,16 +321,16 @@ class KnowledgeBase:
         if not query:
             return []
         n = self.settings.candidates
-        index = self.dense_index() if mode != "lexical" else None  # first: it tells which embedder its vectors come from
+        index, token, embedder = self._loaded_index() if mode != "lexical" else (None, "", None)
         lexical = self._lexical_thread.submit(self.store.lexical, query, n, self.settings.lexical_budget) if mode != "dense" else None
-        prototypes = self._prototypes
-        vector = self.query_vector(query, self.embedder_at(self._index_embedder, self._index_runtime)) if index else None
+        vector = self.query_vector(query, embedder) if index else None
         dense_hits = index.search(vector, n) if index else []
         lexical_hits = lexical.result() if lexical else []
         units = self.store.unit_entries(list({uid for uid, _ in dense_hits + lexical_hits}))
         dense = best_per_entry(dense_hits, units)
         votes = variant_votes(dense_hits, units, self.settings.variant_vote)
-        if prototypes is not None and index is not None:
+        prototypes = self._prototypes_at(token) if index and self.settings.prototype_weight > 0 else None
+        if prototypes is not None:
             for entry_id, pull in prototypes.pull(vector, dense, self.settings.prototype_weight).items():
                 votes[entry_id] = votes.get(entry_id, 0.0) + pull
         ranked = fuse(dense, best_per_entry(lexical_hits, units), self.settings, mode, votes)[:k]

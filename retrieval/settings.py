@@ -37,8 +37,9 @@ class RetrievalSettings:
     variant_vote: float = 0.02
     # Entry prototype: an FAQ entry's dense score moves this share of the way from its best variant's cosine
     # to its prototype's (the normalised mean of its variants, see retrieval.prototypes); 0 = best only.
-    # 0.5 on bench/retriever.py's held-out variants: demo KB 0.59 / 0.62 / 0.64 dense top-1 (fine-tuned) at
-    # 0 / 0.5 / 1 in a side experiment, Banking77 at 10 per intent 0.84 / 0.86 / 0.84.
+    # A compromise: in a side experiment (dense top-1, fine-tuned, weights 0 / 0.5 / 1) the demo KB's held-out
+    # variants scored 0.59 / 0.62 / 0.64 and Banking77 at 10 per intent 0.84 / 0.86 / 0.84; with all of
+    # Banking77's ~130 per intent, 0.5 cost 0.2 points off the shelf (README).
     prototype_weight: float = 0.5
     # Calibrated confidence = sigmoid(w . features + b); features are the entry's best cosine, its
     # margin over the next entry and its lexical agreement. Fitted with `supportbot eval retrieval

@@ -3,9 +3,12 @@
 import math
 import random
 
+import numpy as np
+
 from retrieval import RetrievalSettings
 from retrieval.calibration import brier, fit_logistic
 from retrieval.fusion import best_per_entry, confidence, features, fuse, variant_votes
+from retrieval.prototypes import Prototypes
 
 
 def test_an_entry_scores_by_its_best_unit():
@@ -67,10 +70,6 @@ def test_an_entry_matched_by_several_variants_outranks_one_matched_by_a_single_c
 
 
 def test_an_entry_whose_variants_surround_the_query_outranks_one_odd_close_variant():
-    import numpy as np
-
-    from retrieval.prototypes import Prototypes
-
     def unit(*xs):
         v = np.array(xs, dtype=np.float32)
         return v / np.linalg.norm(v)
@@ -80,13 +79,13 @@ def test_an_entry_whose_variants_surround_the_query_outranks_one_odd_close_varia
     vectors = np.stack([unit(1, 0.6, 0), unit(1, -0.6, 0), unit(1, 0, 0.5), unit(0, 0, 1)])
     prototypes = Prototypes(["a", "a", "b", "c"], vectors)
     assert len(prototypes) == 1  # "b" and "c" have one variant each: nothing to average
-    hits = [(i, float(vectors[i] @ query)) for i in range(4)]
     units = {1: ("a", "q1"), 2: ("a", "q2"), 3: ("b", "q3"), 4: ("c", "q4")}
-    dense = best_per_entry([(uid + 1, s) for uid, s in hits], units)
+    dense = best_per_entry([(uid, float(vectors[uid - 1] @ query)) for uid in units], units)
+    best_a = float(vectors[0] @ query)
     s = RetrievalSettings()
     assert fuse(dense, [], s)[0].entry_id == "b"
     pull = prototypes.pull(query, dense, 0.5)
-    assert set(pull) == {"a"} and math.isclose(pull["a"], 0.5 * (1.0 - dense[1][1]), rel_tol=1e-5)
+    assert set(pull) == {"a"} and math.isclose(pull["a"], 0.5 * (1.0 - best_a), rel_tol=1e-5)
     ranked = fuse(dense, [], s, votes=pull)
-    assert ranked[0].entry_id == "a" and ranked[0].dense == dense[1][1]  # the calibration still reads the best cosine
+    assert ranked[0].entry_id == "a" and ranked[0].dense == best_a  # the calibration still reads the best cosine
     assert prototypes.pull(query, dense, 0.0) == {}

@@ -195,23 +195,27 @@ def test_switching_the_embedder_reindexes_every_unit_and_readers_follow(make_kb,
     assert reader.search("When are you open?", mode="dense")[0].dense > 0.999
 
 
-def test_an_entry_is_scored_by_the_mean_of_its_variants_and_an_upsert_moves_it(make_kb, tmp_path, tiny_embedder):
+def test_an_entry_is_scored_by_the_mean_of_its_variants_and_readers_follow_an_upsert(make_kb, tmp_path, settings, tiny_embedder):
     import numpy as np
 
-    kb = make_kb(prototype_weight=1.0, variant_vote=0.0)
-    kb.add([write(tmp_path / "faq.csv", FAQ)])
+    from retrieval import KnowledgeBase
+
+    writer = make_kb(prototype_weight=1.0, variant_vote=0.0)
+    writer.add([write(tmp_path / "faq.csv", FAQ)])
+    reader = KnowledgeBase(writer.folder, settings, tiny_embedder)  # another process: it sees the write at its next search
     query = "parcel to Canada"
 
     def mean_cosine(questions):
-        vectors = tiny_embedder.encode(questions)
-        mean = vectors.mean(axis=0)
+        mean = tiny_embedder.encode(questions).mean(axis=0)
         return float(tiny_embedder.encode([query])[0] @ (mean / np.linalg.norm(mean)))
 
-    def score():
+    def score(kb):
         return next(h.score for h in kb.search(query, k=5, mode="dense") if h.entry_id == "ship-ca")
 
     two = ["How long does delivery to Canada take?", "Do you ship to Toronto?"]
-    assert score() == pytest.approx(mean_cosine(two), abs=1e-5)
+    assert score(writer) == pytest.approx(mean_cosine(two), abs=1e-5) and score(reader) == pytest.approx(score(writer), abs=1e-6)
+    extra = "ship-ca,Can I get a parcel sent to Vancouver?,Canada orders arrive in 5-10 business days.,Canada shipping,Shipping\n"
+    writer.add([write(tmp_path / "faq.csv", FAQ + extra)])
     three = two + ["Can I get a parcel sent to Vancouver?"]
-    kb.add([write(tmp_path / "faq.csv", FAQ + "ship-ca,Can I get a parcel sent to Vancouver?,Canada orders arrive in 5-10 business days.,Canada shipping,Shipping\n")])
-    assert score() == pytest.approx(mean_cosine(three), abs=1e-5)
+    assert score(reader) == pytest.approx(mean_cosine(three), abs=1e-5) and score(writer) == pytest.approx(score(reader), abs=1e-6)
+    reader.close()
