@@ -8,14 +8,15 @@ Protocol (no question is ever both trained on and asked; everything through the 
    random order with a random starting fold per entry, fixed seed). For fold f, the knowledge base holds
    every variant not in fold f (and the documents); the training pairs come from exactly those variants;
    fold f's variants are the queries. An entry with one variant is only indexed, never asked. Each fold
-   compares (a) the off-the-shelf embedder, dense search, each entry scored by its nearest variant (as the
-   issue's references, and the product before entry prototypes), (b) the same, hybrid, (c) the embedder
-   fine-tuned on that fold's variants, hybrid, as the product searches now (nearest variant moved half way
-   to the entry's prototype, `retrieval.prototypes`), (d) fine-tuned, dense, and (e) off-the-shelf hybrid as
-   the product searches now (what prototypes and the variant vote give); numbers are pooled over the folds. Run twice: with every variant, and with at most `--max-variants` (10) variants
-   per entry (the first ones of each entry, before the folds are dealt).
+   compares (a) the off-the-shelf embedder, dense search, each entry scored by its nearest variant alone (as
+   the issue's references: no prototype, no variant vote), (b) the same, hybrid, (c) the embedder fine-tuned
+   on that fold's variants, hybrid, as the product searches now (nearest variant moved half way to the
+   entry's prototype, `retrieval.prototypes`, plus the variant vote), (d) fine-tuned, dense, and (e)
+   off-the-shelf hybrid as the product searches now (what prototypes and the vote give without training);
+   numbers are pooled over the folds. Run twice: with every variant, and with at most `--max-variants` (10)
+   variants per entry (the first ones of each entry, before the folds are dealt).
 2. data/eval/retrieval.csv: queries written apart from the variants (a test set nobody trained on). The
-   embedder is fine-tuned on every variant of data/kb, and the same four systems answer the queries.
+   embedder is fine-tuned on every variant of data/kb, and the same systems answer the queries.
 3. `--synthetic N` (off by default: slow): the training time alone on N synthetic but plausible variants
    (four phrasings of each of N/4 synthetic questions, from bench/retrieval.py's word lists).
 4. `--banking77 DIR` (off by default: about 25 minutes): the public Banking77 intent benchmark (PolyAI,

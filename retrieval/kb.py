@@ -59,10 +59,8 @@ class KnowledgeBase:
         self.cache_dir = self.folder  # where embedders keep their ONNX export
         self._given = embedder  # used for the configured embedder ("") whatever the runtime
         self._embedders: dict[tuple[str, str], Embedder] = {}
-        self._index: DenseIndex | None = None
         self._prototypes: tuple[str, Prototypes] | None = None  # (index token, its entries' prototypes)
         self._prototypes_lock = threading.Lock()
-        self._index_token: str | None = None
         # (index, token, folder and runtime of the embedder its vectors come from): replaced in one assignment,
         # so a search never pairs one index with another's embedder
         self._loaded: tuple[DenseIndex | None, str, str, str] = (None, "", "", "")
@@ -254,14 +252,14 @@ class KnowledgeBase:
     def dense_index(self) -> DenseIndex:
         """The index matching the store now; reloaded when another process has written."""
         token = self.store.index_token()
-        if token == self._index_token and self._index is not None:
-            return self._index
+        if token == self._loaded[1] and self._loaded[0] is not None:
+            return self._loaded[0]
         with self._index_lock, self.store.snapshot() as db:
             return self._load_index(db, Store.meta_in(db, "index_token"))
 
     def _load_index(self, db, token: str) -> DenseIndex:
-        if token == self._index_token and self._index is not None:
-            return self._index
+        if token == self._loaded[1] and self._loaded[0] is not None:
+            return self._loaded[0]
         path = self.folder / f"dense-{token}.faiss"
         try:
             index = DenseIndex.load(path, self.settings.ivf_nprobe)
@@ -271,7 +269,6 @@ class KnowledgeBase:
         return index
 
     def _set_index(self, db, index: DenseIndex, token: str) -> None:
-        self._index, self._index_token = index, token
         self._loaded = (index, token, Store.meta_in(db, "embedder") or "", self._runtime_in(db))
 
     def _build_index(self, db) -> DenseIndex:
@@ -307,7 +304,7 @@ class KnowledgeBase:
         together so that none is from before an embedder switch and another from after it: what the knowledge
         base is about, for the out-of-scope guard."""
         with self.store.snapshot() as db:
-            units = Store.question_units(db)
+            units = [(uid, key) for uid, key, _ in Store.question_entries(db)]
             if limit and len(units) > limit:
                 units = [units[i] for i in sorted(np.random.default_rng(0).choice(len(units), limit, replace=False))]
             embedder = self.embedder_in(db)

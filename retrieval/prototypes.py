@@ -4,10 +4,9 @@ scored by what its phrasings share as well as by its single closest phrasing.
 A query worded like none of the variants often lies nearer their mean than any one of them; the nearest
 variant alone rewards an entry with one odd phrasing near the query. Measured by bench/retriever.py
 (off-the-shelf MiniLM, hybrid top-1, nearest variant alone -> half way to the prototype, with the small
-variant vote): the demo knowledge base's
-held-out variants (2-3 left per entry) 0.481 -> 0.532, data/eval/retrieval.csv 0.808 -> 0.829, Banking77
-with 10 queries per intent 0.835 -> 0.844; with all its 130 per intent 0.924 -> 0.922 (many variants
-already cover the ways of asking)."""
+variant vote): the demo knowledge base's held-out variants (2-3 left per entry) 0.481 -> 0.532,
+data/eval/retrieval.csv 0.808 -> 0.829, Banking77 with 10 queries per intent 0.835 -> 0.844; with all its
+~130 per intent 0.924 -> 0.922 (many variants already cover the ways of asking)."""
 
 from __future__ import annotations
 

@@ -276,10 +276,6 @@ class Store:
         return db.execute("SELECT uid, vector_key FROM units WHERE vector_key IS NOT NULL ORDER BY uid").fetchall()
 
     @staticmethod
-    def question_units(db: sqlite3.Connection) -> list[tuple[int, str]]:
-        return db.execute("SELECT uid, vector_key FROM units WHERE kind = 'question' AND vector_key IS NOT NULL ORDER BY uid").fetchall()
-
-    @staticmethod
     def question_entries(db: sqlite3.Connection) -> list[tuple[int, str, str]]:
         """(uid, vector key, entry id) of every embedded question variant."""
         return db.execute("SELECT uid, vector_key, entry_id FROM units WHERE kind = 'question' AND vector_key IS NOT NULL ORDER BY uid").fetchall()
