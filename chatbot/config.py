@@ -76,6 +76,13 @@ class AnswerSettings:
     scope_false_alarms: float = 0.003
     out_of_scope_file: str = ""  # its outside examples, one per line; empty = the bundled list
     template_confidence: float = 0.3  # = handoff_confidence: curated answers won in every band (README)
+    # Outside the knowledge base's subject (the guard above): false = say what the bot can help with and stay
+    # out of the agents' queue (the customer can still ask for a person); true = hand off.
+    out_of_scope_handoff: bool = False
+    small_talk: bool = True  # greetings, thanks and questions about the bot get a short reply in character
+    # While a person has the conversation, a new question is answered (marked as such, the conversation stays
+    # with the person) when retrieval is at least this confident; 0 = only acknowledge every message.
+    answer_while_waiting: float = 0.6
     max_message_chars: int = 2000  # longer customer messages are cut (and the customer told)
     output_filter: list[str] = field(default_factory=list)  # regexes a reply must not match
     redact: list[str] = field(default_factory=lambda: ["email", "phone", "card", "iban"])  # [] = off
@@ -94,6 +101,13 @@ class ServeSettings:
     review_confidence: float = 0.6  # bot replies less confident than this wait in the agents' queue
     concurrency: int = 8  # customers streaming at once
     poll_seconds: float = 2.0  # how often an open chat page looks for agents' replies
+    # The customer page's logo: an image file (png, jpg, gif, webp or svg, sent inline with the page, so no other
+    # file is served) or an http(s) URL; empty = the company's initial on a badge.
+    logo: str = ""
+    greeting: str = ""  # the customer page's welcome text (Markdown); empty = one that names answer.company
+    # Questions offered as one-click chips on the customer page's empty chat; empty = the ones the bot answered most
+    # often lately (none at first).
+    suggested_questions: list[str] = field(default_factory=list)
 
 
 @dataclass

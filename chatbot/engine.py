@@ -3,15 +3,20 @@
 A turn, top to bottom (`SupportBot.respond`):
 1. clean the message (control characters, length) and log it (redacted);
 2. policy on the message: a request for a person or an unsupported language hands off; abuse, harmful
-   requests and prompt injection get a polite refusal;
-3. retrieve with the message, and with the previous customer message joined to it for follow-ups;
-4. below the confidence threshold, or outside the knowledge base's subject (`chatbot.scope`): hand off; a
-   confident FAQ match can be answered with its curated text;
+   requests and prompt injection get a polite refusal; small talk gets a short reply in character;
+3. retrieve with the message; a follow-up ("and how much is it?", `chatbot.followup`) also with the
+   question it continues joined to it, keeping the more confident search;
+4. below the confidence threshold: hand off; outside the knowledge base's subject (`chatbot.scope`): say
+   what the bot can help with (or hand off, `answer.out_of_scope_handoff`); a confident FAQ match can be
+   answered with its curated text;
 5. otherwise prompt the LM with the numbered passages and stream its reply;
 6. keep only real citations and the passages' own links, no HTML; a reply that leaks the rules, promises
    an offer the passages do not state, claims a new role, trips the output filter or is not grounded in
    the passages is replaced by a hand-off;
 7. log the reply with its sources, confidence, model, tokens and latency.
+
+While a person has the conversation (after a hand-off) every message still gets a reply: an
+acknowledgement, or a confident answer to a new question, marked as such (`_while_waiting`).
 """
 
 from __future__ import annotations
@@ -31,14 +36,18 @@ from .config import Config, ConfigError
 from .grounding import grounding
 from .log import ConversationLog, LogError
 from .model import Progress, provision_bundled
-from .policy import Messages, classify_message, clean_message, instructs_model, sanitize, unsafe
+from .followup import is_follow_up, topic_message
+from .policy import Messages, classify_message, clean_message, instructs_model, no_longer_needs_person, sanitize, small_talk, unsafe
 from .prompt import Source, Turn, build_messages, system_prompt
 from .reward import RewardScorer
-from .scope import ScopeGuard
+from .scope import SURE_MATCH, ScopeGuard
 from .versions import Versions, serving_weights
 
 # For each kind of message the policy answers itself: does the conversation go to a person?
 _MESSAGE_POLICY = {"human": True, "language": True, "abuse": False, "harmful": False, "injection": False}
+# Replies that answer nothing from the knowledge base without passing the conversation on: for evaluation
+# they count with the hand-offs (the bot rightly did not answer).
+DECLINED = frozenset({"out_of_scope", "greeting", "thanks", "goodbye", "chitchat"})
 
 
 @dataclass
@@ -58,6 +67,11 @@ class Reply:
     conversation_id: str = ""
     message_id: int = 0
 
+    @property
+    def declined(self) -> bool:
+        """The bot answered nothing from the knowledge base: it handed off, or said what it can help with."""
+        return self.handed_off or self.reason in DECLINED
+
     def to_json(self) -> dict:
         """The `supportbot ask --json` contract."""
         return {
@@ -65,6 +79,7 @@ class Reply:
             "sources": [{"id": s.entry_id, "title": s.title, "score": round(s.score, 4), "url": s.url} for s in self.sources],
             "confidence": round(self.confidence, 4),
             "handed_off": self.handed_off,
+            "declined": self.declined,
             "reason": self.reason,
             "mode": self.mode,
             "grounding": None if self.grounding is None else round(self.grounding, 4),
@@ -204,16 +219,36 @@ class SupportBot:
         return Response(self._turn(message, conversation_id, channel, options))
 
     def hand_off(self, conversation_id: str) -> Reply:
-        """The customer asked for a person (a button, not a message): log it and mark the conversation."""
-        reply = Reply(self.messages.human, handed_off=True, reason="human", conversation_id=conversation_id)
-        reply.message_id = self.log.add_message(conversation_id, "bot", reply.text, handed_off=1, reason="human", mode="policy")
-        self.log.set_status(conversation_id, "handed_off")
+        """The customer asked for a person (a button, not a message): log it and mark the conversation. Asked
+        again while waiting, nothing is logged twice: the reply says the customer is already in the queue."""
+        if self._status(conversation_id) == "handed_off":
+            return Reply(self.messages.already_waiting, handed_off=True, reason="human", conversation_id=conversation_id)
+        return self._log_policy(conversation_id, Reply(self.messages.human, handed_off=True, reason="human"), "handed_off")
+
+    def release(self, conversation_id: str) -> Reply:
+        """The customer no longer needs a person: the conversation leaves the agents' queue, the bot answers again."""
+        if self._status(conversation_id) != "handed_off":
+            raise LogError(f"conversation {conversation_id!r} is not waiting for a person")
+        return self._log_policy(conversation_id, Reply(self.messages.released, reason="released"), "open")
+
+    def _status(self, conversation_id: str) -> str:
+        conversation = self.log.conversation(conversation_id)
+        if conversation is None:
+            raise LogError(f"no conversation {conversation_id!r}")
+        return conversation["status"]
+
+    def _log_policy(self, conversation_id: str, reply: Reply, status: str) -> Reply:
+        reply.conversation_id = conversation_id
+        reply.message_id = self.log.add_message(conversation_id, "bot", reply.text, handed_off=int(reply.handed_off),
+                                                reason=reply.reason, mode="policy")
+        self.log.set_status(conversation_id, status)
         return reply
 
     def draft(self, conversation_id: str) -> Reply:
-        """A reply to the conversation's last customer message for an agent to review; nothing is logged."""
+        """A reply for an agent to review, to the customer's latest question (a request for a person or small
+        talk after it is not one); nothing is logged. Reason "empty" when the customer asked nothing."""
         history = [Turn(m.role, m.text) for m in self.log.history(conversation_id)]
-        last = max((i for i, t in enumerate(history) if t.role == "customer"), default=None)
+        last = max((i for i, t in enumerate(history) if t.role == "customer" and _is_question(t.text)), default=None)
         if last is None:
             return Reply("", reason="empty")
         options = {"max_new_tokens": self.config.model.max_new_tokens, "temperature": self.config.model.temperature}
@@ -227,18 +262,17 @@ class SupportBot:
         history = [Turn(m.role, m.text) for m in self.log.history(conversation_id)]
         text, cut = clean_message(message, self.settings.max_message_chars)
         self.log.add_message(conversation_id, "customer", text)
-        status = self.log.conversation(conversation_id)["status"]
-        if status == "resolved":  # the customer came back: the conversation is open again
-            self.log.set_status(conversation_id, "open")
-        if status == "handed_off":
-            # A person has the conversation now: the bot stays quiet; the message waits in the agents' queue.
-            yield Reply("", reason="waiting_for_agent", handed_off=True, conversation_id=conversation_id)
+        waiting = self._status(conversation_id) == "handed_off"
+        if waiting and no_longer_needs_person(text):
+            yield (reply := self.release(conversation_id)).text
+            yield reply
             return
         prefix = self.messages.cut(self.settings.max_message_chars) + "\n\n" if cut else ""
         if prefix:
             yield prefix
 
-        reply = yield from self._reply(text, history, options)
+        answer = self._while_waiting if waiting else self._reply
+        reply = yield from answer(text, history, options)
         reply.text = prefix + reply.text
         reply.conversation_id = conversation_id
         reply.latency_ms = (time.perf_counter() - started) * 1000
@@ -249,7 +283,7 @@ class SupportBot:
             model=reply.model, prompt_tokens=reply.prompt_tokens, reply_tokens=reply.reply_tokens,
             latency_ms=reply.latency_ms,
         )
-        if reply.handed_off:
+        if reply.handed_off and not waiting:
             self.log.set_status(conversation_id, "handed_off")
         yield reply
 
@@ -261,11 +295,41 @@ class SupportBot:
         if kind:
             handoff = _MESSAGE_POLICY[kind]
             return (yield from self._say(Reply(getattr(self.messages, kind), handed_off=handoff, reason=kind)))
+        talk = small_talk(text) if self.settings.small_talk else None
+        hits = [] if talk in ("greeting", "thanks", "goodbye") else self.retrieve(text, history)
+        if talk and not (hits and hits[0].dense >= SURE_MATCH):  # an entry the company wrote about it wins
+            return (yield from self._say(Reply(getattr(self.messages, talk), reason=talk)))
+        return (yield from self._answer(text, history, hits, options))
 
+    def _while_waiting(self, text: str, history: list[Turn], options: dict) -> Iterator[str]:
+        """A person has the conversation: acknowledge the message (it waits in the agents' queue), or, when it
+        is a new question the knowledge base answers confidently (`answer.answer_while_waiting`), answer it,
+        marked as such; the conversation stays with the person either way."""
+        waiting = Reply(self.messages.waiting, handed_off=True, reason="waiting_for_agent")
+        if classify_message(text) == "human":
+            waiting.text = self.messages.already_waiting
+        if not self.settings.answer_while_waiting or classify_message(text) or small_talk(text):
+            return (yield from self._say(waiting))
         hits = self.retrieve(text, history)
+        waiting.sources, waiting.confidence = self.sources(hits), hits[0].confidence if hits else 0.0  # for agents
+        if not hits or hits[0].confidence < self.settings.answer_while_waiting:
+            return (yield from self._say(waiting))
+        marker = self.messages.while_waiting + "\n\n"
+        yield marker
+        reply = yield from self._answer(text, history, hits, options)
+        if reply.declined:  # the answer fell through: the customer reads the acknowledgement instead
+            waiting.draft = reply.draft or reply.text
+            return waiting
+        reply.text, reply.reason = f"{marker}{reply.text}\n\n{self.messages.still_waiting}", "while_waiting"
+        return reply
+
+    def _answer(self, text: str, history: list[Turn], hits: list[SearchHit], options: dict) -> Iterator[str]:
+        """Answer a question from what retrieval found: hand off, say it is out of scope, the curated answer, or the model."""
         sources = self.sources(hits)
         confidence = hits[0].confidence if hits else 0.0
         reason = self._handoff_reason(text, history, hits)
+        if reason == "out_of_scope" and not self.settings.out_of_scope_handoff:
+            return (yield from self._say(Reply(self.messages.out_of_scope, sources=sources, confidence=confidence, reason=reason)))
         if reason:
             return (yield from self._say(Reply(self.messages.handoff, sources=sources, confidence=confidence, handed_off=True, reason=reason)))
         if self._use_template(hits[0]):
@@ -279,7 +343,7 @@ class SupportBot:
         enough, or the message (also read as a follow-up) lies outside the knowledge base's subject."""
         if not hits or hits[0].confidence < self.settings.handoff_confidence:  # nothing found hands off at any threshold
             return "low_confidence"
-        texts = [text] + [f"{q} {text}" for q in _previous_question(history)]
+        texts = list(dict.fromkeys([text, self.query(text, history)]))
         if self.scope.outside(self.kb, texts, max(hit.dense for hit in hits)):
             return "out_of_scope"
         return ""
@@ -315,7 +379,7 @@ class SupportBot:
         reply.prompt_tokens, reply.reply_tokens = generation.prompt_tokens, generation.completion_tokens
         passages = [s.text for s in kept]
         answer, cited = resolve_citations(sanitize(generation.text, passages), kept)
-        reply.grounding = grounding(answer, passages)
+        reply.grounding = grounding(answer, passages, text)
         problem = (
             "model_handoff" if self.messages.handoff[:40] in answer  # a fine-tuned model hands off itself
             else unsafe(answer, passages, system_prompt(self.settings), self.settings.output_filter)
@@ -341,14 +405,24 @@ class SupportBot:
 
     # --- retrieval --------------------------------------------------------------------------------
 
+    def query(self, text: str, history: list[Turn]) -> str:
+        """What to search with: the message, or for a follow-up ("and how long does that take?" names its
+        topic only in the question before it) that question joined to it."""
+        if not is_follow_up(text):
+            return text
+        topic = topic_message([t.text for t in history if t.role == "customer"], _is_question)
+        return f"{topic} {text}" if topic else text
+
     def retrieve(self, text: str, history: list[Turn]) -> list[SearchHit]:
-        """Search with the message alone and joined to the previous customer message (a follow-up such
-        as "and how long does that take?" names its topic only there); keep the more confident. Entries
-        whose text speaks to the model (instructions planted in the knowledge base) are left out."""
+        """Search with the message; a follow-up is also searched joined to its question (`query`) and the more
+        confident search is kept. A message that stands on its own is searched alone, never joined to an
+        earlier one. Entries whose text speaks to the model (instructions planted in the knowledge base) are
+        left out."""
         k = self.settings.passages
         hits = self.kb.search(text, k=k)
-        for previous in _previous_question(history):
-            joined = self.kb.search(f"{previous} {text}", k=k)
+        query = self.query(text, history)
+        if query != text:
+            joined = self.kb.search(query, k=k)
             if joined and (not hits or joined[0].confidence > hits[0].confidence):
                 hits = joined
         return [hit for hit in hits if not self._planted(hit)]
@@ -372,10 +446,9 @@ class SupportBot:
         return sources
 
 
-def _previous_question(history: list[Turn]) -> list[str]:
-    """The customer's previous message, if any (a follow-up is read joined to it)."""
-    previous = next((t.text for t in reversed(history) if t.role == "customer"), "")
-    return [previous] if previous else []
+def _is_question(text: str) -> bool:
+    """A customer message that asks something of the knowledge base: not small talk, not a request for a person."""
+    return classify_message(text) is None and small_talk(text) is None
 
 
 def _drain(generator: Iterator) -> Reply:

@@ -25,8 +25,8 @@ class AnswerReport:
     answer_similarity: float  # mean cosine(reply, reference) over answerable questions (hand-offs included)
     answered_similarity: float  # the same over answerable questions the bot did answer
     grounding: float  # mean grounding of the replies that were answered
-    handoff_precision: float  # of the hand-offs, the share on questions that should hand off
-    handoff_recall: float  # of the questions that should hand off, the share that did
+    handoff_precision: float  # of the hand-offs (and out-of-scope replies), the share on questions that should hand off
+    handoff_recall: float  # of the questions that should hand off, the share that did (or got the out-of-scope reply)
     source_accuracy: float  # top source is the expected entry (rows with expected_id)
     latency_ms_p50: float
     latency_ms_p95: float
@@ -80,18 +80,18 @@ def evaluate_answers(bot: SupportBot, rows: list[dict], embedder: Embedder,
         a = embedder.encode([without_citations(replies[i].text) for i in answerable])
         b = embedder.encode([rows[i]["answer"] for i in answerable])
         similarity[answerable] = np.sum(a * b, axis=1)
-    answered = [i for i in answerable if not replies[i].handed_off]
-    handed = [i for i, r in enumerate(replies) if r.handed_off]
+    answered = [i for i in answerable if not replies[i].declined]
+    handed = [i for i, r in enumerate(replies) if r.declined]
     out_of_scope = [i for i, r in enumerate(rows) if not r["answer"]]
     expected = [i for i, r in enumerate(rows) if r["expected_id"]]
-    spoken = [r for r in replies if not r.handed_off and r.reason == ""]
+    spoken = [r for r in replies if not r.declined and r.reason == ""]
     latencies = [r.latency_ms for r in replies]
     return AnswerReport(
         answer_similarity=_mean(similarity[answerable]),
         answered_similarity=_mean(similarity[answered]),
         grounding=_mean([r.grounding for r in spoken if r.grounding is not None]),
         handoff_precision=_mean([not rows[i]["answer"] for i in handed]),
-        handoff_recall=_mean([replies[i].handed_off for i in out_of_scope]),
+        handoff_recall=_mean([replies[i].declined for i in out_of_scope]),
         source_accuracy=_mean([bool(replies[i].sources) and replies[i].sources[0].entry_id == rows[i]["expected_id"] for i in expected]),
         latency_ms_p50=round(float(np.percentile(latencies, 50)), 1),
         latency_ms_p95=round(float(np.percentile(latencies, 95)), 1),
@@ -110,7 +110,7 @@ def _bands(rows: list[dict], replies: list[Reply], similarity: np.ndarray) -> li
     out = []
     for low, high in zip(BANDS, BANDS[1:]):
         for mode in ("template", "generate"):
-            picked = [i for i, r in enumerate(replies) if rows[i]["answer"] and not r.handed_off
+            picked = [i for i, r in enumerate(replies) if rows[i]["answer"] and not r.declined
                       and r.mode == mode and low <= r.confidence < high]
             if picked:
                 out.append({"band": f"{low:.2f}-{min(high, 1.0):.2f}", "mode": mode, "n": len(picked),

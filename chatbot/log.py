@@ -9,6 +9,7 @@ import json
 import sqlite3
 import threading
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -196,15 +197,27 @@ class ConversationLog:
 
     # --- feedback and agent actions ---------------------------------------------------------------
 
-    def add_feedback(self, message_id: int, thumbs_up: bool, comment: str = "") -> int:
+    def add_feedback(self, message_id: int, thumbs_up: bool | None, comment: str = "") -> int:
+        """The customer's rating of a bot reply and its comment, as one action: it replaces the reply's earlier
+        rating (thumbs_up None clears it). Returns the feedback id, 0 when cleared."""
         message = self.message(message_id)
         if message is None or message.role != "bot":
             raise LogError(f"message {message_id}: no bot reply with that id to rate")
         _check_length("comment", comment)
-        return self._write(
-            "INSERT INTO feedback(message_id, rating, comment, created_at) VALUES (?, ?, ?, ?)",
-            (message_id, 1 if thumbs_up else -1, self.redact(comment.strip()), now()),
-        )
+        with self._transaction():
+            self._write("DELETE FROM feedback WHERE message_id = ?", (message_id,))
+            if thumbs_up is None:
+                return 0
+            return self._write(
+                "INSERT INTO feedback(message_id, rating, comment, created_at) VALUES (?, ?, ?, ?)",
+                (message_id, 1 if thumbs_up else -1, self.redact(comment.strip()), now()),
+            )
+
+    def ratings(self, conversation_id: str) -> dict[int, dict]:
+        """The rating and comment of each rated bot reply of a conversation, by message id."""
+        rows = self._rows("SELECT f.message_id, f.rating, f.comment FROM feedback f JOIN messages m ON m.id = f.message_id"
+                          " WHERE m.conversation_id = ? ORDER BY f.id", (conversation_id,))
+        return {r["message_id"]: {"rating": r["rating"], "comment": r["comment"]} for r in rows}
 
     def add_agent_action(self, conversation_id: str, draft_message_id: int | None, final: str, action: str,
                          agent: str = "", draft: str | None = None) -> int:
@@ -267,15 +280,38 @@ class ConversationLog:
         return [r["latency_ms"] for r in self._rows("SELECT latency_ms FROM messages WHERE role = 'bot' AND latency_ms IS NOT NULL")]
 
     def unanswered_questions(self, limit: int = 50) -> list[dict]:
-        """Customer questions the bot could not answer from the knowledge base: the gaps to fill."""
+        """Customer questions the bot handed off for want of an answer in the knowledge base: the gaps to fill
+        (not small talk, nor questions outside the shop's subject)."""
         return self._rows(
             """SELECT q.text AS question, COUNT(*) AS times, MAX(q.created_at) AS last_asked
                FROM messages b JOIN messages q ON q.id = (SELECT MAX(id) FROM messages WHERE conversation_id = b.conversation_id
                                                           AND role = 'customer' AND id < b.id)
-               WHERE b.role = 'bot' AND b.reason IN ('low_confidence', 'out_of_scope', 'not_grounded')
+               WHERE b.role = 'bot' AND b.reason IN ('low_confidence', 'not_grounded', 'model_handoff')
                GROUP BY lower(q.text) ORDER BY times DESC, last_asked DESC LIMIT ?""",
             (limit,),
         )
+
+    def handoff_reasons(self, conversation_ids: list[str]) -> dict[str, str]:
+        """Why each of these conversations went to a person: the reason of its latest hand-off, not counting the
+        acknowledgements of messages the customer sent while waiting (they repeat the hand-off, not its cause)."""
+        if not conversation_ids:
+            return {}
+        marks = ",".join("?" * len(conversation_ids))
+        rows = self._rows(
+            f"""SELECT conversation_id, reason FROM messages
+                WHERE role = 'bot' AND handed_off = 1 AND reason NOT IN ('', 'waiting_for_agent')
+                  AND conversation_id IN ({marks}) ORDER BY id""",
+            tuple(conversation_ids),
+        )
+        return {r["conversation_id"]: r["reason"] for r in rows}  # the latest wins
+
+    def most_cited_entries(self, recent: int = 2000) -> list[str]:
+        """Entry ids by how often they were the first source of the bot's latest `recent` answers, most first."""
+        rows = self._rows(
+            "SELECT m.sources FROM messages m JOIN conversations c ON c.id = m.conversation_id WHERE m.role = 'bot'"
+            " AND m.reason = '' AND m.handed_off = 0 AND m.sources != '[]' AND c.channel != 'eval' ORDER BY m.id DESC LIMIT ?",
+            (recent,))
+        return [entry_id for entry_id, _ in Counter(json.loads(r["sources"])[0]["id"] for r in rows).most_common()]
 
     def feedback(self) -> list[dict]:
         return self._rows("SELECT * FROM feedback ORDER BY id")

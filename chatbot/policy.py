@@ -81,6 +81,27 @@ _INJECTION = re.compile("|".join([_OVERRIDE, _SETUP_ASKED, _COPY, _NEW_ROLE, _PL
 # may well say "act as a pickup point" or carry a footnote [1]).
 _PLANTED = re.compile("|".join([_OVERRIDE, _SETUP_ASKED, _NEW_ROLE, _CHAT_MARKUP, _ADDRESSED]), re.IGNORECASE | re.DOTALL)
 _LEET = str.maketrans("013457@$", "oieastas")
+# Small talk: the whole message is a greeting, thanks, a goodbye, or about the bot itself rather than the shop.
+_GREETING = re.compile(r"^\W*(?:hi|hello|hey|hiya|howdy|yo|greetings|good (?:morning|afternoon|evening|day))"
+                       r"(?:\s+(?:there|team|all|everyone|again))?\W*$", re.IGNORECASE)
+_THANKS = re.compile(
+    r"^\W*(?:(?:ok(?:ay)?|great|perfect|cool|awesome|brilliant|lovely|nice|got it|all good|that helps|that's helpful|super)[\s,.!]*)*"
+    r"(?:thanks?|thank you|thx|ty|cheers|much appreciated|appreciate it)?"
+    r"(?:\s+(?:so|very) much|\s+a lot|\s+again|\s+for (?:the|your|all the) (?:help|info|information|answer))*\W*$",
+    re.IGNORECASE,
+)
+_GOODBYE = re.compile(r"^\W*(?:(?:ok(?:ay)?|thanks?|great)[\s,.!]*)?(?:bye|goodbye|good bye|see you|see ya|have a (?:good|nice|great) day"
+                      r"|that'?s all|that is all|nothing else|no,? that'?s (?:it|all))\W*$", re.IGNORECASE)
+_ABOUT_BOT = re.compile(
+    r"\bhow are you\b|\bwho are you\b|\bwhat(?:'s| is) your name\b|\bare you (?:a |an )?(?:bot|robot|human|real|ai|person|machine)\b"
+    r"|\bfavou?rite (?:movie|film|song|book|colou?r|food|band|game|show|animal|sport)|\btell me (?:a )?joke|\bhow old are you\b"
+    r"|\bwhere are you from\b|\bmeaning of life\b|\bdo you (?:dream|sleep|have feelings|like me|love me)\b"
+    r"|\bare you (?:single|married|happy|bored|sentient|alive)\b|\bwhat do you (?:do for fun|think about life)\b",
+    re.IGNORECASE,
+)
+# The customer no longer wants the person they asked for.
+_NO_PERSON = re.compile(r"\b(?:no longer|don'?t|do not) need (?:a |an |the )?(?:person|human|agent|anyone)\b"
+                        r"|\bcancel (?:my |the )?(?:request|hand-?off)\b", re.IGNORECASE)
 _ABUSE = re.compile(
     r"\b(idiot|stupid|moron|dumb|useless|shut up|fuck\w*|shit\w*|bitch\w*|bastard|asshole|crap|damn you|go to hell)\b",
     re.IGNORECASE,
@@ -179,6 +200,52 @@ class Messages:
         return f"I can't change how I work or share my internal instructions, but I'm happy to help with your question about {self.company}."
 
     @property
+    def greeting(self) -> str:
+        return f"Hello! I'm the {self.company} support assistant. {self._topics} What would you like to know?"
+
+    @property
+    def thanks(self) -> str:
+        return "You're welcome! Is there anything else I can help you with?"
+
+    @property
+    def goodbye(self) -> str:
+        return "Thanks for chatting with us. Have a great day!"
+
+    @property
+    def chitchat(self) -> str:
+        return (f"I'm the {self.company} support assistant, so I stick to questions about the shop. {self._topics} "
+                "If you'd rather talk to a person, just ask.")
+
+    @property
+    def out_of_scope(self) -> str:
+        return (f"I'm sorry, that's not something I can help with. {self._topics} "
+                "If you'd rather talk to a person, just ask.")
+
+    @property
+    def waiting(self) -> str:
+        return "I've added this to your conversation; an agent will reply here."
+
+    @property
+    def while_waiting(self) -> str:
+        return "While you wait for an agent, here is what our help centre says:"
+
+    @property
+    def still_waiting(self) -> str:
+        return "An agent will still reply here. If this answers your question, you can leave the queue."
+
+    @property
+    def already_waiting(self) -> str:
+        return "You're already in the queue; an agent will reply here."
+
+    @property
+    def released(self) -> str:
+        return "No problem, I've taken you out of the queue. Ask me anything else whenever you like."
+
+    @property
+    def _topics(self) -> str:
+        return "I can help with orders, shipping, returns, payments and your account."
+
+    @property
     def empty(self) -> str:
         return "Please type your question and I'll do my best to help."
 
@@ -202,6 +269,24 @@ def classify_message(text: str) -> str | None:
     if _foreign(text):
         return "language"
     return None
+
+
+def small_talk(text: str) -> str | None:
+    """"greeting", "thanks", "goodbye" or "chitchat" (about the bot rather than the shop) when the message is
+    small talk, else None. Only a whole message counts: "hi, where is my order?" is a question."""
+    plain = skeleton(text).strip()
+    if _GREETING.match(plain):
+        return "greeting"
+    if plain and _THANKS.match(plain) and re.search(r"\w", plain):
+        return "thanks"
+    if _GOODBYE.match(plain):
+        return "goodbye"
+    return "chitchat" if _ABOUT_BOT.search(plain) else None
+
+
+def no_longer_needs_person(text: str) -> bool:
+    """The customer takes back a request for a person ("never mind, I don't need an agent anymore")."""
+    return bool(_NO_PERSON.search(skeleton(text)))
 
 
 @functools.lru_cache(maxsize=8192)

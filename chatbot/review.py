@@ -20,13 +20,33 @@ class QueueItem:
 
 @dataclass
 class Suggestion:
-    """What the bot proposes; draft_message_id is None when it was made for the agent and never sent."""
+    """What the bot proposes to an agent; draft_message_id is None when it was made for the agent and never sent."""
 
     text: str
     draft_message_id: int | None
     sources: list[dict] = field(default_factory=list)
     confidence: float = 0.0
     handed_off_reason: str = ""
+    origin: str = ""  # "reply" (the bot's reply), "draft" (a model draft), "entry" (an entry's answer), "" (none)
+    note: str = ""  # for the agent: where the text comes from, and why the customer did not get it
+
+
+# Why the bot did not answer, in words for agents (the log's reasons).
+REASONS = {
+    "low_confidence": "no confident match in the knowledge base",
+    "out_of_scope": "outside the shop's subject",
+    "not_grounded": "the draft was not supported by its sources",
+    "model_handoff": "the model handed off itself",
+    "human": "the customer asked for a person",
+    "language": "not written in English",
+    "error": "the model failed",
+    "leak": "the draft repeated the bot's instructions",
+    "unsupported_offer": "the draft promised an offer its sources do not state",
+    "credentials": "the draft asked for credentials",
+    "role": "the draft claimed another role",
+    "output_filter": "the draft matched the output filter",
+    "waiting_for_agent": "the customer was waiting for a person",
+}
 
 
 def review_queue(bot: SupportBot, copilot: bool = False) -> list[QueueItem]:
@@ -50,16 +70,33 @@ def review_queue(bot: SupportBot, copilot: bool = False) -> list[QueueItem]:
 
 
 def suggestion(bot: SupportBot, conversation_id: str) -> Suggestion:
-    """The bot's reply to the latest message (or the draft policy withheld); when it only handed off,
-    or the customer wrote after it, a fresh draft."""
+    """Something to start from, never the hand-off text: the bot's reply to the latest message; else the
+    model's draft that policy withheld (with why); else a fresh draft; else the best matching entry's answer;
+    else nothing (an empty text, which the agent cannot send as is)."""
     history = bot.log.history(conversation_id)
     if not history:
         raise LogError(f"no conversation {conversation_id!r}")
     last = history[-1]
-    if last.role == "bot" and (last.draft or not last.handed_off):
-        return Suggestion(last.draft or last.text, last.id, last.sources, last.confidence or 0.0, last.reason)
-    draft = bot.draft(conversation_id)
-    return Suggestion(draft.draft or draft.text, None, [s.to_dict() for s in draft.sources], draft.confidence, draft.reason)
+    if last.role == "bot" and not last.handed_off and last.reason == "":
+        return Suggestion(last.text, last.id, last.sources, last.confidence or 0.0, origin="reply", note="The bot's reply.")
+    withheld = next((m for m in reversed(history) if m.role == "customer" or m.draft), None)
+    if withheld is not None and withheld.role == "bot":
+        return Suggestion(withheld.draft, withheld.id, withheld.sources, withheld.confidence or 0.0, withheld.reason,
+                          "draft", f"The bot's draft, not sent: {_why(withheld.reason)}.")
+    fresh = bot.draft(conversation_id)
+    sources = [s.to_dict() for s in fresh.sources]
+    if fresh.draft or not (fresh.declined or fresh.reason == "empty"):
+        note = f"A draft, not sent: {_why(fresh.reason)}." if fresh.draft else "A draft for the customer's latest question."
+        return Suggestion(fresh.draft or fresh.text, None, sources, fresh.confidence, fresh.reason, "draft", note)
+    if fresh.sources:
+        top = fresh.sources[0]
+        return Suggestion(top.text, None, sources, fresh.confidence, fresh.reason, "entry",
+                          f"No draft ({_why(fresh.reason)}): the closest entry's answer, \u201c{top.title}\u201d; check that it fits.")
+    return Suggestion("", None, [], 0.0, fresh.reason, "", "Nothing to suggest: write your reply.")
+
+
+def _why(reason: str) -> str:
+    return REASONS.get(reason, reason or "no reason recorded")
 
 
 def send_reply(bot: SupportBot, conversation_id: str, suggested: Suggestion, final: str, action: str, agent: str) -> int:

@@ -19,12 +19,14 @@ class GradioError(Exception):
 
 
 class Page:
-    """One browser session (Gradio's session hash) on the app."""
+    """One browser session (Gradio's session hash) on one of the app's pages: the customer page at "" or the
+    staff pages at "/staff"."""
 
-    def __init__(self, client: TestClient):
+    def __init__(self, client: TestClient, path: str = ""):
         self.client = client
+        self.path = path
         self.session_hash = uuid.uuid4().hex[:12]
-        config = client.get("/config").json()
+        config = client.get(f"{path}/config").json()
         self.handlers = {d["api_name"]: d for d in config["dependencies"]}
         self.component_types = {c["id"]: c["type"] for c in config["components"]}
         self.component_props = {c["id"]: c.get("props", {}) for c in config["components"]}
@@ -35,10 +37,10 @@ class Page:
         payload = {"data": list(data), "fn_index": dependency["id"], "session_hash": self.session_hash,
                    "event_data": None, "trigger_id": None}
         # Encoded here, escaping what is not ASCII, so that any string JSON can carry (a lone surrogate too) gets through.
-        joined = self.client.post("/gradio_api/queue/join", content=json.dumps(payload), headers={"Content-Type": "application/json"})
+        joined = self.client.post(f"{self.path}/gradio_api/queue/join", content=json.dumps(payload), headers={"Content-Type": "application/json"})
         joined.raise_for_status()
         event_id = joined.json()["event_id"]
-        with self.client.stream("GET", f"/gradio_api/queue/data?session_hash={self.session_hash}") as events:
+        with self.client.stream("GET", f"{self.path}/gradio_api/queue/data?session_hash={self.session_hash}") as events:
             for line in events.iter_lines():
                 message = json.loads(line[5:]) if line.startswith("data:") else {}
                 if message.get("event_id") == event_id and message.get("msg") == "process_completed":
@@ -47,7 +49,7 @@ class Page:
 
     def upload(self, name: str, data: bytes) -> dict:
         """Upload a file as the page's file input does; returns the FileData to pass to a handler."""
-        response = self.client.post("/gradio_api/upload", files=[("files", (name, data, "application/octet-stream"))])
+        response = self.client.post(f"{self.path}/gradio_api/upload", files=[("files", (name, data, "application/octet-stream"))])
         if response.status_code != 200:
             raise GradioError(response.text)
         return {"path": response.json()[0], "orig_name": name, "meta": {"_type": "gradio.FileData"}}

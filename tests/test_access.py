@@ -1,11 +1,12 @@
 """Agent and ops functions refuse anonymous and wrong-role callers through every door: the Gradio API by
-name (as `gradio_client` calls it), Gradio's plain HTTP API (as curl calls it), the page's own event
-handlers (hidden from the API docs, not from clients) and the app's HTTP routes. Passwords are scrypt
+name (as `gradio_client` calls it), Gradio's plain HTTP API (as curl calls it), the staff page's own event
+handlers at /staff (hidden from the API docs, not from clients) and the app's HTTP routes. Passwords are scrypt
 hashes; sessions expire. The real app runs in process (Starlette's TestClient); no refusal here needs a
 model, so none is loaded."""
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -28,14 +29,21 @@ STAFF_API = {
     "job_list": ("ops", []),
     "gate_report": ("ops", ["latest"]),
 }
-# Every handler of the page that takes the sign-in token, and the role it needs. refresh_jobs runs on a
-# timer on every open page: it stays silent (shows nothing) for callers without the role.
+# Every handler of the staff page that takes the sign-in token (kept in the browser), and the role it needs
+# (None: any caller; signing out ends only the session it is given). A name ending in _1, _2... is the same
+# function run after another event.
 STAFF_HANDLERS = {
-    "load_queue": "agent", "open_conversation": "agent", "handler": "agent", "handler_1": "agent", "handler_2": "agent",
-    "finish": "agent", "add_files": "ops", "find": "ops", "drop": "ops", "show_analytics": "ops", "list_models": "ops",
-    "run_gate": "ops", "roll_back": "ops", "show_report": "ops", "start_job": "ops", "refresh_jobs": "ops",
+    "restore": "agent", "refresh_queue": "agent", "refresh_queue_1": "agent", "refresh_queue_2": "agent",
+    "open_conversation": "agent", "send_reply": "agent", "close_conversation": "agent",
+    "show_entries": "ops", "show_entries_1": "ops", "show_entries_2": "ops", "show_entries_3": "ops", "show_entries_4": "ops",
+    "add_files": "ops", "drop": "ops", "show_analytics": "ops", "list_models": "ops", "run_gate": "ops", "roll_back": "ops",
+    "show_report": "ops", "start_job": "ops", "refresh_jobs": "ops", "end": None,
 }
-SAMPLE_INPUTS = {"textbox": "x", "checkbox": False, "number": 1}  # a dropdown gets its first choice
+# Handlers that run by themselves on every open page (on load, on a timer): for callers without the role they
+# stay silent, changing nothing on the page (restore also forgets a token that signs no one in).
+SILENT = {"restore", "refresh_queue", "refresh_jobs"}
+NOTHING = ("", None, {"__type__": "update"})  # a state's value never leaves the server: None
+SAMPLE_INPUTS = {"textbox": "x", "checkbox": False, "number": 1, "state": "x"}  # a dropdown gets its first choice
 
 ANONYMOUS = "please log in"
 WRONG_ROLE = "this needs the ops role; you are logged in as agent"
@@ -75,35 +83,46 @@ def test_staff_api_refuses_anonymous_and_wrong_role_callers(client, agent_token,
             call(token, *args)
 
 
-def page_inputs(page: Page, handler: str, upload: dict) -> list:
-    """Plausible values for a handler's inputs; the token (a State) is None: the server holds it."""
+def page_inputs(page: Page, handler: str, upload: dict, token: str | None) -> list:
+    """Plausible values for a handler's inputs, with the token the browser keeps (None: none kept)."""
     inputs = page.handlers[handler]["inputs"]
-    return [[upload] if page.component_types[i] == "file"
+    return [token if page.component_types[i] == "browserstate"
+            else [upload] if page.component_types[i] == "file"
             else page.component_props[i]["choices"][0][1] if page.component_types[i] == "dropdown"
             else SAMPLE_INPUTS.get(page.component_types[i]) for i in inputs]
 
 
 def test_every_page_handler_that_takes_the_token_is_listed_here(client):
-    page = Page(client)
+    page = Page(client, "/staff")
     token = page.handlers["sign_in"]["outputs"][0]
     assert {name for name, d in page.handlers.items() if token in d["inputs"]} == set(STAFF_HANDLERS)
 
 
 @pytest.mark.parametrize("signed_in_as", [None, "agent"])
 def test_page_handlers_refuse_anonymous_and_wrong_role_sessions(client, signed_in_as):
-    page = Page(client)
-    if signed_in_as:
-        page.call("sign_in", signed_in_as, signed_in_as)
+    page = Page(client, "/staff")
+    token = page.call("sign_in", signed_in_as, signed_in_as)[0] if signed_in_as else None
     upload = page.upload("faq.csv", b"question,answer\nQ?,A.\n")
     for handler, role in STAFF_HANDLERS.items():
-        if signed_in_as == role:
+        if role in (None, signed_in_as):
             continue
-        inputs = page_inputs(page, handler, upload)
-        if handler == "refresh_jobs":
-            assert page.call(handler, *inputs) == {"__type__": "update"}  # gr.skip(): nothing shown
+        inputs = page_inputs(page, handler, upload, token)
+        if re.sub(r"_\d+$", "", handler) in SILENT:
+            outputs = page.call(handler, *inputs)
+            assert all(o in NOTHING for o in (outputs if isinstance(outputs, list) else [outputs])), handler
             continue
         with pytest.raises(GradioError, match=WRONG_ROLE if signed_in_as else ANONYMOUS):
             page.call(handler, *inputs)
+
+
+def test_a_reload_keeps_a_live_session_and_signing_out_ends_it(client):
+    page = Page(client, "/staff")
+    token = page.call("sign_in", "agent", "agent")[0]
+    assert page.call("restore", token)[:2] == [token, "Signed in as **agent** (agent)."]
+    page.call("end", token)
+    assert page.call("restore", token) == ["", *[{"__type__": "update"}] * 3]  # quietly signed out
+    with pytest.raises(GradioError, match=ANONYMOUS):
+        Page(client).call("queue", token)
 
 
 def test_the_http_routes_are_the_openai_ones_and_expose_no_staff_function(client):
@@ -130,9 +149,11 @@ def test_expired_sessions_are_refused_at_every_door(tmp_path):
             page.call("queue", token)
         with pytest.raises(GradioError, match=ANONYMOUS):
             rest_call(client, "analytics", token)
-        page.call("sign_in", "ops", "ops")
+        staff = Page(client, "/staff")
+        token = staff.call("sign_in", "ops", "ops")[0]
         with pytest.raises(GradioError, match=ANONYMOUS):
-            page.call("show_analytics", None)
+            staff.call("show_analytics", token)
+        assert staff.call("restore", token)[0] == ""  # a reload forgets the expired session
 
 
 def test_sessions_expire_after_their_lifetime():

@@ -73,16 +73,21 @@ def test_eval_answers_on_a_slice_of_the_demo_set(demo_bot):
     assert report.handoff_recall > in_scope_handoffs  # out-of-scope questions hand off more often
 
 
-def test_chit_chat_that_retrieval_finds_confidently_hands_off_as_out_of_scope(demo_bot):
+def test_chit_chat_that_retrieval_finds_confidently_gets_a_reply_in_character_not_an_answer(demo_bot):
     demo_bot.settings.mode = "auto"
     question = "lol what's your favourite colour"
     reply = demo_bot.ask(question)
-    assert reply.handed_off and reply.reason == "out_of_scope" and reply.confidence >= demo_bot.settings.handoff_confidence
-    share, demo_bot.scope.false_alarms = demo_bot.scope.false_alarms, 0.0
-    try:  # without the guard the curated answer about a wrong-colour item went out
+    assert reply.reason == "chitchat" and reply.declined and not reply.handed_off
+    demo_bot.settings.small_talk = False  # the out-of-scope guard catches it too
+    share = demo_bot.scope.false_alarms
+    try:
+        reply = demo_bot.ask(question)
+        assert reply.reason == "out_of_scope" and reply.text == demo_bot.messages.out_of_scope and not reply.handed_off
+        assert reply.confidence >= demo_bot.settings.handoff_confidence
+        demo_bot.scope.false_alarms = 0.0  # without the guard the curated answer about a wrong-colour item went out
         assert demo_bot.ask(question).sources[0].entry_id == "dmg-wrong-item"
     finally:
-        demo_bot.scope.false_alarms = share
+        demo_bot.scope.false_alarms, demo_bot.settings.small_talk = share, True
     # alone, "and what about a rug?" looks like chit-chat to the classifier; as a follow-up it is answered
     first = demo_bot.ask("How do I return a sofa?")
     follow_up = demo_bot.ask("and what about a rug?", first.conversation_id)

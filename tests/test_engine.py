@@ -209,25 +209,80 @@ def test_a_passage_with_planted_instructions_cannot_make_the_bot_leak(bot, tmp_p
     assert bot.log.message(reply.message_id).text == bot.messages.handoff
 
 
-def test_after_a_hand_off_the_bot_stays_quiet_and_a_resolved_conversation_reopens(bot):
-    bot.settings.mode = "template"
+def test_after_a_hand_off_every_message_gets_a_reply_and_the_person_keeps_the_conversation(bot):
+    bot.settings.mode, bot.settings.answer_while_waiting = "template", 0.0
     first = bot.ask("Do gift cards expire?")
     bot.hand_off(first.conversation_id)
-    quiet = bot.ask("hello? anyone?", first.conversation_id)
-    assert quiet.text == "" and quiet.reason == "waiting_for_agent"
-    assert [m.role for m in bot.log.history(first.conversation_id)][-1] == "customer"
+    waiting = bot.ask("How long does delivery to Canada take?", first.conversation_id)
+    assert waiting.text == bot.messages.waiting and waiting.handed_off and waiting.reason == "waiting_for_agent"
+    assert bot.log.history(first.conversation_id)[-1].text == bot.messages.waiting
+
+    bot.settings.answer_while_waiting = 0.01  # every match of the tiny embedder is confident enough
+    answered = bot.ask("How long does delivery to Canada take?", first.conversation_id)
+    assert answered.text.startswith(bot.messages.while_waiting) and "5-10 business days" in answered.text
+    assert answered.reason == "while_waiting" and not answered.declined and answered.sources
+    assert bot.log.conversation(first.conversation_id)["status"] == "handed_off"
+
+    messages = len(bot.log.history(first.conversation_id))
+    again = bot.hand_off(first.conversation_id)  # Talk to a person, pressed twice: posted once
+    assert again.text == bot.messages.already_waiting and len(bot.log.history(first.conversation_id)) == messages
+    released = bot.ask("Never mind, I no longer need a person", first.conversation_id)
+    assert released.text == bot.messages.released and bot.log.conversation(first.conversation_id)["status"] == "open"
+    with pytest.raises(LogError, match="not waiting for a person"):
+        bot.release(first.conversation_id)
+
+
+def test_a_resolved_conversation_stays_resolved_when_the_customer_writes_again(bot):
+    bot.settings.mode = "template"
+    first = bot.ask("Do gift cards expire?")
     bot.log.set_status(first.conversation_id, "resolved")
-    again = bot.ask("Do gift cards expire?", first.conversation_id)
-    assert again.mode == "template" and bot.log.conversation(first.conversation_id)["status"] == "open"
+    again = bot.ask("thanks!", first.conversation_id)
+    assert again.reason == "thanks" and bot.log.conversation(first.conversation_id)["status"] == "resolved"
 
 
-def test_agents_get_a_fresh_draft_for_messages_written_after_the_hand_off(bot):
+def test_small_talk_gets_a_reply_in_character_and_no_queue(bot, monkeypatch):
+    import chatbot.engine
+
+    monkeypatch.setattr(chatbot.engine, "SURE_MATCH", 1.01)  # the tiny embedder puts every text close to every other
+    for message, reason in (("hello", "greeting"), ("What's your favourite movie?", "chitchat"), ("thanks a lot!", "thanks")):
+        reply = bot.ask(message)
+        assert reply.reason == reason and not reply.handed_off and reply.declined and reply.model == ""
+        assert bot.log.conversation(reply.conversation_id)["status"] == "open"
+    bot.settings.small_talk = False
+    assert bot.ask("What's your favourite movie?").reason != "chitchat"
+
+
+def test_a_follow_up_is_searched_with_its_question_and_a_new_question_alone(bot):
+    first = bot.ask("Do gift cards expire?")
+    history = [Turn(m.role, m.text) for m in bot.log.history(first.conversation_id)]
+    assert bot.query("and how long does that take?", history) == "Do gift cards expire? and how long does that take?"
+    assert bot.query("How long does delivery to Canada take?", history) == "How long does delivery to Canada take?"
+    small_talk = history + [Turn("customer", "thanks!"), Turn("bot", "You're welcome!")]
+    assert bot.query("what about Canada?", small_talk) == "Do gift cards expire? what about Canada?"
+
+
+def test_agents_suggestion_is_a_draft_or_an_entry_never_the_hand_off_text(bot):
     from chatbot.review import suggestion
 
     bot.settings.mode = "template"
     first = bot.ask("Do gift cards expire?")
     assert suggestion(bot, first.conversation_id).draft_message_id == first.message_id
     bot.hand_off(first.conversation_id)
-    bot.ask("How long does delivery to Canada take?", first.conversation_id)  # the bot stays quiet now
+    bot.ask("How long does delivery to Canada take?", first.conversation_id)  # acknowledged: a person has it
     fresh = suggestion(bot, first.conversation_id)
-    assert fresh.draft_message_id is None and "Canada" in fresh.text
+    assert fresh.draft_message_id is None and "Canada" in fresh.text and fresh.origin == "draft"
+
+    bot.settings.handoff_confidence = 1.01  # nothing is confident: the closest entry's answer to start from
+    unsure = bot.ask("Do gift cards expire?")
+    entry = suggestion(bot, unsure.conversation_id)
+    assert unsure.text == bot.messages.handoff and entry.origin == "entry" and entry.text == "Gift cards never expire and have no fees."
+    assert bot.messages.handoff not in entry.text and "closest entry" in entry.note
+
+    bot.settings.handoff_confidence, bot.settings.mode, bot.settings.grounding_min = 0.0, "generate", 1.01
+    withheld = bot.ask("Do gift cards expire?")  # the tiny model's text is never grounded enough
+    draft = suggestion(bot, withheld.conversation_id)
+    assert withheld.reason == "not_grounded" and draft.origin == "draft" and draft.text == withheld.draft
+    assert "not supported by its sources" in draft.note and draft.draft_message_id == withheld.message_id
+
+    person = bot.ask("I want to talk to a human")  # nothing asked: nothing to suggest
+    assert suggestion(bot, person.conversation_id).text == "" and suggestion(bot, person.conversation_id).origin == ""

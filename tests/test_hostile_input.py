@@ -39,7 +39,7 @@ class App:
     home: Path
     flags: list[str]  # the settings, for the command line too
     page: Page  # a session on the Gradio API
-    ops_page: Page  # a page signed in as ops, for the upload handler
+    ops_page: Page  # a session on the staff pages, for sign-in and the upload handler
     values: dict = field(default_factory=dict)  # $AGENT, $OPS, $CONVERSATION, ...
 
 
@@ -66,8 +66,7 @@ def app(tmp_path_factory, tiny_embedder_path, tiny_lm_path):
     kb.add([write(root / "faq.csv", FAQ)])
     kb.close()
     with TestClient(build_app(config)) as client:
-        page, ops_page = Page(client), Page(client)
-        ops_page.call("sign_in", "ops", "ops")
+        page, ops_page = Page(client), Page(client, "/staff")  # the customer page, the staff pages
         agent, ops = (page.call("login", name, name)["token"] for name in ("agent", "ops"))
         page.call("models", ops)  # registers the model version and the serving pointer, part of the state
         reply = page.call("chat", "Do gift cards expire?", "")["reply"]
@@ -130,9 +129,11 @@ def chat(app: App, case: dict, folder: Path, capsys) -> Outcome:
 
 
 def page(app: App, case: dict, folder: Path, capsys) -> Outcome:
-    """The page's own handlers that anyone can call; a reply is the last chat bubble they render."""
-    args = value(case["input"]["args"], app)
-    return gradio(lambda: app.page.call(case["input"]["handler"], *args)[0][-1]["content"][0]["text"])
+    """The pages' own handlers that anyone can call (the customer page's, or the staff pages' sign-in); a reply
+    is the last chat bubble they render."""
+    handler, args = case["input"]["handler"], value(case["input"]["args"], app)
+    on = app.page if handler in app.page.handlers else app.ops_page
+    return gradio(lambda: on.call(handler, *args)[0][-1]["content"][0]["text"])
 
 
 def gradio_api(app: App, case: dict, folder: Path, capsys) -> Outcome:
@@ -145,7 +146,7 @@ def web_upload(app: App, case: dict, folder: Path, capsys) -> Outcome:
         files = [app.ops_page.upload(name, as_bytes(spec)) for name, spec in case["input"]["files"].items()]
         if "server_path" in case["input"]:  # a path on the server, sent as if it were an upload
             files.append({"path": case["input"]["server_path"], "meta": {"_type": "gradio.FileData"}})
-        return app.ops_page.call("add_files", None, files)
+        return app.ops_page.call("add_files", app.values["$OPS"], files)  # the token the browser keeps
     return gradio(lambda: json.dumps(upload()))
 
 

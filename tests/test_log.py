@@ -55,6 +55,11 @@ def test_feedback_and_agent_actions(log):
     draft = log.add_message(conv, "bot", "Returns take 45 days.")
     log.add_feedback(draft, thumbs_up=False, comment="wrong, reach me at jane@example.com")
     assert log.feedback()[0]["rating"] == -1 and log.feedback()[0]["comment"] == "wrong, reach me at [EMAIL]"
+    log.add_feedback(draft, thumbs_up=False, comment="wrong, reach me at jane@example.com")  # the same rating again: one row
+    assert len(log.feedback()) == 1 and log.ratings(conv) == {draft: {"rating": -1, "comment": "wrong, reach me at [EMAIL]"}}
+    log.add_feedback(draft, thumbs_up=True)  # changed: replaces it, comment and all
+    assert [(f["rating"], f["comment"]) for f in log.feedback()] == [(1, "")]
+    assert log.add_feedback(draft, thumbs_up=None) == 0 and log.feedback() == [] and log.ratings(conv) == {}  # cleared
     log.add_agent_action(conv, draft, "Returns are accepted within 45 days of delivery.", "edited", agent="sam")
     action = log.agent_actions()[0]
     assert (action["draft"], action["action"], action["agent"]) == ("Returns take 45 days.", "edited", "sam")

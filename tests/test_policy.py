@@ -2,7 +2,7 @@
 
 import pytest
 
-from chatbot.policy import classify_message, clean_message, filtered, leaks, strip_foreign_links
+from chatbot.policy import classify_message, clean_message, filtered, leaks, no_longer_needs_person, small_talk, strip_foreign_links
 
 
 @pytest.mark.parametrize(
@@ -51,3 +51,18 @@ def test_links_not_in_passages_are_removed():
 def test_output_filter_patterns():
     assert filtered("We guarantee a full refund!", [r"guarantee"])
     assert not filtered("Refunds take 5-7 days.", [r"guarantee"])
+
+
+@pytest.mark.parametrize("text, kind", [
+    ("hi", "greeting"), ("Good morning!", "greeting"), ("thanks!", "thanks"), ("ok thanks so much", "thanks"),
+    ("Great, thank you for the help", "thanks"), ("bye", "goodbye"), ("What's your favourite movie?", "chitchat"),
+    ("are you a robot?", "chitchat"), ("hi, where is my order?", None), ("Do you sell pizza?", None),
+    ("Thanks, and how long does a refund take?", None),
+])
+def test_small_talk_is_only_a_whole_message_of_it(text, kind):
+    assert small_talk(text) == kind
+
+
+def test_a_customer_can_take_back_a_request_for_a_person():
+    assert no_longer_needs_person("never mind, I don't need a person anymore")
+    assert not no_longer_needs_person("I need a person")

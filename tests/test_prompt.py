@@ -60,3 +60,13 @@ def test_grounding_counts_reply_words_found_in_passages():
     drifted = grounding("Canada orders arrive in 2 weeks via Dreamweaver couriers.", passages)
     assert drifted < 0.6
     assert grounding("Deliveries to Canada arriving", ["delivery to canada arrives"]) == 1.0
+
+
+def test_grounding_accepts_the_customers_facts_and_one_step_of_arithmetic_but_not_invented_numbers():
+    passages = ["Returns cost a $6.95 label fee, deducted from the refund."]
+    question = "I paid $80 for a lamp and shade bundle. How much do I get back if I return it?"
+    worked = "You get $73.05 back: the $80 you paid minus the $6.95 label fee."
+    assert grounding(worked, passages, question) == 1.0
+    assert grounding(worked, passages) < 1.0  # without the question, the lamp's price is nobody's fact
+    assert grounding("You get $61.20 back: the $80 you paid minus the $6.95 label fee.", passages, question) < 1.0
+    assert grounding("You get 3 refunds.", passages, question) < 1.0  # a small whole number must be stated

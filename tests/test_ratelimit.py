@@ -100,10 +100,11 @@ def app(tmp_path, tiny_embedder_path):
         yield client, service, clock
 
 
-@pytest.mark.parametrize("door", ["login", "sign_in"])  # the API function and the page's sign-in button
-def test_failed_sign_ins_are_limited_per_session_and_per_address(app, door):
+# The API function (on the customer page, with the rest of the named API) and the staff page's sign-in button.
+@pytest.mark.parametrize("door, path", [("login", ""), ("sign_in", "/staff")])
+def test_failed_sign_ins_are_limited_per_session_and_per_address(app, door, path):
     client, _, clock = app
-    first, second = Page(client), Page(client)
+    first, second = Page(client, path), Page(client, path)
     for _ in range(2):
         with pytest.raises(GradioError, match="wrong user name or password"):
             first.call(door, "ops", "guess")
@@ -113,7 +114,7 @@ def test_failed_sign_ins_are_limited_per_session_and_per_address(app, door):
     with pytest.raises(GradioError, match="wrong user name or password"):
         second.call(door, "ops", "guess")
     with pytest.raises(GradioError, match="too many failed sign-ins from this address"):
-        Page(client).call(door, "ops", "ops")
+        Page(client, path).call(door, "ops", "ops")
     clock.now += 300
     first.call(door, "ops", "ops")
 

@@ -106,16 +106,20 @@ def test_the_guard_follows_the_knowledge_base_and_steps_aside_for_documents_only
     assert not off.outside(kb, ["Tell me joke 3"], 0.0) and off.model(kb)[0] is None
 
 
-def test_a_message_the_guard_puts_outside_is_handed_off_and_logged_with_its_reason(guard_bot, tmp_path, monkeypatch):
+def test_a_message_the_guard_puts_outside_gets_what_the_bot_can_do_or_a_hand_off(guard_bot, tmp_path, monkeypatch):
     guard_bot.kb.add([write(tmp_path / "faq.csv", "id,question,answer,title\n" + FAQ_ROWS + "\n")])
-    guard_bot.settings.mode = "template"
+    guard_bot.settings.mode, guard_bot.settings.small_talk = "template", False  # "Tell me joke 3" is small talk too
     monkeypatch.setattr(chatbot.scope, "SURE_MATCH", 1.01)  # the tiny embedder puts every text close to every other
     reply = guard_bot.ask("Tell me joke 3")
-    assert reply.handed_off and reply.reason == "out_of_scope" and reply.sources
+    assert reply.text == guard_bot.messages.out_of_scope and reply.declined and not reply.handed_off and reply.sources
     assert guard_bot.log.message(reply.message_id).reason == "out_of_scope"
+    assert guard_bot.log.conversation(reply.conversation_id)["status"] == "open"  # not the agents' business
+    assert guard_bot.log.unanswered_questions() == []  # nor a gap in the knowledge base
+    guard_bot.settings.out_of_scope_handoff = True
+    reply = guard_bot.ask("Tell me joke 3")
+    assert reply.handed_off and reply.reason == "out_of_scope"
     assert guard_bot.log.conversation(reply.conversation_id)["status"] == "handed_off"
-    assert [q["question"] for q in guard_bot.log.unanswered_questions()] == ["Tell me joke 3"]
-    assert not guard_bot.ask("How do I do thing number 3?").handed_off
+    assert not guard_bot.ask("How do I do thing number 3?").declined
 
 
 def test_concurrent_turns_fit_the_classifier_once(guard_bot, tmp_path, monkeypatch):

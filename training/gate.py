@@ -117,7 +117,7 @@ def evaluate_version(config: Config, version: str, rows: list[dict], progress: P
 def _reward(config: Config, bot: SupportBot, rows: list[dict], replies: list[dict]) -> float | None:
     """Mean score of the answered replies by the serving reward model (None when none serves)."""
     scorer = RewardScorer(config.home)
-    picked = [(row["question"], reply["answer"]) for row, reply in zip(rows, replies) if not reply["handed_off"]]
+    picked = [(row["question"], reply["answer"]) for row, reply in zip(rows, replies) if not reply["declined"]]
     if not scorer.available() or not picked:
         return None
     prompts = [prompt_for(bot, q, [], bot.sources(bot.retrieve(q, []))) for q, _ in picked]

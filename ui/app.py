@@ -1,4 +1,5 @@
-"""`supportbot serve`: one FastAPI server with the Gradio app at / and the OpenAI-compatible API at /v1."""
+"""`supportbot serve`: one FastAPI server with the customer page at /, the staff pages at /staff and the
+OpenAI-compatible API at /v1."""
 
 from __future__ import annotations
 
@@ -9,21 +10,25 @@ from chatbot import Config
 
 from .openai_api import add_openai_routes
 from .service import MAX_UPLOAD_BYTES, SupportService
-from .web import build_blocks
+from .customer import build_customer_blocks, page_look
+from .staff import build_staff_blocks
 
 
 def build_app(config: Config, service: SupportService | None = None) -> FastAPI:
     service = service or SupportService(config)
-    blocks = build_blocks(service)
-    # Several customers stream at once: each queued event may run this many copies concurrently.
-    blocks.queue(default_concurrency_limit=config.serve.concurrency)
     app = FastAPI(title=f"{config.answer.company} support")
     add_openai_routes(app, service)
-    app = gr.mount_gradio_app(app, blocks, path="", footer_links=["api"], max_file_size=MAX_UPLOAD_BYTES)
-    # Gradio checks that a file a client sends was uploaded (not any path on this machine) only once its
-    # app "has launched", which mount_gradio_app never marks: without this, a client could name any file
-    # here as an upload, have it copied into Gradio's cache and download it from there.
-    blocks.has_launched = True
+    # The staff pages first: the customer page at the root would otherwise take their paths. Each page with its look
+    # (CSS, theme, icon): Gradio 6 takes these here, not from gr.Blocks.
+    pages = (("/staff", build_staff_blocks(service), {}), ("", build_customer_blocks(service), page_look(config)))
+    for path, blocks, look in pages:
+        # Several customers stream at once: each queued event may run this many copies concurrently.
+        blocks.queue(default_concurrency_limit=config.serve.concurrency)
+        app = gr.mount_gradio_app(app, blocks, path=path, footer_links=[], max_file_size=MAX_UPLOAD_BYTES, **look)
+        # Gradio checks that a file a client sends was uploaded (not any path on this machine) only once its
+        # app "has launched", which mount_gradio_app never marks: without this, a client could name any file
+        # here as an upload, have it copied into Gradio's cache and download it from there.
+        blocks.has_launched = True
     return app
 
 

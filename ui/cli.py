@@ -20,6 +20,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from chatbot import Config, ConfigError, ConversationLog, LogError, SupportBot, as_dict, load_config, open_kb, save_settings  # noqa: E402
 from chatbot.backends import BackendError  # noqa: E402
+from chatbot.conversation_eval import evaluate_conversations, load_conversations  # noqa: E402
 from chatbot.evaluate import evaluate_answers, load_answer_rows, save_eval  # noqa: E402
 from chatbot.gguf_export import EXPORT_TYPES, export_weights  # noqa: E402
 from retrieval import EvalFileError, IngestError, evaluate_retrieval, load_queries  # noqa: E402
@@ -185,6 +186,29 @@ def eval_answers(args, config):
     save_eval(config.home, "answers", f"{bot.backend.name}:{config.answer.mode}", summary)
     lines = [f"{k:20} {v}" for k, v in summary.items() if k != "by_band"]
     lines += [f"band {b['band']} {b['mode']:8} n={b['n']:<4} similarity {b['similarity']}" for b in report.by_band]
+    emit(args, summary, "\n".join(lines))
+    return 0
+
+
+@command("eval conversations")
+def eval_conversations(args, config):
+    import tempfile
+
+    conversations = load_conversations(args.file)
+    if args.mode:
+        config.answer.mode = args.mode
+    with tempfile.TemporaryDirectory() as tmp:  # evaluation turns stay out of the customers' log
+        bot = open_bot(args, config, ConversationLog(Path(tmp) / "eval.sqlite", config.answer.redact))
+        bar = TerminalProgress(not args.quiet)
+        report = evaluate_conversations(bot, conversations, progress=lambda d, t: bar("conversations", d, t))
+    if args.rows:
+        Path(args.rows).write_text("".join(json.dumps(r) + "\n" for r in report.rows), encoding="utf-8")
+    summary = report.summary()
+    lines = [f"{'turn kind':10} {'n':>4} {'in conversation':>16} {'asked alone':>12} {'ratio':>6}"]
+    lines += [f"{k['kind']:10} {k['n']:>4} {k['correct']:>16.3f} {k['correct_alone']:>12.3f} {k['ratio'] or 0:>6.3f}" for k in report.by_kind]
+    lines += [f"{'all':10} {report.turns:>4} {report.correct:>16.3f} {report.correct_alone:>12.3f}",
+              f"hand-off precision {report.handoff_precision:.3f}, recall {report.handoff_recall:.3f} "
+              f"({report.conversations} conversations)"]
     emit(args, summary, "\n".join(lines))
     return 0
 
@@ -418,6 +442,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=["generate", "template", "auto"], help="override answer.mode")
     p.add_argument("--limit", type=int, default=0, help="only the first N rows")
     p.add_argument("--rows", help="write each question's reply and scores to this JSONL file")
+
+    p = add(ev, "conversations", "multi-turn: per-turn top-1 by turn kind, against the same turns asked alone")
+    p.add_argument("file")
+    p.add_argument("--mode", choices=["generate", "template", "auto"], help="override answer.mode")
+    p.add_argument("--rows", help="write each turn's reply and scores to this JSONL file")
 
     p = add(sub, "serve", "start the web app and the OpenAI-compatible API", json_flag=False)
     p.add_argument("--host")

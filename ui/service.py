@@ -6,10 +6,12 @@ Methods for agents and ops take a session token first and check its role before 
 
 from __future__ import annotations
 
+import json
 import math
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
+from itertools import islice
 from pathlib import Path
 
 from chatbot import Config, LogError, SupportBot
@@ -18,7 +20,7 @@ from chatbot.evaluate import load_evals
 from chatbot.policy import clean_message
 from chatbot.versions import Versions, VersionError, is_plain_name
 from training import METHODS, rollback
-from chatbot.review import Suggestion, close, review_queue, send_reply, suggestion
+from chatbot.review import REASONS, Suggestion, close, review_queue, send_reply, suggestion
 from retrieval import IngestError
 
 from .auth import AuthError, Sessions, parse_accounts, uses_demo_password
@@ -31,6 +33,13 @@ ROLES = ("lm", "reward", "retriever")  # what serves, each with its own pointer
 MAX_UPLOAD_BYTES = 20_000_000  # per knowledge-base file uploaded through the app (the command line has no limit)
 MAX_EPOCHS = 100
 MAX_STEPS = 1_000_000
+# Why a conversation waits in the agents' queue (review_queue's reasons), in words.
+QUEUE_REASONS = {"handed_off": "handed off", "disliked": "rated down", "low_confidence": "low confidence", "copilot": "copilot"}
+# The evaluation gate's metrics (training/gate.py), in words.
+GATE_METRICS = {"answer_similarity": "answer similarity", "grounding": "grounding", "handoff_precision": "hand-off precision",
+                "handoff_recall": "hand-off recall", "reward": "reward score", "latency_ms_p50": "median reply time (ms)",
+                "pair_accuracy": "preference pairs ranked right", "top1": "top-1 accuracy", "recall_at_5": "recall at 5",
+                "mrr": "mean reciprocal rank"}
 
 
 class ServiceError(ValueError):
@@ -89,20 +98,50 @@ class SupportService:
         """The conversation as the customer sees it (roles customer, bot, agent)."""
         if not conversation_id or not self.bot.log.conversation(conversation_id):
             return []
+        ratings = self.bot.log.ratings(conversation_id)
         return [
-            {"id": m.id, "role": m.role, "text": m.text, "sources": m.sources, "handed_off": m.handed_off}
+            {"id": m.id, "role": m.role, "text": m.text, "sources": m.sources, "handed_off": m.handed_off, "reason": m.reason,
+             "created_at": m.created_at, **ratings.get(m.id, {"rating": 0, "comment": ""})}
             for m in self.bot.log.history(conversation_id) if m.text
         ]
 
-    def rate(self, message_id: int, thumbs_up: bool, comment: str = "") -> dict:
-        feedback_id = self.bot.log.add_feedback(int(message_id), bool(thumbs_up), comment or "")
+    def status(self, conversation_id: str) -> str:
+        """"open", "handed_off" (waiting for a person) or "resolved"; "" for no such conversation."""
+        conversation = self.bot.log.conversation(conversation_id) if conversation_id else None
+        return conversation["status"] if conversation else ""
+
+    def rate(self, message_id: int, thumbs_up: bool | None, comment: str = "") -> dict:
+        """Rate a bot reply, with an optional comment, in one action: it replaces the reply's earlier rating and
+        comment; thumbs_up None clears them."""
+        feedback_id = self.bot.log.add_feedback(int(message_id), thumbs_up, comment or "")
         return {"feedback_id": feedback_id}
 
     def talk_to_person(self, conversation_id: str) -> dict:
+        """Hand the conversation to a person; asked again while waiting, nothing new is posted (message_id 0)."""
         if not conversation_id or not self.bot.log.conversation(conversation_id):
             conversation_id = self.bot.log.start("web")
         reply = self.bot.hand_off(conversation_id)
         return {"conversation_id": conversation_id, "text": reply.text, "message_id": reply.message_id}
+
+    def leave_queue(self, conversation_id: str) -> dict:
+        """The customer no longer needs a person: the conversation leaves the agents' queue."""
+        reply = self.bot.release(conversation_id)
+        return {"conversation_id": conversation_id, "text": reply.text, "message_id": reply.message_id}
+
+    def welcome(self, limit: int = 4) -> dict:
+        """What an empty chat shows: the company, its greeting and questions to start from (the configured ones,
+        else the `limit` the bot answered most often), so that a customer sees at once what the bot is for."""
+        serve, company = self.config.serve, self.config.answer.company
+        greeting = serve.greeting or (f"Hi! I'm the {company} virtual assistant. Ask me a question and I'll answer "
+                                      "from our help center; you can ask for a person at any time.")
+        return {"company": company, "greeting": greeting,
+                "suggested_questions": list(serve.suggested_questions) or self._most_asked(limit)}
+
+    def _most_asked(self, limit: int) -> list[str]:
+        """The knowledge-base entries the bot answered most often lately, each as its curated question: never a
+        customer's own words, which may be personal."""
+        entries = (self.bot.kb.entry(entry_id) for entry_id in self.bot.log.most_cited_entries())
+        return list(islice((e.questions[0] for e in entries if e and e.questions), limit))
 
     # --- sign-in ----------------------------------------------------------------------------------
 
@@ -113,13 +152,30 @@ class SupportService:
         self.limiter.give_back("login", caller)
         return {"token": token, "user": session.user, "role": session.role}
 
+    def session(self, token: str) -> dict:
+        """Who a token kept by a browser belongs to, if its session is still live (a reload keeps staff signed in
+        until the session expires)."""
+        session = self.sessions.require(token, "agent")  # every staff role may do what agents do
+        return {"user": session.user, "role": session.role}
+
+    def logout(self, token: str) -> None:
+        """End the session now, not when it expires (a shared computer)."""
+        self.sessions.logout(token)
+
     # --- agents -----------------------------------------------------------------------------------
 
     def queue(self, token: str) -> dict:
+        """Conversations waiting for a person, oldest first; each item also says why in words (`why`) and, for a
+        hand-off, the log's reason for it (`handoff_reason`)."""
         self.sessions.require(token, "agent")
         items = review_queue(self.bot, self.config.serve.copilot)
-        counts = {reason: sum(i.reason == reason for i in items) for reason in ("handed_off", "disliked", "low_confidence", "copilot")}
-        return {"items": [asdict(i) for i in items], "counts": counts}
+        handoffs = self.bot.log.handoff_reasons([i.conversation_id for i in items if i.reason == "handed_off"])
+        counts = {reason: sum(i.reason == reason for i in items) for reason in QUEUE_REASONS}
+        rows = []
+        for item in items:
+            cause = handoffs.get(item.conversation_id, "")
+            rows.append({**asdict(item), "handoff_reason": cause, "why": _why(item.reason, cause)})
+        return {"items": rows, "counts": counts}
 
     def review(self, token: str, conversation_id: str) -> dict:
         """The conversation and the bot's suggested reply, for an agent."""
@@ -184,6 +240,13 @@ class SupportService:
             rows = [asdict(e) for e in self.bot.kb.entries() if e.id in found]
         return rows
 
+    def kb_page(self, token: str, query: str = "", page: int = 1, size: int = 20) -> dict:
+        """One page of `kb_entries`, for browsing: the page number is kept within the pages there are."""
+        rows = self.kb_entries(token, query)
+        pages = max(1, math.ceil(len(rows) / size))
+        page = min(max(1, page), pages)
+        return {"entries": rows[(page - 1) * size:page * size], "page": page, "pages": pages, "total": len(rows)}
+
     def kb_remove(self, token: str, entry_id: str) -> dict:
         self.sessions.require(token, "ops")
         if not self.bot.kb.remove(entry_id.strip()):
@@ -238,16 +301,72 @@ class SupportService:
         return [job.to_json() for job in self.jobs.list()]
 
     def gate_report(self, token: str, version: str) -> dict:
-        """The last gate comparison of a version: Markdown, and the plot's path."""
+        """What the gate found for a version, as Markdown with the plot's path ("" when there is none): the latest
+        comparison it took part in, as the candidate or as the serving version (the gate keeps a comparison in
+        the candidate's folder only), else the scores on its card (a version that came with them, such as the
+        committed demo adapter)."""
         self.sessions.require(token, "ops")
-        folder = Versions(self.config.home).folder(version.strip()) / "gate"
-        if not (folder / "report.md").exists():
-            raise ServiceError(f"version {version!r} has not been through the gate yet")
-        return {"markdown": (folder / "report.md").read_text(encoding="utf-8"), "plot": str(folder / "report.png")}
+        versions = Versions(self.config.home)
+        version = versions.resolve(version.strip() or "latest")
+        found = _latest_gate_report(versions, version)
+        if found:
+            path, report = found
+            return {"markdown": _comparison_markdown(version, report), "plot": str(path.with_name("report.png"))}
+        scores = versions.card(version).metrics.get("gate")
+        if scores:
+            return {"markdown": _scores_markdown(version, scores), "plot": ""}
+        raise ServiceError(f"version {version!r} has not been through the gate yet")
 
     def _settings_args(self) -> list[str]:
         """The app's own overrides (`--set` flags, the knowledge base) passed on to a job it starts."""
         return ["--kb", self.config.kb, *[f"--set={item}" for item in self.overrides]]
+
+
+def _why(reason: str, handoff_reason: str) -> str:
+    """Why a conversation waits, in words: the queue's reason and, for a hand-off, what caused it."""
+    words = QUEUE_REASONS.get(reason, reason)
+    return f"{words}: {REASONS[handoff_reason]}" if handoff_reason in REASONS else words
+
+
+def _latest_gate_report(versions: Versions, version: str) -> tuple[Path, dict] | None:
+    """The newest gate report (report.json's path and content) in which `version` was the candidate or the serving one."""
+    found = []
+    for path in versions.root.glob("*/gate/report.json"):
+        report = json.loads(path.read_text(encoding="utf-8"))
+        if version in (report.get("candidate"), report.get("serving")):
+            found.append((path.stat().st_mtime, path, report))
+    return max(found, key=lambda f: f[0])[1:] if found else None
+
+
+def _comparison_markdown(version: str, report: dict) -> str:
+    role = "candidate" if report["candidate"] == version else "serving version"
+    verdict = "promoted" if report["promoted"] else "refused"
+    forced = " (forced past a regression)" if report["forced"] and not report["passed"] else ""
+    lines = [f"### Gate: {report['candidate']} against {report['serving'] or 'nothing serving'}",
+             f"{version} was the {role}. The candidate was **{verdict}**{forced}; {report['questions']} held-out items.", "",
+             f"| metric | serving ({report['serving'] or '-'}) | candidate ({report['candidate']}) | change | within tolerance |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {_metric(r['metric'])} | {_number(r['serving'])} | {_number(r['candidate'])} | {_number(r['delta'])} | "
+              f"{'yes' if r['ok'] else '**no**'} |" for r in report["rows"]]
+    return "\n".join(lines)
+
+
+def _scores_markdown(version: str, scores: dict) -> str:
+    when = f" on {scores['at'][:10]}" if scores.get("at") else ""
+    items = f", {scores['questions']} held-out items" if scores.get("questions") else ""
+    lines = [f"### Gate scores of {version}",
+             f"Measured{when}{items}. No comparison of it is kept in this home: it came with these scores.", "",
+             "| metric | score |", "|---|---|"]
+    lines += [f"| {_metric(name)} | {_number(value)} |" for name, value in scores.items() if name in GATE_METRICS]
+    return "\n".join(lines)
+
+
+def _metric(name: str) -> str:
+    return GATE_METRICS.get(name, name.replace("_", " "))
+
+
+def _number(value) -> str:
+    return "-" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 # Errors a person can act on: shown as a one-line message, never a stack trace.
