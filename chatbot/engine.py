@@ -305,10 +305,10 @@ class SupportBot:
         """A person has the conversation: acknowledge the message (it waits in the agents' queue), or, when it
         is a new question the knowledge base answers confidently (`answer.answer_while_waiting`), answer it,
         marked as such; the conversation stays with the person either way."""
-        waiting = Reply(self.messages.waiting, handed_off=True, reason="waiting_for_agent")
-        if classify_message(text) == "human":
-            waiting.text = self.messages.already_waiting
-        if not self.settings.answer_while_waiting or classify_message(text) or small_talk(text):
+        kind = classify_message(text)
+        waiting = Reply(self.messages.already_waiting if kind == "human" else self.messages.waiting,
+                        handed_off=True, reason="waiting_for_agent")
+        if not self.settings.answer_while_waiting or kind or small_talk(text):
             return (yield from self._say(waiting))
         hits = self.retrieve(text, history)
         waiting.sources, waiting.confidence = self.sources(hits), hits[0].confidence if hits else 0.0  # for agents
