@@ -25,7 +25,7 @@ import importlib.util
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from retrieval import KnowledgeBase, SearchHit, fast_tokenizer
@@ -36,7 +36,7 @@ from .config import Config, ConfigError
 from .grounding import grounding
 from .log import ConversationLog, LogError
 from .model import Progress, provision_bundled
-from .followup import is_follow_up, topic_message
+from .followup import is_follow_up, names_own_topic, topic_message
 from .policy import Messages, classify_message, clean_message, instructs_model, no_longer_needs_person, sanitize, small_talk, unsafe
 from .prompt import Source, Turn, build_messages, system_prompt
 from .reward import RewardScorer
@@ -343,7 +343,8 @@ class SupportBot:
         enough, or the message (also read as a follow-up) lies outside the knowledge base's subject."""
         if not hits or hits[0].confidence < self.settings.handoff_confidence:  # nothing found hands off at any threshold
             return "low_confidence"
-        texts = list(dict.fromkeys([text, self.query(text, history)]))
+        topic = self.topic(text, history)
+        texts = [text, f"{topic} {text}"] if topic else [text]
         if self.scope.outside(self.kb, texts, max(hit.dense for hit in hits)):
             return "out_of_scope"
         return ""
@@ -405,27 +406,34 @@ class SupportBot:
 
     # --- retrieval --------------------------------------------------------------------------------
 
-    def query(self, text: str, history: list[Turn]) -> str:
-        """What to search with: the message, or for a follow-up ("and how long does that take?" names its
-        topic only in the question before it) that question joined to it."""
+    def topic(self, text: str, history: list[Turn]) -> str:
+        """The earlier question a follow-up continues ("and how long does that take?" names its topic only in
+        the question before it), with the follow-ups between; "" for a message that stands on its own."""
         if not is_follow_up(text):
-            return text
-        topic = topic_message([t.text for t in history if t.role == "customer"], _is_question)
-        return f"{topic} {text}" if topic else text
+            return ""
+        return topic_message([t.text for t in history if t.role == "customer"], _is_question)
 
     def retrieve(self, text: str, history: list[Turn]) -> list[SearchHit]:
-        """Search with the message; a follow-up is also searched joined to its question (`query`) and the more
-        confident search is kept. A message that stands on its own is searched alone, never joined to an
-        earlier one. Entries whose text speaks to the model (instructions planted in the knowledge base) are
-        left out."""
+        """Search with the message; a follow-up is searched leaning on the question it continues
+        (`answer.follow_up_weight`), unless it names a topic of its own that the message alone matches surely.
+        A message that stands on its own is searched alone, never joined to an earlier one. Entries whose text
+        speaks to the model (instructions planted in the knowledge base) are left out."""
         k = self.settings.passages
         hits = self.kb.search(text, k=k)
-        query = self.query(text, history)
-        if query != text:
-            joined = self.kb.search(query, k=k)
-            if joined and (not hits or joined[0].confidence > hits[0].confidence):
-                hits = joined
+        topic = self.topic(text, history)
+        if topic and not names_own_topic(text, hits[0].confidence if hits else 0.0):
+            hits = self._follow_up_hits(text, topic, k)
         return [hit for hit in hits if not self._planted(hit)]
+
+    def _follow_up_hits(self, text: str, topic: str, k: int) -> list[SearchHit]:
+        """A follow-up's search, leaning on its topic. Confidence is calibrated on whole questions and a leaning
+        vector reads lower, so where the topic and message read as one text find the same entry first, that
+        reading's confidence counts."""
+        hits = self.kb.search(text, k=k, context=topic, context_weight=self.settings.follow_up_weight)
+        joined = self.kb.search(f"{topic} {text}", k=1)
+        if hits and joined and joined[0].entry_id == hits[0].entry_id and joined[0].confidence > hits[0].confidence:
+            hits[0] = replace(hits[0], confidence=joined[0].confidence)
+        return hits
 
     def _planted(self, hit: SearchHit) -> bool:
         """An FAQ answer (a curated reply shows all of it) or the matched document passage carries instructions."""

@@ -38,6 +38,10 @@ _EMPTY = frozenset(
     "works".split()
 )
 MAX_OWN_WORDS = 3  # a message that points back is a follow-up when it has at most this many words of its own
+# A follow-up in form that names a topic of its own ("also can I return my kettle if I opened it?") is read
+# alone when the message alone is matched at least this confidently.
+OWN_TOPIC_WORDS = 3
+OWN_TOPIC_CONFIDENCE = 0.8
 
 
 def own_words(text: str) -> list[str]:
@@ -56,6 +60,12 @@ def is_follow_up(text: str) -> bool:
         return True
     pointed = set(words(_EXISTENTIAL.sub(" ", text))) & _POINTS_BACK
     return bool(pointed) and len(own) <= MAX_OWN_WORDS
+
+
+def names_own_topic(text: str, confidence: float) -> bool:
+    """Whether a message read as a follow-up still stands on its own: it names a topic of its own (at least
+    `OWN_TOPIC_WORDS` words) and retrieval matches the message alone with `OWN_TOPIC_CONFIDENCE` or more."""
+    return len(own_words(text)) >= OWN_TOPIC_WORDS and confidence >= OWN_TOPIC_CONFIDENCE
 
 
 def topic_message(previous: list[str], is_question=lambda text: True) -> str:

@@ -312,15 +312,20 @@ class KnowledgeBase:
 
     # --- reading ----------------------------------------------------------------------------------
 
-    def search(self, query: str, k: int = 5, mode: str = "hybrid") -> list[SearchHit]:
-        """Entries best first. `mode` is "hybrid", "dense" or "lexical" (the last two for comparison)."""
+    def search(self, query: str, k: int = 5, mode: str = "hybrid", context: str = "", context_weight: float = 0.0) -> list[SearchHit]:
+        """Entries best first. `mode` is "hybrid", "dense" or "lexical" (the last two for comparison).
+
+        `context` is text the query leans on (a follow-up's earlier question): the lexical side reads both, and
+        the query vector is pulled towards the context's by `context_weight` (the query keeps weight 1), so the
+        message's own words still decide between the entries of its topic."""
         query = " ".join(query.split())[:MAX_QUERY_CHARS]
         if not query:
             return []
         n = self.settings.candidates
         index, token, embedder = self._loaded_index() if mode != "lexical" else (None, "", None)
-        lexical = self._lexical_thread.submit(self.store.lexical, query, n, self.settings.lexical_budget) if mode != "dense" else None
-        vector = self.query_vector(query, embedder) if index else None
+        words = f"{context} {query}"[-MAX_QUERY_CHARS:] if context else query
+        lexical = self._lexical_thread.submit(self.store.lexical, words, n, self.settings.lexical_budget) if mode != "dense" else None
+        vector = self._leaning_vector(query, context, context_weight, embedder) if index else None
         dense_hits = index.search(vector, n) if index else []
         lexical_hits = lexical.result() if lexical else []
         units = self.store.unit_entries(list({uid for uid, _ in dense_hits + lexical_hits}))
@@ -341,6 +346,13 @@ class KnowledgeBase:
             for c in ranked
             if c.entry_id in info
         ]
+
+    def _leaning_vector(self, query: str, context: str, weight: float, embedder: Embedder) -> np.ndarray:
+        vector = self.query_vector(query, embedder)
+        if not context or weight <= 0:
+            return vector
+        mixed = vector + weight * self.query_vector(context, embedder)
+        return (mixed / (np.linalg.norm(mixed) or 1.0)).astype(vector.dtype)
 
     def query_vector(self, query: str, embedder: Embedder) -> np.ndarray:
         """The query's vector under `embedder`, remembered for the last few queries: a turn's out-of-scope check

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chatbot.followup import is_follow_up, topic_message
+from chatbot.followup import is_follow_up, names_own_topic, topic_message
 
 FOLLOW_UPS = [
     "and how much is it?", "does it affect my credit?", "What about Canada?", "how long does that take?", "And for furniture?",
@@ -34,3 +34,10 @@ def test_a_follow_up_continues_the_last_question_that_stood_on_its_own_and_skips
     assert topic_message(asked, lambda text: text != "thanks!") == "How long does standard shipping take? and expedited?"
     assert topic_message(["Do you ship to Canada?", "Do gift cards expire?"]) == "Do gift cards expire?"
     assert topic_message([]) == ""
+
+
+def test_a_follow_up_that_names_its_own_topic_surely_is_read_alone():
+    assert is_follow_up("also can I return my kettle if I opened it?")
+    assert names_own_topic("also can I return my kettle if I opened it?", 0.9)
+    assert not names_own_topic("also can I return my kettle if I opened it?", 0.5)  # unsure alone: lean on the topic
+    assert not names_own_topic("and expedited?", 0.99)  # too few words of its own

@@ -14,7 +14,8 @@ from chatbot import SupportBot, load_config
 from chatbot.versions import Versions, VersionError
 from retrieval import KnowledgeBase
 from training import RunRequest, TrainSettings, export_logs, promote, rollback, run_training, seed_examples
-from training.examples import out_of_scope_examples, read_jsonl, redact_row
+from training.examples import out_of_scope_examples, read_jsonl, redact_row, worked_examples
+from training.runs import TrainError, examples_for, read_worked
 from training.gate import gate_questions
 from ui.cli import main
 
@@ -124,6 +125,22 @@ def test_seed_examples_teach_citing_the_right_passage_and_handing_off(bot):
         else:
             number = int(reply.rsplit("[", 1)[1].rstrip("]"))
             assert reply.startswith(entry.answer) and f"[{number}] {entry.title}\n{entry.answer}" in prompt
+
+
+def test_worked_examples_teach_an_answer_that_reasons_over_its_entry(bot, config, tmp_path):
+    worked = write(tmp_path / "worked.csv", "question,answer,expected_id\n"
+                   "I'm in Toronto and ordered on Monday; is it there by Friday?,\"Maybe not: Canada takes 5-10 business days, so expect it between the next Monday and the Monday after.\",ship-ca\n")
+    rows = worked_examples(bot, read_worked(bot, str(worked)))
+    assert len(rows) == 1 and rows[0]["source"] == "worked"
+    reply, prompt = rows[0]["completion"][0]["content"], rows[0]["prompt"][-1]["content"]
+    number = int(reply.rsplit("[", 1)[1].rstrip("]"))
+    assert reply.startswith("Maybe not: Canada takes") and f"[{number}] Canada shipping\nCanada orders arrive" in prompt
+    assert "ordered on Monday" in prompt
+    unknown = write(tmp_path / "unknown.csv", "question,answer,expected_id\nIs it there by Friday?,Yes.,ship-mars\n")
+    with pytest.raises(TrainError, match=r"unknown.csv: line 2: .*expected_id"):
+        read_worked(bot, str(unknown))
+    request = RunRequest("sft", worked=str(worked), out_of_scope="")
+    assert sum(r["source"] == "worked" for r in examples_for(config, bot, request)) == 1
 
 
 def test_out_of_scope_questions_teach_handing_off_hardest_first(bot):

@@ -175,25 +175,44 @@ def seed_examples(bot: SupportBot, handoff_every: int = 0, max_variants: int = 0
     entries = [bot.kb.entry(row.id) for row in bot.kb.entries()]
     variants = [(e, q) for e in entries if e.kind == "faq" for q in e.questions[: max_variants or None]]
     rows = []
-    k = bot.settings.passages
     for i, (entry, question) in enumerate(variants):
-        hits = bot.kb.search(question, k=k + 1)
         handoff = handoff_every > 0 and i % handoff_every == handoff_every - 1
-        chosen = [h for h in hits if h.entry_id != entry.id][: k if handoff else k - 1]
-        if not handoff:  # where retrieval ranked the right entry, else anywhere
-            rank = next((j for j, h in enumerate(hits) if h.entry_id == entry.id), None)
-            chosen.insert(min(rank, len(chosen)) if rank is not None else rng.randrange(len(chosen) + 1), _pseudo_hit(entry.id, 1.0))
-        sources = bot.sources(chosen)
         if handoff:
-            completion = bot.messages.handoff
+            hits = bot.kb.search(question, k=bot.settings.passages + 1)
+            sources = bot.sources([h for h in hits if h.entry_id != entry.id][: bot.settings.passages])
+            rows.append(_seed_row(bot, question, sources, bot.messages.handoff, "kb_handoff"))
         else:
-            number = next(s.number for s in sources if s.entry_id == entry.id)
-            completion = f"{entry.answer} [{number}]"
-        rows.append({"prompt": prompt_for(bot, question, [], sources), "completion": assistant(completion), "question": question,
-                     "passages": [s.text for s in sources], "conversation_id": "kb:" + _digest(question), "source": "kb_handoff" if handoff else "kb"})
+            rows.append(_answer_row(bot, question, entry.id, entry.answer, rng, "kb"))
         if progress:
             progress("seed examples", i + 1, len(variants))
     return rows + out_of_scope_examples(bot, out_of_scope or [], len(variants) // max(1, out_of_scope_every))
+
+
+def worked_examples(bot: SupportBot, rows: list[dict], seed: int = 0) -> list[dict]:
+    """SFT examples from answers the team wrote that reason over one entry (`question,answer,expected_id`
+    rows: a refund worked out from the fees, a deadline from a window, one part of a set). The seed alone
+    teaches the curated answer verbatim, and a model that has only seen that hands off a question whose answer
+    must restate the customer's numbers (docs/learning-loop.md)."""
+    rng = random.Random(seed)
+    return [_answer_row(bot, row["question"], row["expected_id"], row["answer"], rng, "worked") for row in rows]
+
+
+def _answer_row(bot: SupportBot, question: str, entry_id: str, answer: str, rng: random.Random, source: str) -> dict:
+    """The question with the passages retrieved for it, its entry's put in where retrieval ranked it (else
+    anywhere) and the rest real distractors, answered by `answer` citing the entry's passage."""
+    k = bot.settings.passages
+    hits = bot.kb.search(question, k=k + 1)
+    chosen = [h for h in hits if h.entry_id != entry_id][: k - 1]
+    rank = next((j for j, h in enumerate(hits) if h.entry_id == entry_id), None)
+    chosen.insert(min(rank, len(chosen)) if rank is not None else rng.randrange(len(chosen) + 1), _pseudo_hit(entry_id, 1.0))
+    sources = bot.sources(chosen)
+    number = next(s.number for s in sources if s.entry_id == entry_id)
+    return _seed_row(bot, question, sources, f"{answer} [{number}]", source)
+
+
+def _seed_row(bot: SupportBot, question: str, sources: list[Source], completion: str, source: str) -> dict:
+    return {"prompt": prompt_for(bot, question, [], sources), "completion": assistant(completion), "question": question,
+            "passages": [s.text for s in sources], "conversation_id": "kb:" + _digest(question), "source": source}
 
 
 def out_of_scope_examples(bot: SupportBot, questions: list[str], limit: int) -> list[dict]:
@@ -209,13 +228,7 @@ def out_of_scope_examples(bot: SupportBot, questions: list[str], limit: int) -> 
         if confidence >= bot.settings.handoff_confidence:
             scored.append((confidence, question, hits))
     scored.sort(key=lambda item: -item[0])
-    rows = []
-    for _, question, hits in scored[:limit]:
-        sources = bot.sources(hits)
-        rows.append({"prompt": prompt_for(bot, question, [], sources), "completion": assistant(bot.messages.handoff),
-                     "question": question, "passages": [s.text for s in sources],
-                     "conversation_id": "kb:" + _digest(question), "source": "out_of_scope"})
-    return rows
+    return [_seed_row(bot, question, bot.sources(hits), bot.messages.handoff, "out_of_scope") for _, question, hits in scored[:limit]]
 
 
 # --- cleaning, splitting, files ---------------------------------------------------------------------

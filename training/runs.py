@@ -11,11 +11,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from chatbot import Config, SupportBot
+from chatbot.evaluate import load_answer_rows
 from chatbot.grounding import grounding
 from chatbot.scope import OUT_OF_SCOPE, read_questions
 from chatbot.versions import Card, Versions, now, write_json
+from retrieval import EvalFileError
 
-from .examples import data_hash, deduplicate, log_examples, read_jsonl, redact_row, seed_examples, split
+from .examples import data_hash, deduplicate, log_examples, read_jsonl, redact_row, seed_examples, split, worked_examples
 from .trainers import TrainSettings, train
 
 METHODS = ("sft", "kto", "dpo", "reward", "grpo")
@@ -36,6 +38,7 @@ class RunRequest:
     kb_seed: bool = True  # sft/grpo: add examples made from the knowledge base
     seed_variants: int = 0  # question variants per entry in the KB seed (0 = all)
     out_of_scope: str | None = None  # file of questions the KB seed teaches to hand off (None = bundled, "" = none)
+    worked: str = ""  # sft/grpo: CSV (question,answer,expected_id) of answers that reason over one entry
 
 
 def examples_for(config: Config, bot: SupportBot, request: RunRequest,
@@ -62,10 +65,24 @@ def examples_for(config: Config, bot: SupportBot, request: RunRequest,
         except ValueError as err:
             raise TrainError(str(err)) from None
         rows += seed_examples(bot, max_variants=request.seed_variants, out_of_scope=questions, progress=progress)
+    if request.method in ("sft", "grpo") and request.worked:
+        rows += worked_examples(bot, read_worked(bot, request.worked))
     if not rows:
         raise TrainError(f"no {kind} examples yet: "
                          + {"kto": "customers have rated no bot replies", "dpo": "agents have edited no drafts",
                             "reward": "agents have edited no drafts and no disliked reply was answered by an agent"}.get(kind, "the knowledge base is empty"))
+    return rows
+
+
+def read_worked(bot: SupportBot, path: str) -> list[dict]:
+    """The worked-example rows of `path`, each answered and naming an entry of the knowledge base."""
+    try:
+        rows = load_answer_rows(path)
+    except EvalFileError as err:
+        raise TrainError(str(err)) from None
+    for row in rows:
+        if not row["answer"] or bot.kb.entry(row["expected_id"]) is None:
+            raise TrainError(f"{path}: line {row['line']}: needs an answer and the expected_id of an entry in the knowledge base")
     return rows
 
 

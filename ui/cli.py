@@ -243,7 +243,7 @@ def train_command(args, config):
         learning_rate=args.lr or LEARNING_RATES[args.method] / (1 if not args.full else 10),
     )
     request = RunRequest(args.method, settings, data=args.data or [], parent=args.parent or "", kb_seed=not args.no_kb_seed,
-                         seed_variants=args.seed_variants, out_of_scope=args.out_of_scope)
+                         seed_variants=args.seed_variants, out_of_scope=args.out_of_scope, worked=args.worked)
     log = (lambda line: print(line, file=sys.stderr)) if not args.quiet else None
     card = run_training(config, request, TerminalProgress(not args.quiet), log)
     train = card.metrics["train"]
@@ -478,6 +478,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed-variants", type=int, default=0, help="question variants per KB entry in the seed (0 = all)")
     p.add_argument("--out-of-scope", metavar="FILE",
                    help="questions (one per line) the KB seed teaches to hand off ('' = none; default: the bundled list)")
+    p.add_argument("--worked", metavar="FILE", default="",
+                   help="sft/grpo: CSV question,answer,expected_id of answers that reason over one entry (worked examples)")
     p.add_argument("--max-variants", type=int, default=0, help="retriever: question variants per entry to train on (0 = all)")
     p.add_argument("--no-hard-negatives", action="store_true",
                    help="retriever: batches of random entries instead of clusters of nearby ones")
