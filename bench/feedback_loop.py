@@ -1,32 +1,37 @@
-"""Feedback-loop benchmark: does the model get better from agents' fixes and customers' thumbs?
+"""Feedback-loop benchmark: a simulated fortnight. Does the product learn what its agents know?
 
-Protocol (everything through the product's own code, on a fresh home with data/kb):
+Protocol (everything through the product's own code: the engine, the service methods the web app calls, and
+`learn`):
 
-1. The answerable questions of data/eval/answers.csv are split by position: even rows are traffic, odd
-   rows are the held-out test (plus the out-of-scope rows, which should hand off). No test question is
-   ever asked during the traffic phase, and the model never sees the test references.
-2. Before: the serving model (the committed demo adapter, else the bundled base) answers the test
-   questions in "generate" mode: answer similarity, grounding, hand-off precision/recall, latency
-   (`training.gate.evaluate_version`, the gate's own measurement).
-3. Traffic: the bot answers each traffic question in a logged web conversation. A simulated customer
-   rates the reply up when its embedding similarity to the reference is at least `--threshold`, else down;
-   a simulated agent approves the good replies and replaces the others with the reference answer.
-4. Retrain from the log alone (no KB seed): SFT on the agent-approved and -edited replies, then DPO
-   (agent's reply over the bot's draft) and/or KTO (thumbs) continuing from it, LoRA on the top layers.
-5. After: the retrained version answers the same test questions; the table shows before and after.
+1. The knowledge base is data/kb with a share of the FAQ entries held back (`--held-back`, 0.3, seeded):
+   only the simulated agents know their answers.
+2. Week 1: the week-1 questions of data/eval/feedback_traffic.jsonl (two wordings per FAQ entry, written for
+   this bench, and out-of-scope questions), each in its own conversation through `SupportService.chat`. The
+   simulated customer rates a reply up when it is similar to the entry's answer (`--threshold`, 0.8) and down
+   otherwise; the simulated agent answers every hand-off and every wrong reply of an answerable question with
+   the entry's answer (`SupportService.send`, "rejected": the agent's own reply).
+3. `learn`, with ops accepting every suggestion (learn.auto_accept = all kinds). Groups: *none* (no learning),
+   *knowledge* (`learn --no-train`: suggestions only), and with `--weights` also *weights* (the LM and the
+   retriever trained from the log behind their gates, no suggestions) and *both*.
+4. Week 2: the other wordings of the same questions, never asked in week 1, in fresh conversations.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python bench/feedback_loop.py [--traffic 60] [--test 48] [--method dpo]
+Per group: the share of week-2 questions resolved (answered, not handed off, similarity to the entry's
+answer >= the threshold) for held-back and for present entries, mean answer similarity, the share of
+out-of-scope questions declined, and how long `learn` took.
 
-Results go to bench/results/feedback_loop.json; the table to stdout, progress to stderr. Slow on a CPU
-(tens of minutes): run it alone.
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/feedback_loop.py [--held-back 0.3] [--weights] [--mode auto]
+
+Results go to bench/results/feedback_loop.json; the table to stdout, progress to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import platform
+import random
 import sys
 import tempfile
 import time
@@ -37,137 +42,120 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from chatbot import SupportBot, load_config  # noqa: E402
-from chatbot.evaluate import load_answer_rows, without_citations  # noqa: E402
-from chatbot.versions import Versions  # noqa: E402
+from chatbot import load_config  # noqa: E402
+from chatbot.evaluate import without_citations  # noqa: E402
 from retrieval import KnowledgeBase  # noqa: E402
-from training import RunRequest, TrainSettings, run_training  # noqa: E402
-from training.gate import METRICS, evaluate_version  # noqa: E402
+from training.learn import learn  # noqa: E402
+from training.suggestions import KINDS  # noqa: E402
 from ui.progress import TerminalProgress  # noqa: E402
+from ui.service import SupportService  # noqa: E402
+
+GROUPS = {"none": None, "knowledge": (list(KINDS), False), "weights": ([], True), "both": (list(KINDS), True)}
 
 
-def split_questions(traffic: int, test: int) -> tuple[list[dict], list[dict]]:
-    rows = load_answer_rows(ROOT / "data" / "eval" / "answers.csv")
-    answerable = [r for r in rows if r["answer"]]
-    out_of_scope = [r for r in rows if not r["answer"]]
-    n_oos = max(1, test // 5)
-    return answerable[0::2][:traffic], answerable[1::2][: test - n_oos] + out_of_scope[:n_oos]
+def knowledge(folder: Path, held_back: float, seed: int) -> tuple[dict[str, str], set[str]]:
+    """Write data/kb without the held-back FAQ entries into `folder`; every FAQ answer by id, and the ids held back."""
+    with (ROOT / "data" / "kb" / "faq.csv").open(encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    answers = {r["id"]: r["answer"] for r in rows}
+    ids = sorted(answers)
+    held = set(random.Random(seed).sample(ids, round(held_back * len(ids))))
+    folder.mkdir(parents=True)
+    with (folder / "faq.csv").open("w", encoding="utf-8", newline="") as f:
+        writer = csv.DictWriter(f, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(r for r in rows if r["id"] not in held)
+    for document in (ROOT / "data" / "kb").glob("*.md"):
+        (folder / document.name).write_text(document.read_text(encoding="utf-8"), encoding="utf-8")
+    return answers, held
 
 
-def simulate(bot: SupportBot, questions: list[dict], threshold: float, progress) -> dict:
-    """Ask each question in its own conversation; rate and correct as a customer and an agent would."""
-    embedder = bot.kb.embedder
-    counts = {"up": 0, "down": 0, "approved": 0, "edited": 0}
-    for i, row in enumerate(questions):
-        reply = bot.ask(row["question"], channel="web")
-        a, b = embedder.encode([without_citations(reply.text), row["answer"]])
-        good = float(a @ b) >= threshold and not reply.handed_off
-        bot.log.add_feedback(reply.message_id, good)
-        counts["up" if good else "down"] += 1
-        action = "approved" if good else "edited"
-        bot.log.add_agent_action(reply.conversation_id, reply.message_id, reply.text if good else row["answer"], action, "simulated-agent")
-        counts[action] += 1
-        progress("traffic", i + 1, len(questions))
-    return counts
+def play(service: SupportService, items: list[dict], answers: dict[str, str], threshold: float, act: bool, progress, stage: str) -> list[dict]:
+    """Ask each question in its own conversation; with `act`, rate and answer as a customer and an agent would."""
+    embedder = service.bot.kb.embedder
+    agent = service.login("agent", "agent")["token"] if act else ""
+    rows = []
+    for i, item in enumerate(items):
+        reply = list(service.chat(item["question"]))[-1]["reply"]
+        reference = answers.get(item["entry_id"], "")
+        similarity = 0.0
+        if reference and not reply["declined"]:
+            a, b = embedder.encode([without_citations(reply["answer"]), reference])
+            similarity = float(a @ b)
+        resolved = bool(reference) and not reply["declined"] and similarity >= threshold
+        if act and reference:
+            if not reply["declined"]:
+                service.rate(reply["message_id"], resolved)
+            if not resolved:
+                service.send(agent, reply["conversation_id"], "rejected", reference, "")
+        rows.append({**item, "declined": reply["declined"], "similarity": round(similarity, 4), "resolved": resolved})
+        progress(stage, i + 1, len(items))
+    return rows
+
+
+def summary(rows: list[dict], held: set[str]) -> dict:
+    def share(values) -> float:
+        values = list(values)
+        return round(sum(values) / len(values), 3) if values else 0.0
+
+    held_rows = [r for r in rows if r["entry_id"] in held]
+    present = [r for r in rows if r["entry_id"] and r["entry_id"] not in held]
+    outside = [r for r in rows if not r["entry_id"]]
+    return {"held_back_resolved": share(r["resolved"] for r in held_rows), "present_resolved": share(r["resolved"] for r in present),
+            "held_back_similarity": share(r["similarity"] for r in held_rows), "present_similarity": share(r["similarity"] for r in present),
+            "out_of_scope_declined": share(r["declined"] for r in outside), "questions": len(rows)}
+
+
+def run_group(name: str, kb_folder: Path, answers: dict, held: set, traffic: list[dict], args, progress) -> dict:
+    home = Path(tempfile.mkdtemp(prefix=f"feedback-{name}-"))
+    config = load_config(home, [f"answer.mode={args.mode}", "learn.min_new_replies=0"], env={})
+    kb = KnowledgeBase(config.kb_dir(), config.retrieval)
+    kb.add([kb_folder])
+    kb.close()
+    service = SupportService(config)
+    week = {w: [t for t in traffic if t["week"] == w] for w in (1, 2)}
+    week1 = play(service, week[1], answers, args.threshold, True, progress, f"{name}: week 1")
+    learned = {}
+    if GROUPS[name]:
+        config.learn.auto_accept, train = GROUPS[name]
+        started = time.perf_counter()
+        report = learn(config, train=train, progress=progress)
+        learned = {"seconds": round(time.perf_counter() - started, 1), "auto_accepted": len(report.auto_accepted),
+                   "open": report.open_suggestions, "trained": report.trained}
+        service.bot.kb.close()
+        service = SupportService(config)  # a fresh process's view: the promoted versions and the grown KB
+    week2 = play(service, week[2], answers, args.threshold, False, progress, f"{name}: week 2")
+    service.bot.log.close()
+    return {"group": name, "week1": summary(week1, held), "week2": summary(week2, held), "learn": learned}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--traffic", type=int, default=60)
-    parser.add_argument("--test", type=int, default=48)
-    parser.add_argument("--threshold", type=float, default=0.7)
-    parser.add_argument("--method", choices=["dpo", "kto", "both"], default="dpo")
-    parser.add_argument("--epochs", type=float, default=1.0)
-    parser.add_argument("--lora-layers", type=int, default=0)
-    parser.add_argument("--best-of", type=int, default=0, help="also train a reward model on the log and measure best-of-N")
-    parser.add_argument("--best-of-questions", type=int, default=12)
-    parser.add_argument("--home", help="reuse this home (default: a fresh temporary one)")
+    parser.add_argument("--held-back", type=float, default=0.3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threshold", type=float, default=0.8)
+    parser.add_argument("--mode", default="auto", help="answer.mode (the product's default: auto)")
+    parser.add_argument("--weights", action="store_true", help="also the groups that train weights (tens of minutes)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "feedback_loop.json"))
     args = parser.parse_args()
     progress = TerminalProgress()
-    home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="feedback-loop-"))
-    traffic, test = split_questions(args.traffic, args.test)
-    config = load_config(home, ["answer.mode=generate", "gate.questions=0", "gate.heldout_share=0"], env={})
-    config.gate.eval_file = str(home / "test.csv")
-    _write_csv(home / "test.csv", test)
+    traffic = [json.loads(line) for line in (ROOT / "data" / "eval" / "feedback_traffic.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+    kb_folder = Path(tempfile.mkdtemp(prefix="feedback-kb-")) / "kb"
+    answers, held = knowledge(kb_folder, args.held_back, args.seed)
+    groups = ["none", "knowledge"] + (["weights", "both"] if args.weights else [])
+    results = [run_group(name, kb_folder, answers, held, traffic, args, progress) for name in groups]
 
-    kb = KnowledgeBase(config.kb_dir(), config.retrieval)
-    kb.add([ROOT / "data" / "kb"], progress=progress)
-    versions = Versions(home)
-    versions.ensure_base(config.model.path, progress)
-    before = versions.serving_version("lm")
-    timings = {}
-    started = time.perf_counter()
-    before_metrics = evaluate_version(config, before, test, progress)
-    timings["evaluate_before_s"] = time.perf_counter() - started
-
-    started = time.perf_counter()
-    bot = SupportBot(config, kb, progress=progress)
-    feedback = simulate(bot, traffic, args.threshold, progress)
-    timings["traffic_s"] = time.perf_counter() - started
-
-    def settings(lr: float) -> TrainSettings:
-        return TrainSettings(epochs=args.epochs, learning_rate=lr, lora_layers=args.lora_layers, batch_size=4)
-
-    log = lambda line: print(line, file=sys.stderr)  # noqa: E731
-    runs = []
-    started = time.perf_counter()
-    card = run_training(config, RunRequest("sft", settings(2e-4), kb_seed=False, parent=before), progress, log)
-    runs.append(card.to_json())
-    for method in (["dpo", "kto"] if args.method == "both" else [args.method]):
-        card = run_training(config, RunRequest(method, settings(5e-5), parent=card.version), progress, log)
-        runs.append(card.to_json())
-    timings["train_s"] = time.perf_counter() - started
-
-    started = time.perf_counter()
-    after_metrics = evaluate_version(config, card.version, test, progress)
-    timings["evaluate_after_s"] = time.perf_counter() - started
-
-    table = [{"metric": m, "before": before_metrics.get(m), "after": after_metrics.get(m)} for m in METRICS]
-    best_of = measure_best_of(config, card.version, test, args, progress, log) if args.best_of > 1 else None
-    print(f"feedback loop: {len(traffic)} traffic questions, {len(test)} held-out test questions "
-          f"({sum(1 for r in test if not r['answer'])} should hand off); before {before}, after {card.version}")
-    print(f"simulated feedback: {feedback}")
-    print(f"{'metric':20} {'before':>8} {'after':>8} {'delta':>8}")
-    for row in table:
-        b, a = row["before"], row["after"]
-        delta = f"{a - b:+.4f}" if a is not None and b is not None else ""
-        print(f"{row['metric']:20} {b!s:>8} {a!s:>8} {delta:>8}")
-    print("training: " + "; ".join(f"{r['method']} {r['metrics']['train']['examples']} examples, "
-                                   f"{r['metrics']['train']['steps']} steps, {r['metrics']['train']['seconds']:.0f} s" for r in runs))
-    if best_of:
-        print(f"best-of-{args.best_of} with the reward model, {best_of['questions']} test questions: "
-              + "; ".join(f"{k}: {v['answer_similarity']} similarity, p50 {v['latency_ms_p50']:.0f} ms" for k, v in best_of["runs"].items()))
-    result = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-              "args": vars(args), "before": before, "after": card.version, "feedback": feedback,
-              "table": table, "runs": runs, "timings_s": timings, "best_of": best_of}
+    print(f"feedback loop: {len(held)} of {len(answers)} FAQ entries held back; week 2 (new wordings), mode {args.mode}")
+    print(f"{'group':10} {'held-back resolved':>19} {'present resolved':>17} {'held-back sim':>14} {'present sim':>12} {'OOS declined':>13} {'learn s':>8}")
+    for r in results:
+        w = r["week2"]
+        print(f"{r['group']:10} {w['held_back_resolved']:>19.3f} {w['present_resolved']:>17.3f} {w['held_back_similarity']:>14.3f} "
+              f"{w['present_similarity']:>12.3f} {w['out_of_scope_declined']:>13.3f} {r['learn'].get('seconds', 0):>8.1f}")
+    result = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores", "args": vars(args),
+              "held_back": sorted(held), "groups": results}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1), encoding="utf-8")
     return 0
-
-
-def measure_best_of(config, version: str, test: list[dict], args, progress, log) -> dict:
-    """Train a reward model on the simulated log, serve it, and compare best-of-1 with best-of-N."""
-    reward = run_training(config, RunRequest("reward", TrainSettings(epochs=args.epochs, learning_rate=1e-4,
-                                                                     lora_layers=args.lora_layers)), progress, log)
-    Versions(config.home).set_serving("reward", reward.version)
-    questions = [r for r in test if r["answer"]][: args.best_of_questions]
-    runs = {}
-    for n in (1, args.best_of):
-        config.model.best_of = n
-        runs[f"best_of_{n}"] = evaluate_version(config, version, questions, progress)
-    config.model.best_of = 1
-    return {"reward_version": reward.version, "questions": len(questions), "runs": runs,
-            "reward_train": reward.metrics["train"]}
-
-
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    import csv
-
-    with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, ["question", "answer", "expected_id"])
-        writer.writeheader()
-        writer.writerows({k: r.get(k, "") for k in ("question", "answer", "expected_id")} for r in rows)
 
 
 if __name__ == "__main__":

@@ -144,6 +144,31 @@ class GateSettings:
 
 
 @dataclass
+class LearnSettings:
+    """What the learning loop proposes from the log (training/suggestions.py) and what it applies unreviewed."""
+
+    # Suggestion kinds applied without review: new_entry, variant, revision (a flag only asks for a look).
+    auto_accept: list[str] = field(default_factory=lambda: ["variant"])
+    # Handed-off questions at least this similar (cosine of their vectors) ask the same thing: one suggestion.
+    group_similarity: float = 0.7
+    # A resolved wording this close to one of its entry's variants adds nothing.
+    variant_similarity: float = 0.9
+    min_revisions: int = 2  # agents' rewrites of an entry's answer before a new answer is proposed
+    # An agent's reply to a curated answer at least this similar to it rewrites that answer; a less similar one
+    # answers what the entry did not (the bot picked the wrong entry): a new entry.
+    revision_similarity: float = 0.6
+    # An entry is flagged when at least flag_min_bad of its replies were rated down or rejected, at a rate at
+    # least flag_ratio times that of all replies.
+    flag_min_bad: int = 3
+    flag_ratio: float = 3.0
+    # `supportbot learn` trains the LM and the retriever when agents wrote at least this many approved or edited
+    # replies since its last run (each behind its gate); fewer, and it only refreshes the suggestions.
+    min_new_replies: int = 20
+    epochs: float = 1.0  # SFT epochs over the log's examples
+    max_steps: int = -1  # caps each training run of `learn` (>0; quick trials)
+
+
+@dataclass
 class Config:
     home: Path = Path()
     kb: str = "default"  # which knowledge base (a folder under home/kb/)
@@ -153,6 +178,7 @@ class Config:
     serve: ServeSettings = field(default_factory=ServeSettings)
     gate: GateSettings = field(default_factory=GateSettings)
     limits: RateLimits = field(default_factory=RateLimits)
+    learn: LearnSettings = field(default_factory=LearnSettings)
 
     def kb_dir(self, name: str | None = None) -> Path:
         name = name or self.kb

@@ -68,6 +68,20 @@ CREATE TABLE IF NOT EXISTS agent_actions(
     reply_message_id INTEGER REFERENCES messages(id),
     created_at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS suggestions(
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL CHECK (kind IN ('new_entry', 'variant', 'revision', 'flag')),
+    entry_id TEXT NOT NULL,
+    questions TEXT NOT NULL DEFAULT '[]',  -- JSON list: the wordings to add (new entry, variant)
+    answer TEXT NOT NULL DEFAULT '',       -- the proposed answer (new entry, revision)
+    previous TEXT NOT NULL DEFAULT '',     -- the entry's answer before a revision, for undo
+    evidence TEXT NOT NULL DEFAULT '{}',   -- JSON {conversations, count, first, last, ...}
+    fingerprint TEXT NOT NULL UNIQUE,      -- kind, entry and evidence: the same evidence is never proposed twice
+    status TEXT NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'accepted', 'rejected', 'reverted')),
+    created_at TEXT NOT NULL,
+    decided_at TEXT NOT NULL DEFAULT '',
+    decided_by TEXT NOT NULL DEFAULT ''
+);
 """
 
 
@@ -307,17 +321,95 @@ class ConversationLog:
 
     def most_cited_entries(self, recent: int = 2000) -> list[str]:
         """Entry ids by how often they were the first source of the bot's latest `recent` answers, most first."""
-        rows = self._rows(
-            "SELECT m.sources FROM messages m JOIN conversations c ON c.id = m.conversation_id WHERE m.role = 'bot'"
-            " AND m.reason = '' AND m.handed_off = 0 AND m.sources != '[]' AND c.channel != 'eval' ORDER BY m.id DESC LIMIT ?",
-            (recent,))
-        return [entry_id for entry_id, _ in Counter(json.loads(r["sources"])[0]["id"] for r in rows).most_common()]
+        return [entry_id for entry_id, _ in self.answers_by_entry(recent).most_common()]
+
+    def agent_answers(self) -> list[dict]:
+        """Every agent reply (not in evaluation conversations) with the customer question it answered and the
+        bot's own reply to that question: what the learning loop reads agents' knowledge from."""
+        return self._rows(
+            """SELECT a.conversation_id, a.action, a.final, a.draft, a.created_at, q.text AS question,
+                      b.id AS bot_id, b.reason AS bot_reason, b.handed_off AS bot_handed_off, b.mode AS bot_mode, b.sources AS bot_sources
+               FROM agent_actions a JOIN conversations c ON c.id = a.conversation_id AND c.channel != 'eval'
+               JOIN messages q ON q.id = (SELECT MAX(id) FROM messages WHERE conversation_id = a.conversation_id
+                                          AND role = 'customer' AND id < a.reply_message_id)
+               LEFT JOIN messages b ON b.id = (SELECT MAX(id) FROM messages WHERE conversation_id = a.conversation_id
+                                               AND role = 'bot' AND id > q.id AND id < a.reply_message_id)
+               ORDER BY a.id"""
+        )
+
+    def rated_answers(self) -> list[dict]:
+        """Every rated bot answer (not a policy reply) with the question it answered."""
+        return self._rows(
+            """SELECT b.conversation_id, f.rating, f.created_at, q.text AS question, b.sources AS bot_sources, b.mode AS bot_mode
+               FROM feedback f JOIN messages b ON b.id = f.message_id
+               JOIN conversations c ON c.id = b.conversation_id AND c.channel != 'eval'
+               JOIN messages q ON q.id = (SELECT MAX(id) FROM messages WHERE conversation_id = b.conversation_id
+                                          AND role = 'customer' AND id < b.id)
+               WHERE b.reason = '' AND b.handed_off = 0 AND b.sources != '[]' ORDER BY f.id"""
+        )
+
+    def answers_by_entry(self, recent: int = -1) -> Counter:
+        """How many of the bot's latest `recent` answers (all: -1; not evaluation ones) each entry was the first
+        source of."""
+        rows = self._rows("SELECT m.sources FROM messages m JOIN conversations c ON c.id = m.conversation_id WHERE m.role = 'bot'"
+                          " AND m.reason = '' AND m.handed_off = 0 AND m.sources != '[]' AND c.channel != 'eval'"
+                          " ORDER BY m.id DESC LIMIT ?", (recent,))
+        return Counter(json.loads(r["sources"])[0]["id"] for r in rows)
 
     def feedback(self) -> list[dict]:
         return self._rows("SELECT * FROM feedback ORDER BY id")
 
     def agent_actions(self) -> list[dict]:
         return self._rows("SELECT * FROM agent_actions ORDER BY id")
+
+
+    # --- suggestions (training/suggestions.py proposes them; ops accept or reject) ----------------------
+
+    def sync_suggestions(self, proposed: list[dict]) -> list[int]:
+        """Make the open suggestions exactly `proposed` (dicts with the table's columns): an open one proposed
+        again keeps its id, one no longer proposed goes, and evidence already decided on (accepted, rejected,
+        reverted) is not proposed again. Returns the ids of the new ones."""
+        fingerprints = {p["fingerprint"] for p in proposed}
+        with self._transaction():
+            known = {r["fingerprint"] for r in self._rows("SELECT fingerprint FROM suggestions")}
+            for row in self._rows("SELECT id, fingerprint FROM suggestions WHERE status = 'open'"):
+                if row["fingerprint"] not in fingerprints:
+                    self._write("DELETE FROM suggestions WHERE id = ?", (row["id"],))
+            added = []
+            for p in proposed:
+                if p["fingerprint"] not in known:
+                    known.add(p["fingerprint"])
+                    added.append(self._write(
+                        "INSERT INTO suggestions(kind, entry_id, questions, answer, previous, evidence, fingerprint, created_at)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (p["kind"], p["entry_id"], json.dumps(p.get("questions", [])), p.get("answer", ""), p.get("previous", ""),
+                         json.dumps(p.get("evidence", {})), p["fingerprint"], now())))
+        return added
+
+    def suggestions(self, status: str | None = None, kind: str | None = None) -> list[dict]:
+        """Newest first, then the most asked."""
+        rows = self._rows("SELECT * FROM suggestions WHERE (? IS NULL OR status = ?) AND (? IS NULL OR kind = ?) ORDER BY id DESC",
+                          (status, status, kind, kind))
+        return sorted(map(_suggestion, rows), key=lambda r: (r["created_at"][:10], r["evidence"].get("count", 0)), reverse=True)
+
+    def suggestion(self, suggestion_id: int) -> dict | None:
+        rows = self._rows("SELECT * FROM suggestions WHERE id = ?", (suggestion_id,))
+        return _suggestion(rows[0]) if rows else None
+
+    def decide_suggestion(self, suggestion_id: int, status: str, by: str = "", before: str = "open", **changes) -> bool:
+        """Move a suggestion from `before` to `status` (with edited `answer`, `questions` or `previous`); False
+        when it is not in `before` any more (another process decided first), so a decision is taken once."""
+        if "questions" in changes:
+            changes["questions"] = json.dumps(changes["questions"])
+        sets = ", ".join(f"{k} = ?" for k in changes)
+        with self._lock:
+            return self._db.execute(
+                f"UPDATE suggestions SET status = ?, decided_at = ?, decided_by = ?{', ' + sets if sets else ''}"
+                " WHERE id = ? AND status = ?", (status, now(), by, *changes.values(), suggestion_id, before)).rowcount == 1
+
+
+def _suggestion(row: dict) -> dict:
+    return {**row, "questions": json.loads(row["questions"]), "evidence": json.loads(row["evidence"])}
 
 
 def _check_length(what: str, text: str) -> None:

@@ -21,7 +21,7 @@ import numpy as np
 from .dense import DenseIndex
 from .embedder import Embedder
 from .fusion import best_per_entry, fuse, variant_votes
-from .loaders import LoadOptions, expand_paths, load_file
+from .loaders import LoadOptions, expand_paths, faq_entry, load_file
 from .prototypes import Prototypes
 from .records import Entry, IngestError, SearchHit
 from .settings import RetrievalSettings
@@ -116,16 +116,34 @@ class KnowledgeBase:
             raise IngestError(f"{', '.join(map(str, paths))}: no CSV, JSON, JSONL, Markdown or text files found")
         embedder_path = self.store.meta("embedder", "")
         embedder = self.embedder_at(embedder_path)
-        options = LoadOptions(self.settings.passage_tokens, self.settings.max_field_chars, embedder.count_tokens)
+        options = self._load_options(embedder)
         entries: dict[str, Entry] = {}
         for i, path in enumerate(files):
             progress("read", i, len(files))
             entries.update((e.id, e) for e in load_file(path, options))
         progress("read", len(files), len(files))
+        report = IngestReport(files=[str(f) for f in files])
+        return self._upsert(list(entries.values()), report, ", ".join(map(str, paths)), embedder_path, embedder, progress, started)
 
-        report = IngestReport(files=[str(f) for f in files], entries=len(entries), ids=list(entries))
-        known = self.store.content_hashes(list(entries))
-        changed = [e for e in entries.values() if known.get(e.id) != e.content_hash()]
+    def put(self, entry_id: str, title: str, answer: str, questions: list[str], category: str = "", url: str = "",
+            source: str = "") -> IngestReport:
+        """Upsert one FAQ entry given as values (an accepted suggestion), written exactly as `add` writes a file's
+        entries: passages cut the same way, embedded, one atomic commit that every process searches at once."""
+        started = time.perf_counter()
+        embedder_path = self.store.meta("embedder", "")
+        embedder = self.embedder_at(embedder_path)
+        entry = faq_entry(entry_id, title, answer, questions, category, url, self._load_options(embedder))
+        entry.source = source
+        return self._upsert([entry], IngestReport(files=[]), f"entry {entry_id}", embedder_path, embedder, _no_progress, started)
+
+    def _load_options(self, embedder: Embedder) -> LoadOptions:
+        return LoadOptions(self.settings.passage_tokens, self.settings.max_field_chars, embedder.count_tokens)
+
+    def _upsert(self, entries: list[Entry], report: IngestReport, label: str, embedder_path: str, embedder: Embedder,
+                progress: Progress, started: float) -> IngestReport:
+        report.entries, report.ids = len(entries), [e.id for e in entries]
+        known = self.store.content_hashes(report.ids)
+        changed = [e for e in entries if known.get(e.id) != e.content_hash()]
         report.added = sum(e.id not in known for e in changed)
         report.updated = len(changed) - report.added
         report.unchanged = len(entries) - len(changed)
@@ -136,7 +154,7 @@ class KnowledgeBase:
 
         def apply(db):
             if (Store.meta_in(db, "embedder") or "") != embedder_path:
-                raise IngestError(f"{', '.join(map(str, paths))}: the knowledge base switched embedders during this ingest; run it again")
+                raise IngestError(f"{label}: the knowledge base switched embedders during this ingest; run it again")
             if not Store.meta_in(db, "embedder_runtime"):  # the first vectors: their precision stays with the store
                 Store.set_meta(db, "embedder_runtime", embedder.runtime)
             removed, added = [], []

@@ -213,18 +213,15 @@ def _merge(rows: list[_Row], options: LoadOptions, path: Path) -> list[Entry]:
             if other.answer != first.answer:
                 raise IngestError(f"id '{entry_id}': {first.where} and {other.where} give different answers (rows sharing an id are variants of one entry)")
         title = next((r.title for r in group if r.title), first.question)
-        entries.append(
-            Entry(
-                id=entry_id,
-                title=title,
-                answer=first.answer,
-                questions=list(dict.fromkeys(r.question for r in group)),
-                category=next((r.category for r in group if r.category), ""),
-                url=next((r.url for r in group if r.url), ""),
-                passages=split_text(first.answer, title, options.passage_tokens, options.count_tokens),
-            )
-        )
+        entries.append(faq_entry(entry_id, title, first.answer, [r.question for r in group],
+                                 next((r.category for r in group if r.category), ""), next((r.url for r in group if r.url), ""), options))
     return entries
+
+
+def faq_entry(entry_id: str, title: str, answer: str, questions: list[str], category: str, url: str, options: LoadOptions) -> Entry:
+    """An FAQ entry with its question variants (repeats dropped) and its answer cut into passages."""
+    return Entry(id=entry_id, title=title, answer=answer, questions=list(dict.fromkeys(questions)), category=category, url=url,
+                 passages=split_text(answer, title, options.passage_tokens, options.count_tokens))
 
 
 def _document(path: Path, text: str, kind: str, options: LoadOptions) -> Entry:

@@ -228,3 +228,26 @@ def test_ops_train_a_version_promote_it_through_the_gate_and_read_the_report(app
     ops.fill("#models-version textarea", "tiny-llama")
     ops.click("#models-report")
     ops.locator("#gate-report", has_text="tiny-llama was the serving version").wait_for(timeout=30_000)
+
+
+def test_an_agents_answer_to_a_handed_off_question_becomes_an_entry_that_answers_the_next_customer(app, browser, customer):
+    url, _ = app
+    assert ask(customer, "Do you engrave names on cutting boards?")["handed_off"]
+    agent = agent_console(browser, url)
+    open_row(agent, "engrave names")
+    agent.fill("#agent-reply textarea", "Yes: our maple cutting boards can be engraved with up to 20 characters for $15. Engraved items are final sale.")
+    agent.click("#agent-reject")
+    agent.get_by_text("Sent to the customer.").wait_for(timeout=30_000)
+    ops = signed_in(browser, url, "ops", DESKTOP)
+    ops.get_by_role("tab", name="Ops").click()
+    ops.get_by_role("tab", name="Suggestions").click()
+    ops.locator("#suggestions [role=gridcell]", has_text="engrave names").first.click()
+    ops.locator("#suggestion-evidence", has_text="asked in 1 conversation").wait_for(timeout=30_000)
+    assert "up to 20 characters" in ops.input_value("#suggestion-answer textarea")
+    ops.fill("#suggestion-questions textarea", "Do you engrave names on cutting boards?\nCan I get a cutting board engraved?")
+    ops.screenshot(path=str(ARTIFACTS / "19-ops-suggestions.png"), full_page=True)
+    ops.click("#suggestion-accept")
+    ops.get_by_text("Accepted the new entry").wait_for(timeout=30_000)
+    reply = ask(customer, "could you engrave my cutting board?")
+    assert not reply["handed_off"] and "up to 20 characters" in reply["answer"]
+    assert reply["sources"][0]["id"].startswith("learned-")

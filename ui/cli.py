@@ -89,6 +89,74 @@ def kb_remove(args, config):
     return 0
 
 
+# --- suggestions and the learning loop ---------------------------------------------------------------
+
+
+@command("kb suggestions")
+def kb_suggestions(args, config):
+    from training.suggestions import refresh
+
+    bot = open_bot(args, config)
+    refresh(bot, config.learn)
+    rows = [_suggestion_json(s) for s in bot.log.suggestions(args.status, args.kind)]
+    lines = [f"{r['id']:>5}  {r['kind']:9} {r['status']:8} {r['entry_id'][:40]:40} {r['evidence'].get('count', 0):>3}x  "
+             f"{(r['questions'] or [r['answer']])[0][:60]!r}" for r in rows]
+    emit(args, {"suggestions": rows}, "\n".join(lines) or "no suggestions")
+    return 0
+
+
+@command("kb accept")
+def kb_accept(args, config):
+    from training.suggestions import SuggestionError, accept
+
+    bot = open_bot(args, config)
+    ids = args.ids or ([s["id"] for s in bot.log.suggestions("open", args.kind)] if args.all else [])
+    if not ids:
+        raise CommandError("kb accept: give suggestion ids, or --all")
+    try:
+        done = [_suggestion_json(accept(bot, int(i), by="cli")) for i in ids]
+    except SuggestionError as err:
+        raise CommandError(str(err)) from None
+    emit(args, {"suggestions": done}, "\n".join(f"accepted {s['id']} ({s['kind']} {s['entry_id']})" for s in done) or "nothing to accept")
+    return 0
+
+
+@command("kb reject")
+def kb_reject(args, config):
+    return _decide(args, config, "reject")
+
+
+@command("kb revert")
+def kb_revert(args, config):
+    return _decide(args, config, "revert")
+
+
+def _decide(args, config, how: str) -> int:
+    from training import suggestions
+
+    bot = open_bot(args, config)
+    try:
+        done = [_suggestion_json(getattr(suggestions, how)(bot, int(i), by="cli")) for i in args.ids]
+    except suggestions.SuggestionError as err:
+        raise CommandError(str(err)) from None
+    emit(args, {"suggestions": done}, "\n".join(f"{s['status']} {s['id']} ({s['kind']} {s['entry_id']})" for s in done))
+    return 0
+
+
+@command("learn")
+def learn_command(args, config):
+    from training.learn import learn
+
+    log = (lambda line: print(line, file=sys.stderr)) if not args.quiet else None
+    report = learn(config, train=not args.no_train, progress=TerminalProgress(not args.quiet), log=log)
+    emit(args, report.to_json(), report.markdown() + f"report: {report.report}")
+    return 0
+
+
+def _suggestion_json(row: dict) -> dict:
+    return {k: row[k] for k in ("id", "kind", "entry_id", "questions", "answer", "previous", "evidence", "status", "created_at")}
+
+
 # --- search and eval --------------------------------------------------------------------------------
 
 
@@ -420,6 +488,20 @@ def build_parser() -> argparse.ArgumentParser:
     add(kb, "stats", "counts and index kind")
     p = add(kb, "remove", "remove entries by id")
     p.add_argument("ids", nargs="+", metavar="ID")
+    p = add(kb, "suggestions", "what the log suggests adding or changing (refreshed first)")
+    p.add_argument("--kind", choices=["new_entry", "variant", "revision", "flag"])
+    p.add_argument("--status", choices=["open", "accepted", "rejected", "reverted"], default="open")
+    p = add(kb, "accept", "apply suggestions to the knowledge base")
+    p.add_argument("ids", nargs="*", metavar="ID")
+    p.add_argument("--all", action="store_true", help="every open suggestion (of --kind)")
+    p.add_argument("--kind", choices=["new_entry", "variant", "revision", "flag"])
+    p = add(kb, "reject", "reject suggestions (not proposed again from the same evidence)")
+    p.add_argument("ids", nargs="+", metavar="ID")
+    p = add(kb, "revert", "undo accepted suggestions")
+    p.add_argument("ids", nargs="+", metavar="ID")
+
+    p = add(sub, "learn", "refresh suggestions, apply learn.auto_accept, and train and promote what passes the gates")
+    p.add_argument("--no-train", action="store_true", help="the knowledge layer only (seconds)")
 
     p = add(sub, "search", "search the knowledge base")
     p.add_argument("query")

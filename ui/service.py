@@ -20,6 +20,7 @@ from chatbot.evaluate import load_evals
 from chatbot.policy import clean_message
 from chatbot.versions import Versions, VersionError, is_plain_name
 from training import METHODS, rollback
+from training.suggestions import SuggestionError, accept, refresh, reject, revert
 from chatbot.review import REASONS, Suggestion, close, review_queue, send_reply, suggestion
 from retrieval import IngestError
 
@@ -295,6 +296,33 @@ class SupportService:
         if role not in ROLES:
             raise ServiceError(f"role {role!r}: expected one of {', '.join(ROLES)}")
         return {"serving": rollback(self.config, role) or "the configured retriever", "role": role}
+
+    # --- what the log suggests (training/suggestions.py) -----------------------------------------------
+
+    def suggestions(self, token: str, kind: str = "", status: str = "open") -> list[dict]:
+        """The suggestions of `status` (all: ""), refreshed from the log first: newest, most asked first."""
+        self.sessions.require(token, "ops")
+        refresh(self.bot, self.config.learn)
+        return self.bot.log.suggestions(status or None, kind or None)
+
+    def decide(self, token: str, suggestion_id: int, decision: str, answer: str | None = None,
+               questions: list[str] | None = None) -> dict:
+        """Accept (with the answer and wordings as ops edited them), reject or revert one suggestion."""
+        session = self.sessions.require(token, "ops")
+        try:
+            if decision == "accept":
+                return accept(self.bot, int(suggestion_id), session.user, answer, questions)
+            if decision in ("reject", "revert"):
+                return (reject if decision == "reject" else revert)(self.bot, int(suggestion_id), session.user)
+        except SuggestionError as err:
+            raise ServiceError(str(err)) from None
+        raise ServiceError(f"decision {decision!r}: expected accept, reject or revert")
+
+    def learn(self, token: str, train: bool = True) -> dict:
+        """`supportbot learn` in the background; its progress shows in `jobs`."""
+        self.sessions.require(token, "ops")
+        return self.jobs.start("learn" if train else "learn (knowledge only)",
+                               ["learn", *([] if train else ["--no-train"]), *self._settings_args()]).to_json()
 
     def job_list(self, token: str) -> list[dict]:
         self.sessions.require(token, "ops")

@@ -13,6 +13,7 @@ import pandas as pd
 from PIL import Image
 
 from .service import QUEUE_REASONS, ROLES, TRAINABLE, USER_ERRORS, SupportService
+from .staff_suggestions import suggestions_tab
 from .web import caller_of, checked, render_chat, shown
 
 REFRESH_SECONDS = 3.0  # how often the queue and the jobs table look for news
@@ -200,6 +201,8 @@ def _suggestion_info(s: dict) -> str:
 def _ops_tab(service: SupportService, token: gr.BrowserState, ops: gr.Tab) -> None:
     with gr.Tab("Knowledge base") as kb:
         _kb_tab(service, token, [ops.select, kb.select])
+    with gr.Tab("Suggestions") as suggested:
+        suggestions_tab(service, token, [suggested.select])
     with gr.Tab("Analytics") as stats:
         _analytics_tab(service, token, stats)
     with gr.Tab("Models") as models:

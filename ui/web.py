@@ -141,7 +141,8 @@ def api(service: SupportService) -> None:
 
     for fn in (service.history, service.status, service.rate, service.talk_to_person, service.leave_queue, login, service.queue, service.review,
                service.send, service.close, service.kb_entries, service.kb_remove, service.analytics, service.models,
-               service.train, service.promote, service.rollback, service.job_list, service.gate_report):
+               service.train, service.promote, service.rollback, service.job_list, service.gate_report, service.suggestions,
+               service.decide, service.learn):
         gr.api(shown(checked(fn)), api_name=fn.__name__)
     gr.api(shown(checked(chat)), api_name="chat", concurrency_limit=service.config.serve.concurrency)
     gr.api(shown(checked(service.kb_upload_text)), api_name="kb_upload")

@@ -1,0 +1,108 @@
+"""`supportbot learn`: the nightly loop in one command.
+
+Refresh the suggestions from the log and apply the kinds `learn.auto_accept` allows (the knowledge layer,
+seconds); then, when agents have written at least `learn.min_new_replies` replies since the last run, train
+the language model (SFT on agents' approved and edited replies, continuing from the serving version) and the
+retriever, each behind its gate, promoting what passes. The report (JSON and Markdown) goes to
+`<home>/learn/<time>/`; the log position the run read up to goes to `<home>/learn/state.json`, written last,
+so a run killed midway is simply run again.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+from chatbot import Config, SupportBot
+from chatbot.versions import write_json
+
+from .gate import promote
+from .runs import RunRequest, TrainError, run_training
+from .suggestions import auto_accept, refresh
+from .trainers import TrainSettings
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class LearnReport:
+    at: str
+    new_suggestions: list[int] = field(default_factory=list)
+    auto_accepted: list[int] = field(default_factory=list)
+    open_suggestions: dict[str, int] = field(default_factory=dict)  # by kind, waiting for review
+    new_replies: int = 0  # agents' approved and edited replies since the last run
+    trained: list[dict] = field(default_factory=list)  # per role: version, passed, promoted, rows; or skipped: why
+    seconds: float = 0.0
+    report: str = ""
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    def markdown(self) -> str:
+        lines = [f"# Learning run {self.at}", "",
+                 f"- new suggestions: {len(self.new_suggestions)}; applied without review: {len(self.auto_accepted)}",
+                 f"- waiting for review: {', '.join(f'{n} {k}' for k, n in self.open_suggestions.items()) or 'none'}",
+                 f"- agents' approved and edited replies since the last run: {self.new_replies}"]
+        for run in self.trained:
+            if "skipped" in run:
+                lines.append(f"- {run['role']}: not trained ({run['skipped']})")
+            else:
+                lines.append(f"- {run['role']}: trained {run['version']}, gate {'passed' if run['passed'] else 'refused'}, "
+                             f"{'promoted' if run['promoted'] else 'not promoted'}")
+                lines += [f"  - {r['metric']}: {r['serving']} -> {r['candidate']}" for r in run.get("rows", [])]
+        return "\n".join(lines + [f"\n{self.seconds:.0f} s"]) + "\n"
+
+
+def learn(config: Config, train: bool = True, progress: Progress | None = None,
+          log: Callable[[str], None] | None = None) -> LearnReport:
+    started = time.perf_counter()
+    report = LearnReport(at=time.strftime("%Y%m%d-%H%M%S", time.gmtime()))
+    state_file = config.home / "learn" / "state.json"
+    state = json.loads(state_file.read_text(encoding="utf-8")) if state_file.exists() else {}
+    bot = SupportBot(config)
+    try:
+        report.new_suggestions = refresh(bot, config.learn)
+        report.auto_accepted = auto_accept(bot, config.learn)
+        report.open_suggestions = dict(Counter(s["kind"] for s in bot.log.suggestions("open")))
+        actions = bot.log.agent_actions()
+    finally:
+        bot.log.close()
+    last_action = max((a["id"] for a in actions), default=0)
+    report.new_replies = sum(a["id"] > state.get("agent_action", 0) and a["action"] in ("approved", "edited") for a in actions)
+    if train:
+        report.trained = _train(config, report.new_replies, progress, log)
+    report.seconds = round(time.perf_counter() - started, 1)
+    folder = config.home / "learn" / report.at
+    report.report = str(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / "report.json", report.to_json())
+    (folder / "report.md").write_text(report.markdown(), encoding="utf-8")
+    write_json(state_file, {"agent_action": last_action, "at": report.at})
+    return report
+
+
+def _train(config: Config, new_replies: int, progress: Progress | None, log) -> list[dict]:
+    """SFT and the retriever from the log, each promoted only through its gate."""
+    if new_replies < config.learn.min_new_replies:
+        why = f"{new_replies} new agent replies, fewer than learn.min_new_replies ({config.learn.min_new_replies})"
+        return [{"role": role, "skipped": why} for role in ("lm", "retriever")]
+    runs = []
+    try:
+        settings = TrainSettings(epochs=config.learn.epochs, max_steps=config.learn.max_steps)
+        card = run_training(config, RunRequest("sft", settings, kb_seed=False), progress, log)
+        runs.append(_promoted("lm", promote(config, card.version, progress=progress)))
+    except TrainError as err:
+        runs.append({"role": "lm", "skipped": str(err)})
+    from .retriever import RetrieverSettings, run_retriever
+
+    card = run_retriever(config, RetrieverSettings(max_steps=config.learn.max_steps), progress=progress, log=log)
+    runs.append(_promoted("retriever", promote(config, card.version, progress=progress)))
+    return runs
+
+
+def _promoted(role: str, result) -> dict:
+    return {"role": role, "version": result.candidate, "passed": result.passed, "promoted": result.promoted,
+            "rows": [{k: r[k] for k in ("metric", "serving", "candidate")} for r in result.rows]}
