@@ -331,3 +331,17 @@ def test_best_of_n_sends_the_reply_the_reward_model_prefers(config, bot):
     assert len(replies) == 3 and reply.mode == "generate"
     best = replies[max(range(3), key=scores.__getitem__)]
     assert best.split()[0] in reply.text + reply.draft
+
+
+def test_learn_trains_and_gates_only_once_agents_have_written_enough(config, bot, overrides, capsys):
+    traffic(bot)
+    flags = [*overrides, "learn.max_steps=1", "learn.min_new_replies=5"]
+    code, out = run_cli(capsys, config, flags, "learn", "--json")
+    report = json.loads(out)
+    assert code == 0 and [r["role"] for r in report["trained"]] == ["lm", "retriever"]
+    assert all("fewer than learn.min_new_replies (5)" in r["skipped"] for r in report["trained"])
+    code, out = run_cli(capsys, config, [*overrides, "learn.max_steps=1", "learn.min_new_replies=0"], "learn", "--json")
+    lm, retriever = json.loads(out)["trained"]
+    assert lm["version"].startswith("sft-") and isinstance(lm["passed"], bool) and lm["rows"]
+    assert "version" in retriever or "held-out" in retriever["skipped"]
+    assert lm["promoted"] == (Versions(config.home).serving_version("lm") == lm["version"])

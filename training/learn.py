@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from chatbot import Config, SupportBot
-from chatbot.versions import write_json
+from chatbot.versions import VersionError, write_json
 
 from .gate import promote
 from .runs import RunRequest, TrainError, run_training
@@ -89,17 +89,17 @@ def _train(config: Config, new_replies: int, progress: Progress | None, log) -> 
     if new_replies < config.learn.min_new_replies:
         why = f"{new_replies} new agent replies, fewer than learn.min_new_replies ({config.learn.min_new_replies})"
         return [{"role": role, "skipped": why} for role in ("lm", "retriever")]
-    runs = []
-    try:
-        settings = TrainSettings(epochs=config.learn.epochs, max_steps=config.learn.max_steps)
-        card = run_training(config, RunRequest("sft", settings, kb_seed=False), progress, log)
-        runs.append(_promoted("lm", promote(config, card.version, progress=progress)))
-    except TrainError as err:
-        runs.append({"role": "lm", "skipped": str(err)})
     from .retriever import RetrieverSettings, run_retriever
 
-    card = run_retriever(config, RetrieverSettings(max_steps=config.learn.max_steps), progress=progress, log=log)
-    runs.append(_promoted("retriever", promote(config, card.version, progress=progress)))
+    settings = TrainSettings(epochs=config.learn.epochs, max_steps=config.learn.max_steps)
+    trainers = {"lm": lambda: run_training(config, RunRequest("sft", settings, kb_seed=False), progress, log),
+                "retriever": lambda: run_retriever(config, RetrieverSettings(max_steps=config.learn.max_steps), progress=progress, log=log)}
+    runs = []
+    for role, trainer in trainers.items():
+        try:
+            runs.append(_promoted(role, promote(config, trainer().version, progress=progress)))
+        except (TrainError, VersionError) as err:  # nothing to train on, or nothing to judge it by
+            runs.append({"role": role, "skipped": str(err)})
     return runs
 
 
