@@ -11,8 +11,9 @@ Protocol (everything through the product's own code: the engine, the service met
    otherwise; the simulated agent answers every hand-off and every wrong reply of an answerable question with
    the entry's answer (`SupportService.send`, "rejected": the agent's own reply).
 3. `learn`, with ops accepting every suggestion (learn.auto_accept = all kinds). Groups: *none* (no learning),
-   *knowledge* (`learn --no-train`: suggestions only), and with `--weights` also *weights* (the LM and the
-   retriever trained from the log behind their gates, no suggestions) and *both*.
+   *knowledge* (`learn --no-train`: suggestions only), and with `--weights` also *weights* (`--roles`, by
+   default the retriever, trained from the log and the knowledge base behind its gate; no suggestions) and
+   *both* (suggestions accepted, then the same training).
 4. Week 2: the other wordings of the same questions, never asked in week 1, in fresh conversations.
 
 Per group: the share of week-2 questions resolved (answered, not handed off, similarity to the entry's
@@ -32,6 +33,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -44,13 +46,12 @@ sys.path.insert(0, str(ROOT))
 
 from chatbot import load_config  # noqa: E402
 from chatbot.evaluate import without_citations  # noqa: E402
-from retrieval import KnowledgeBase  # noqa: E402
 from training.learn import learn  # noqa: E402
 from training.suggestions import KINDS  # noqa: E402
 from ui.progress import TerminalProgress  # noqa: E402
 from ui.service import SupportService  # noqa: E402
 
-GROUPS = {"none": None, "knowledge": (list(KINDS), False), "weights": ([], True), "both": (list(KINDS), True)}
+GROUPS = {"none": None, "knowledge": (list(KINDS), False), "weights": ([], True), "both": (list(KINDS), True)}  # auto_accept, train
 
 
 def knowledge(folder: Path, held_back: float, seed: int) -> tuple[dict[str, str], set[str]]:
@@ -106,27 +107,41 @@ def summary(rows: list[dict], held: set[str]) -> dict:
             "out_of_scope_declined": share(r["declined"] for r in outside), "questions": len(rows)}
 
 
-def run_group(name: str, kb_folder: Path, answers: dict, held: set, traffic: list[dict], args, progress) -> dict:
-    home = Path(tempfile.mkdtemp(prefix=f"feedback-{name}-"))
-    config = load_config(home, [f"answer.mode={args.mode}", "learn.min_new_replies=0"], env={})
-    kb = KnowledgeBase(config.kb_dir(), config.retrieval)
-    kb.add([kb_folder])
-    kb.close()
-    service = SupportService(config)
-    week = {w: [t for t in traffic if t["week"] == w] for w in (1, 2)}
-    week1 = play(service, week[1], answers, args.threshold, True, progress, f"{name}: week 1")
+def open_service(home: Path, args) -> SupportService:
+    return SupportService(load_config(home, [f"answer.mode={args.mode}", "learn.min_new_replies=0"], env={}))
+
+
+def close(service: SupportService) -> None:
+    service.bot.log.close()
+    service.bot.kb.close()
+
+
+def week_one(kb_folder: Path, answers: dict, traffic: list[dict], args, progress) -> tuple[Path, list[dict]]:
+    """Week 1 once, in a home every group starts from (a copy each): the same log for every group."""
+    home = Path(tempfile.mkdtemp(prefix="feedback-week1-"))
+    service = open_service(home, args)
+    service.bot.kb.add([kb_folder])
+    rows = play(service, [t for t in traffic if t["week"] == 1], answers, args.threshold, True, progress, "week 1")
+    close(service)
+    return home, rows
+
+
+def run_group(name: str, week1_home: Path, answers: dict, held: set, traffic: list[dict], args, progress) -> dict:
+    home = Path(tempfile.mkdtemp(prefix=f"feedback-{name}-")) / "home"
+    shutil.copytree(week1_home, home)
     learned = {}
     if GROUPS[name]:
+        config = open_service(home, args).config
         config.learn.auto_accept, train = GROUPS[name]
+        config.learn.roles = args.roles
         started = time.perf_counter()
         report = learn(config, train=train, progress=progress)
         learned = {"seconds": round(time.perf_counter() - started, 1), "auto_accepted": len(report.auto_accepted),
                    "open": report.open_suggestions, "trained": report.trained}
-        service.bot.kb.close()
-        service = SupportService(config)  # a fresh process's view: the promoted versions and the grown KB
-    week2 = play(service, week[2], answers, args.threshold, False, progress, f"{name}: week 2")
-    service.bot.log.close()
-    return {"group": name, "week1": summary(week1, held), "week2": summary(week2, held), "learn": learned}
+    service = open_service(home, args)  # a fresh process's view: the promoted versions and the grown KB
+    week2 = play(service, [t for t in traffic if t["week"] == 2], answers, args.threshold, False, progress, f"{name}: week 2")
+    close(service)
+    return {"group": name, "week2": summary(week2, held), "learn": learned, "rows": week2}
 
 
 def main() -> int:
@@ -135,7 +150,9 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threshold", type=float, default=0.8)
     parser.add_argument("--mode", default="auto", help="answer.mode (the product's default: auto)")
-    parser.add_argument("--weights", action="store_true", help="also the groups that train weights (tens of minutes)")
+    parser.add_argument("--weights", action="store_true", help="also the groups that train weights")
+    parser.add_argument("--roles", nargs="+", default=["retriever"], choices=["lm", "retriever"],
+                        help="what the weights groups train (the LM takes tens of minutes on a CPU)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "feedback_loop.json"))
     args = parser.parse_args()
     progress = TerminalProgress()
@@ -143,7 +160,8 @@ def main() -> int:
     kb_folder = Path(tempfile.mkdtemp(prefix="feedback-kb-")) / "kb"
     answers, held = knowledge(kb_folder, args.held_back, args.seed)
     groups = ["none", "knowledge"] + (["weights", "both"] if args.weights else [])
-    results = [run_group(name, kb_folder, answers, held, traffic, args, progress) for name in groups]
+    week1_home, week1 = week_one(kb_folder, answers, traffic, args, progress)
+    results = [run_group(name, week1_home, answers, held, traffic, args, progress) for name in groups]
 
     print(f"feedback loop: {len(held)} of {len(answers)} FAQ entries held back; week 2 (new wordings), mode {args.mode}")
     print(f"{'group':10} {'held-back resolved':>19} {'present resolved':>17} {'held-back sim':>14} {'present sim':>12} {'OOS declined':>13} {'learn s':>8}")
@@ -152,7 +170,7 @@ def main() -> int:
         print(f"{r['group']:10} {w['held_back_resolved']:>19.3f} {w['present_resolved']:>17.3f} {w['held_back_similarity']:>14.3f} "
               f"{w['present_similarity']:>12.3f} {w['out_of_scope_declined']:>13.3f} {r['learn'].get('seconds', 0):>8.1f}")
     result = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores", "args": vars(args),
-              "held_back": sorted(held), "groups": results}
+              "held_back": sorted(held), "week1": summary(week1, held), "groups": results}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1), encoding="utf-8")
     return 0

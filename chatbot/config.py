@@ -154,9 +154,11 @@ class LearnSettings:
     # A resolved wording this close to one of its entry's variants adds nothing.
     variant_similarity: float = 0.9
     min_revisions: int = 2  # agents' rewrites of an entry's answer before a new answer is proposed
-    # An agent's reply to a curated answer at least this similar to it rewrites that answer; a less similar one
-    # answers what the entry did not (the bot picked the wrong entry): a new entry.
-    revision_similarity: float = 0.6
+    # An agent's edit of a curated answer rewrites it; an agent's own reply in its place does only when at least
+    # this similar to it. A less similar one answers what the entry did not (the bot picked the wrong entry, often
+    # on the same subject): a new entry. 0.6 turned 19 of 100 such replies into revisions of the wrong entry
+    # (bench/feedback_loop.py).
+    revision_similarity: float = 0.85
     # An entry is flagged when at least flag_min_bad of its replies were rated down or rejected, at a rate at
     # least flag_ratio times that of all replies.
     flag_min_bad: int = 3
@@ -164,8 +166,11 @@ class LearnSettings:
     # `supportbot learn` trains the LM and the retriever when agents wrote at least this many approved or edited
     # replies since its last run (each behind its gate); fewer, and it only refreshes the suggestions.
     min_new_replies: int = 20
+    # What `learn` trains: "lm" (SFT on agents' replies; tens of minutes on a CPU) and "retriever" (minutes).
+    roles: list[str] = field(default_factory=lambda: ["lm", "retriever"])
     epochs: float = 1.0  # SFT epochs over the log's examples
     max_steps: int = -1  # caps each training run of `learn` (>0; quick trials)
+    daily_at: str = ""  # "HH:MM" (the server's local time): `supportbot serve` runs `learn` once a day; "" = never
 
 
 @dataclass

@@ -74,3 +74,27 @@ def test_times_read_as_people_say_them():
               now - timedelta(days=5)]
     assert [ago(s.isoformat(), now) for s in stamps] == ["just now", "4 min ago", "3 h ago", "yesterday", "5 days ago"]
     assert ago("2026-10-01T08:00:00+00:00", now) == "01 Oct 2026" and ago("") == ""
+
+
+def test_only_ops_list_and_decide_suggestions(service, tmp_path):
+    from ui.auth import AuthError
+    from ui.service import ServiceError
+
+    service.bot.kb.add([write(tmp_path / "faq.csv", "id,question,answer\ngift,Do gift cards expire?,Never.\n")])
+    conversation = service.bot.log.start("web")
+    service.bot.log.add_message(conversation, "customer", "Do you sharpen knives?")
+    service.bot.log.add_message(conversation, "bot", "I'll pass you on.", handed_off=1, reason="low_confidence")
+    service.bot.log.add_agent_action(conversation, None, "Yes, for free at the warehouse.", "rejected", "amy", draft="")
+    for caller in ("", token(service, "agent")):
+        with pytest.raises(AuthError):
+            service.suggestions(caller)
+        with pytest.raises(AuthError):
+            service.decide(caller, 1, "accept")
+    ops = token(service, "ops")
+    (suggestion,) = service.suggestions(ops)
+    assert suggestion["kind"] == "new_entry" and suggestion["answer"] == "Yes, for free at the warehouse."
+    accepted = service.decide(ops, suggestion["id"], "accept", questions=["Do you sharpen knives?", "Can you sharpen my knife?"])
+    assert accepted["decided_by"] == "ops" and service.bot.kb.entry(accepted["entry_id"]).questions[1] == "Can you sharpen my knife?"
+    with pytest.raises(ServiceError, match=f"suggestion {suggestion['id']} is already accepted"):
+        service.decide(ops, suggestion["id"], "reject")
+    assert service.suggestions(ops) == [] and service.suggestions(ops, status="accepted")[0]["id"] == suggestion["id"]

@@ -178,3 +178,18 @@ def test_a_curated_answer_of_the_wrong_entry_rejected_by_an_agent_teaches_the_ri
     proposed = {(s["kind"], s["entry_id"]) for s in propose(bot, home_config.learn)}
     assert ("variant", "gift-exp") in proposed and not any(kind == "revision" for kind, _ in proposed)
     assert any(kind == "new_entry" for kind, _ in proposed)
+
+
+def test_the_daily_run_is_due_once_a_day_after_its_time():
+    from datetime import datetime
+
+    from chatbot import ConfigError
+    from ui.daily import daily_time, due
+
+    at = daily_time("02:30")
+    assert at == (2, 30) and daily_time("") is None
+    with pytest.raises(ConfigError, match="learn.daily_at '25:00': expected a time of day as HH:MM"):
+        daily_time("25:00")
+    assert not due(datetime(2026, 12, 7, 2, 29), at, None)
+    assert due(datetime(2026, 12, 7, 2, 31), at, datetime(2026, 12, 6, 2, 31))
+    assert not due(datetime(2026, 12, 7, 9, 0), at, datetime(2026, 12, 7, 2, 31))  # already ran today

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import datetime, timezone
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -80,22 +81,25 @@ def learn(config: Config, train: bool = True, progress: Progress | None = None,
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / "report.json", report.to_json())
     (folder / "report.md").write_text(report.markdown(), encoding="utf-8")
-    write_json(state_file, {"agent_action": last_action, "at": report.at})
+    write_json(state_file, {"agent_action": last_action, "at": report.at, "finished": datetime.now(timezone.utc).isoformat()})
     return report
 
 
 def _train(config: Config, new_replies: int, progress: Progress | None, log) -> list[dict]:
     """SFT and the retriever from the log, each promoted only through its gate."""
+    unknown = set(config.learn.roles) - {"lm", "retriever"}
+    if unknown:
+        raise TrainError(f"learn.roles: {', '.join(sorted(unknown))}: expected lm and/or retriever")
     if new_replies < config.learn.min_new_replies:
         why = f"{new_replies} new agent replies, fewer than learn.min_new_replies ({config.learn.min_new_replies})"
-        return [{"role": role, "skipped": why} for role in ("lm", "retriever")]
+        return [{"role": role, "skipped": why} for role in config.learn.roles]
     from .retriever import RetrieverSettings, run_retriever
 
     settings = TrainSettings(epochs=config.learn.epochs, max_steps=config.learn.max_steps)
     trainers = {"lm": lambda: run_training(config, RunRequest("sft", settings, kb_seed=False), progress, log),
                 "retriever": lambda: run_retriever(config, RetrieverSettings(max_steps=config.learn.max_steps), progress=progress, log=log)}
     runs = []
-    for role, trainer in trainers.items():
+    for role, trainer in ((role, trainers[role]) for role in config.learn.roles):
         try:
             runs.append(_promoted(role, promote(config, trainer().version, progress=progress)))
         except (TrainError, VersionError) as err:  # nothing to train on, or nothing to judge it by

@@ -89,8 +89,9 @@ def _read(bot: SupportBot, row: dict, settings: LearnSettings) -> dict:
         entry = bot.kb.entry(row["top"])
         if sent and sent != row["top"]:  # the bot chose the wrong entry; the agent sent the right one
             use = "variant"
-        elif entry is not None and entry.kind == "faq" and _similarity(bot, row["final"], entry.answer) >= settings.revision_similarity:
-            use = "revision"  # the same subject, said differently
+        elif entry is not None and entry.kind == "faq" and (
+                row["action"] == "edited" or _similarity(bot, row["final"], entry.answer) >= settings.revision_similarity):
+            use = "revision"  # edited from the entry's answer, or replaced by one saying nearly the same
         else:
             use = "gap"  # the bot's entry was beside the point and the agent knew the answer
     elif (row.get("bot_handed_off") and row.get("bot_reason") in GAP_REASONS) or row["action"] == "rejected":
@@ -107,7 +108,7 @@ def _new_entries(bot: SupportBot, gaps: list[dict], settings: LearnSettings) -> 
         return []
     vectors = _vectors(bot, [r["question"] for r in gaps])
     out = []
-    for group in _groups(vectors, settings.group_similarity):
+    for group in _groups(vectors, [_norm(r["final"]) for r in gaps], settings.group_similarity):
         rows = [gaps[i] for i in group]
         evidence = _Evidence()
         for r in rows:
@@ -175,14 +176,16 @@ def _flags(bot: SupportBot, answers: list[dict], rated: list[dict], settings: Le
     return out
 
 
-def _groups(vectors: np.ndarray, threshold: float) -> list[list[int]]:
-    """Greedy grouping in log order: a question joins the first group whose mean vector it is this similar to."""
+def _groups(vectors: np.ndarray, replies: list[str], threshold: float) -> list[list[int]]:
+    """Greedy grouping in log order: a question joins the first group that an agent answered with the same
+    reply, or whose mean vector it is `threshold` similar to."""
     groups: list[list[int]] = []
     sums: list[np.ndarray] = []
     for i, vector in enumerate(vectors):
         scores = [float(vector @ s) / (np.linalg.norm(s) or 1.0) for s in sums]
-        best = int(np.argmax(scores)) if scores else -1
-        if best >= 0 and scores[best] >= threshold:
+        same = next((g for g, members in enumerate(groups) if any(replies[j] == replies[i] for j in members)), None)
+        best = same if same is not None else int(np.argmax(scores)) if scores else -1
+        if best >= 0 and (same is not None or scores[best] >= threshold):
             groups[best].append(i)
             sums[best] = sums[best] + vector
         else:

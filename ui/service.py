@@ -321,8 +321,11 @@ class SupportService:
     def learn(self, token: str, train: bool = True) -> dict:
         """`supportbot learn` in the background; its progress shows in `jobs`."""
         self.sessions.require(token, "ops")
-        return self.jobs.start("learn" if train else "learn (knowledge only)",
-                               ["learn", *([] if train else ["--no-train"]), *self._settings_args()]).to_json()
+        return self.start_learning(train).to_json()
+
+    def start_learning(self, train: bool = True, title: str = "learn"):
+        """The learning job itself, for the ops console and the daily run (ui/daily.py)."""
+        return self.jobs.start(title if train else f"{title} (knowledge only)", ["learn", *([] if train else ["--no-train"]), *self._settings_args()])
 
     def job_list(self, token: str) -> list[dict]:
         self.sessions.require(token, "ops")
