@@ -47,7 +47,7 @@ DEMO_HOME ?= /tmp/supportbot-demo-adapter
 demo-adapter: install
 	rm -rf $(DEMO_HOME) data/models/tidewell-sft
 	$(BIN)/supportbot kb add data/kb --home $(DEMO_HOME) -q
-	$(BIN)/supportbot train sft --home $(DEMO_HOME) --seed-variants 1 --worked data/train/reasoning.csv --lr 1e-3 --json > $(DEMO_HOME)/train.json
+	$(BIN)/supportbot train sft --home $(DEMO_HOME) --seed-variants 1 --lr 1e-3 --json > $(DEMO_HOME)/train.json
 	$(BIN)/supportbot models promote latest --home $(DEMO_HOME) --json > $(DEMO_HOME)/gate.json || true
 	$(BIN)/supportbot models export latest data/models/tidewell-sft --name tidewell-sft --home $(DEMO_HOME)
 

@@ -193,3 +193,16 @@ def test_the_daily_run_is_due_once_a_day_after_its_time():
     assert not due(datetime(2026, 12, 7, 2, 29), at, None)
     assert due(datetime(2026, 12, 7, 2, 31), at, datetime(2026, 12, 6, 2, 31))
     assert not due(datetime(2026, 12, 7, 9, 0), at, datetime(2026, 12, 7, 2, 31))  # already ran today
+
+
+def test_two_processes_accepting_the_same_suggestion_apply_it_once(bot, home_config):
+    from chatbot import ConversationLog
+
+    handed_off(bot, "Do you sharpen knives?", SHARPENING)
+    (sid,) = refresh(bot, home_config.learn)
+    other = SupportBot(home_config, bot.kb, log=ConversationLog(home_config.log_file))  # its own connection, as another process has
+    accept(other, sid, by="ops-a")
+    with pytest.raises(SuggestionError, match=f"suggestion {sid} is already accepted"):
+        accept(bot, sid, by="ops-b")
+    assert bot.log.suggestion(sid)["decided_by"] == "ops-a" and len([e for e in bot.kb.entries() if e.source == f"learned:{sid}"]) == 1
+    other.log.close()

@@ -41,7 +41,7 @@ def suggestions_tab(service: SupportService, token: gr.BrowserState, opened: lis
 
     def pick(session_token: str, suggestion_ids: list, row: gr.SelectData):
         suggestion_id = suggestion_ids[row.index[0]]
-        s = next(x for x in service.suggestions(session_token, "", "") if x["id"] == suggestion_id)
+        s = service.suggestion(session_token, suggestion_id)
         return (suggestion_id, _evidence(s), gr.Textbox(value="\n".join(s["questions"]), visible=s["kind"] in ("new_entry", "variant")),
                 gr.Textbox(value=s["answer"], visible=s["kind"] in ("new_entry", "revision")), gr.Column(visible=True), "")
 
