@@ -28,6 +28,9 @@ STAFF_API = {
     "rollback": ("ops", ["lm"]),
     "job_list": ("ops", []),
     "gate_report": ("ops", ["latest"]),
+    "suggestions": ("ops", ["", "open"]),
+    "decide": ("ops", [1, "reject", None, None]),
+    "learn": ("ops", [False]),
 }
 # Every handler of the staff page that takes the sign-in token (kept in the browser), and the role it needs
 # (None: any caller; signing out ends only the session it is given). A name ending in _1, _2... is the same
@@ -38,6 +41,7 @@ STAFF_HANDLERS = {
     "show_entries": "ops", "show_entries_1": "ops", "show_entries_2": "ops", "show_entries_3": "ops", "show_entries_4": "ops",
     "add_files": "ops", "drop": "ops", "show_analytics": "ops", "list_models": "ops", "run_gate": "ops", "roll_back": "ops",
     "show_report": "ops", "start_job": "ops", "refresh_jobs": "ops", "end": None,
+    "show_suggestions": "ops", "show_suggestions_1": "ops", "decide_suggestion": "ops", "start_learning": "ops",
 }
 # Handlers that run by themselves on every open page (on load, on a timer): for callers without the role they
 # stay silent, changing nothing on the page (restore also forgets a token that signs no one in).

@@ -305,13 +305,6 @@ class SupportService:
         refresh(self.bot, self.config.learn)
         return self.bot.log.suggestions(status or None, kind or None)
 
-    def suggestion(self, token: str, suggestion_id: int) -> dict:
-        self.sessions.require(token, "ops")
-        found = self.bot.log.suggestion(int(suggestion_id))
-        if found is None:
-            raise ServiceError(f"no suggestion {suggestion_id}")
-        return found
-
     def decide(self, token: str, suggestion_id: int, decision: str, answer: str | None = None,
                questions: list[str] | None = None) -> dict:
         """Accept (with the answer and wordings as ops edited them), reject or revert one suggestion."""

@@ -23,7 +23,7 @@ def suggestions_tab(service: SupportService, token: gr.BrowserState, opened: lis
     learning = gr.Markdown(elem_id="learn-status")
     table = gr.Dataframe(pd.DataFrame(columns=SUGGESTION_COLUMNS), label="Open suggestions (click one to review it)", interactive=False,
                          wrap=True, buttons=[], max_height=600, column_widths=["14%", "22%", "8%", "44%", "12%"], elem_id="suggestions")
-    ids = gr.State([])  # the suggestion of each row shown
+    shown_rows = gr.State([])  # the suggestion of each row shown (read with the ops session that listed them)
     chosen = gr.State(0)
     with gr.Column(visible=False) as review:
         evidence = gr.Markdown(elem_id="suggestion-evidence")
@@ -34,19 +34,18 @@ def suggestions_tab(service: SupportService, token: gr.BrowserState, opened: lis
             reject = gr.Button("Reject", variant="stop", elem_id="suggestion-reject")
     decided = gr.Markdown(elem_id="suggestion-decided")
 
-    def show(session_token: str, which: str):
+    def show_suggestions(session_token: str, which: str):
         rows = service.suggestions(session_token, which)
         frame = pd.DataFrame([_row(s) for s in rows], columns=SUGGESTION_COLUMNS)
-        return frame, [s["id"] for s in rows], gr.Column(visible=False)
+        return frame, rows, gr.Column(visible=False)
 
-    def pick(session_token: str, suggestion_ids: list, row: gr.SelectData):
-        suggestion_id = suggestion_ids[row.index[0]]
-        s = service.suggestion(session_token, suggestion_id)
-        return (suggestion_id, _evidence(s), gr.Textbox(value="\n".join(s["questions"]), visible=s["kind"] in ("new_entry", "variant")),
+    def review_suggestion(suggestions: list, row: gr.SelectData):
+        s = suggestions[row.index[0]]
+        return (s["id"], _evidence(s), gr.Textbox(value="\n".join(s["questions"]), visible=s["kind"] in ("new_entry", "variant")),
                 gr.Textbox(value=s["answer"], visible=s["kind"] in ("new_entry", "revision")), gr.Column(visible=True), "")
 
-    def decide(session_token: str, suggestion_id: int, wordings: str, text: str, clicked: gr.EventData):
-        how = "accept" if clicked.target.elem_id == "suggestion-accept" else "reject"
+    def decide_suggestion(session_token: str, suggestion_id: int, wordings: str, text: str, clicked: gr.EventData):
+        how = "accept" if getattr(clicked.target, "elem_id", "") == "suggestion-accept" else "reject"
         edited = [w.strip() for w in wordings.splitlines() if w.strip()]
         s = service.decide(session_token, suggestion_id, how, text if how == "accept" else None, (edited or None) if how == "accept" else None)
         what = f"{KIND_WORDS[s['kind']]} for {s['entry_id']}"
@@ -56,10 +55,10 @@ def suggestions_tab(service: SupportService, token: gr.BrowserState, opened: lis
         job = service.learn(session_token)
         return f"Started {job['title']} (job {job['id']}); follow it under Training."
 
-    listing = dict(fn=shown(checked(show)), inputs=[token, kind], outputs=[table, ids, review], api_visibility="private")
+    listing = dict(fn=shown(checked(show_suggestions)), inputs=[token, kind], outputs=[table, shown_rows, review], api_visibility="private")
     gr.on([*opened, kind.change], **listing)
-    table.select(shown(checked(pick)), [token, ids], [chosen, evidence, questions, answer, review, decided], api_visibility="private")
-    gr.on([accept.click, reject.click], shown(checked(decide)), [token, chosen, questions, answer], [decided],
+    table.select(review_suggestion, [shown_rows], [chosen, evidence, questions, answer, review, decided], api_visibility="private")
+    gr.on([accept.click, reject.click], shown(checked(decide_suggestion)), [token, chosen, questions, answer], [decided],
           api_visibility="private").success(**listing)
     learn.click(shown(checked(start_learning)), [token], [learning], api_visibility="private")
 
