@@ -9,7 +9,8 @@ however often we train. So the loop also reads agents' work and proposes changes
   (else the latest);
 - variant: a customer's wording an existing entry resolved (thumbs up, an agent sent the bot's reply or the
   entry's answer as is) that is not already close to one of the entry's variants;
-- revision: agents rewrote an entry's curated answer (edited, or rejected and wrote their own) repeatedly;
+- revision: agents rewrote an entry's curated answer repeatedly (edited it, or replaced it with nearly the same
+  answer; a reply unlike it says the bot picked the wrong entry and counts towards a new entry);
 - flag: an entry whose answers are rated down or rejected far more often than the rest.
 
 Nothing reaches the knowledge base until it is accepted (`accept`; `learn.auto_accept` lists the kinds applied
