@@ -36,6 +36,15 @@ def agent_console(browser, url: str):
     return agent
 
 
+def waiting_for_agent(browser, url: str, customer, text: str):
+    """A customer asks `text` and then for a person; the agent's page with that conversation open."""
+    conversation = ask(customer, text)["conversation_id"]
+    customer.predict(conversation, api_name="/talk_to_person")
+    agent = agent_console(browser, url)
+    open_row(agent, text)
+    return agent, conversation
+
+
 def open_row(page, text: str) -> None:
     """Open the queued conversation whose last customer message contains `text`; wait for its suggestion."""
     page.locator("#queue-table [role=gridcell]", has_text=text).first.click()
@@ -77,10 +86,7 @@ def test_the_suggestion_for_a_handed_off_conversation_is_not_the_handoff_text(ap
 
 def test_nothing_to_suggest_disables_send_as_is_and_an_empty_reply_is_refused(app, browser, customer):
     url, config = app
-    conversation = ask(customer, "Good morning")["conversation_id"]
-    customer.predict(conversation, api_name="/talk_to_person")
-    agent = agent_console(browser, url)
-    open_row(agent, "Good morning")
+    agent, conversation = waiting_for_agent(browser, url, customer, "Good morning")
     agent.locator("#agent-suggestion-info", has_text="Nothing to suggest").wait_for(timeout=10_000)
     assert agent.locator("#agent-approve").is_disabled() and agent.input_value("#agent-reply textarea") == ""
     agent.click("#agent-edit")
@@ -94,10 +100,7 @@ def test_nothing_to_suggest_disables_send_as_is_and_an_empty_reply_is_refused(ap
 
 def test_closing_a_conversation_clears_the_editor_and_the_queue(app, browser, customer):
     url, config = app
-    conversation = ask(customer, "Do you sell replacement lamp shades?")["conversation_id"]
-    customer.predict(conversation, api_name="/talk_to_person")
-    agent = agent_console(browser, url)
-    open_row(agent, "replacement lamp shades")
+    agent, conversation = waiting_for_agent(browser, url, customer, "Do you sell replacement lamp shades?")
     agent.click("#agent-close")
     agent.get_by_text("Conversation closed").wait_for(timeout=30_000)
     agent.wait_for_function("document.querySelector('#agent-reply textarea').value === ''", timeout=10_000)
