@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from retrieval import RetrievalSettings
+from retrieval.crawl import CrawlOptions
 
 ENV_PREFIX = "SUPPORTBOT_"
 
@@ -112,6 +113,7 @@ class ServeSettings:
     # Questions offered as one-click chips on the customer page's empty chat; empty = the ones the bot answered most
     # often lately (none at first).
     suggested_questions: list[str] = field(default_factory=list)
+    sync_daily_at: str = ""  # "HH:MM" (the server's local time): `supportbot serve` syncs every source once a day; "" = never
 
 
 @dataclass
@@ -178,6 +180,7 @@ class Config:
     home: Path = Path()
     kb: str = "default"  # which knowledge base (a folder under home/kb/)
     retrieval: RetrievalSettings = field(default_factory=RetrievalSettings)
+    crawl: CrawlOptions = field(default_factory=CrawlOptions)  # how `kb add URL` and `kb sync` read a site
     model: ModelSettings = field(default_factory=ModelSettings)
     answer: AnswerSettings = field(default_factory=AnswerSettings)
     serve: ServeSettings = field(default_factory=ServeSettings)

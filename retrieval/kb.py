@@ -14,6 +14,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -21,26 +22,31 @@ import numpy as np
 from .dense import DenseIndex
 from .embedder import Embedder
 from .fusion import best_per_entry, fuse, variant_votes
-from .loaders import LoadOptions, expand_paths, faq_entry, load_file
+from .crawl import CrawlOptions
+from .loaders import LoadOptions, faq_entry
 from .prototypes import Prototypes
-from .records import Entry, IngestError, SearchHit
+from .records import Entry, IngestError, SearchHit, Source
 from .settings import RetrievalSettings
+from .sources import SourceRead, describe, read_source
 from .store import EntrySummary, Store, Unit
 
-# progress(stage, done, total): stages are "read", "embed", "index".
+# progress(stage, done, total): stages are "crawl", "read", "embed", "index".
 Progress = Callable[[str, int, int], None]
 
 
 @dataclass
 class IngestReport:
-    files: list[str]
+    files: list[str]  # the locations read: sites, files, folders
     entries: int = 0
     added: int = 0
     updated: int = 0
     unchanged: int = 0
+    removed: int = 0  # entries of a synced source that it no longer has
     embedded: int = 0  # texts sent to the embedder (the rest came from the cache)
     seconds: float = 0.0
     ids: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)  # their names, for `kb sync NAME`
+    notes: list[str] = field(default_factory=list)  # pages skipped and why, a crawl that reached its limit
 
 
 # Queries are cut here: the embedder reads 256 tokens (about 1,000 characters) anyway, and a megabyte of
@@ -107,23 +113,74 @@ class KnowledgeBase:
 
     # --- ingestion --------------------------------------------------------------------------------
 
-    def add(self, paths: list[str | Path], progress: Progress | None = None) -> IngestReport:
-        """Upsert every entry of the files; all files parse before anything is written (else nothing is)."""
+    def add(self, locations: list[str | Path], progress: Progress | None = None, crawl: CrawlOptions | None = None,
+            uploaded: bool = False, max_pages: int = 0) -> IngestReport:
+        """Read each location (a help-centre URL, a file, a folder) and remember it as a source; adding one
+        again syncs it. Every source is read before anything is written, and then all of them apply in one
+        commit (else nothing does). `uploaded`: the files are the server's copies of uploads, known by name."""
+        known = {s.name: s for s in self.store.sources()}
+        return self._ingest([_registered(describe(str(loc), uploaded, max_pages), known) for loc in locations],
+                            progress, crawl)
+
+    def sync(self, names: list[str] | None = None, progress: Progress | None = None, crawl: CrawlOptions | None = None) -> IngestReport:
+        """Read sources again (all of them when `names` is empty): new pages added, changed ones re-embedded,
+        vanished ones removed, all in one commit; a source that cannot be read changes nothing and keeps the
+        reason in its `error`."""
+        known = {s.name: s for s in self.store.sources()}
+        for name in names or []:
+            if name not in known:
+                raise IngestError(f"no source named {name!r} (see `supportbot kb sources`)")
+        chosen = [known[n] for n in names] if names else [s for s in known.values() if s.kind != "upload"]
+        for source in chosen:
+            if source.kind == "upload":
+                raise IngestError(f"{source.name}: an uploaded file; upload it again to update it")
+        if not chosen:
+            raise IngestError("no sources to sync: add a site, file or folder with `supportbot kb add` first")
+        return self._ingest(chosen, progress, crawl)
+
+    def sources(self) -> list[Source]:
+        return self.store.sources()
+
+    def _ingest(self, sources: list[Source], progress: Progress | None, crawl: CrawlOptions | None) -> IngestReport:
         started = time.perf_counter()
         progress = progress or _no_progress
-        files = expand_paths(paths)
-        if not files:
-            raise IngestError(f"{', '.join(map(str, paths))}: no CSV, JSON, JSONL, Markdown or text files found")
         embedder_path = self.store.meta("embedder", "")
         embedder = self.embedder_at(embedder_path)
         options = self._load_options(embedder)
-        entries: dict[str, Entry] = {}
-        for i, path in enumerate(files):
-            progress("read", i, len(files))
-            entries.update((e.id, e) for e in load_file(path, options))
-        progress("read", len(files), len(files))
-        report = IngestReport(files=[str(f) for f in files])
-        return self._upsert(list(entries.values()), report, ", ".join(map(str, paths)), embedder_path, embedder, progress, started)
+        reads: list[tuple[Source, SourceRead]] = []
+        for source in sources:
+            try:
+                reads.append((source, read_source(source, options, crawl or CrawlOptions(), progress)))
+            except IngestError as err:
+                if source.added_at:  # a known source: remember why its sync failed
+                    self.store.record_source_error(source.name, str(err))
+                raise
+        entries = {e.id: e for _, read in reads for e in read.entries}
+        synced_at = _now()
+        for source, read in reads:
+            source.pages, source.synced_at, source.error = len(read.entries), synced_at, ""
+            source.added_at = source.added_at or synced_at
+            if source.kind == "upload":  # the server's copy is gone after this call
+                source.location = source.name
+            elif source.kind in ("file", "folder"):  # read as given (messages name it so), synced from anywhere
+                source.location = str(Path(source.location).absolute())
+        report = IngestReport(files=[s.location for s in sources], sources=[s.name for s in sources],
+                              notes=[note for _, read in reads for note in read.notes])
+
+        def also(db) -> list[int]:
+            """Entries the synced sources no longer have go, and the sources are recorded, in the same commit."""
+            removed: list[int] = []
+            for source, read in reads:
+                if read.complete:
+                    for entry_id in sorted(Store.source_entry_ids(db, source.name) - entries.keys()):
+                        removed += Store.delete_entry(db, entry_id)
+                        report.removed += 1
+                Store.put_source(db, source)
+            Store.set_sources(db, {e.id: e.source for e in entries.values()})
+            return removed
+
+        label = ", ".join(s.location for s in sources)
+        return self._upsert(list(entries.values()), report, label, embedder_path, embedder, progress, started, also)
 
     def put(self, entry_id: str, title: str, answer: str, questions: list[str], category: str = "", url: str = "",
             source: str = "") -> IngestReport:
@@ -140,7 +197,9 @@ class KnowledgeBase:
         return LoadOptions(self.settings.passage_tokens, self.settings.max_field_chars, embedder.count_tokens)
 
     def _upsert(self, entries: list[Entry], report: IngestReport, label: str, embedder_path: str, embedder: Embedder,
-                progress: Progress, started: float) -> IngestReport:
+                progress: Progress, started: float, also: Callable | None = None) -> IngestReport:
+        """Write the entries whose content changed (`also(db)`, when given, makes more changes in the same
+        commit and returns the uids it removed)."""
         report.entries, report.ids = len(entries), [e.id for e in entries]
         known = self.store.content_hashes(report.ids)
         changed = [e for e in entries if known.get(e.id) != e.content_hash()]
@@ -162,9 +221,11 @@ class KnowledgeBase:
                 r, a = Store.put_entry(db, entry, units[entry.id])
                 removed += r
                 added += a
+            if also:
+                removed += also(db)
             return removed, added
 
-        if changed:
+        if changed or also:
             self._commit(apply, progress)
         report.seconds = time.perf_counter() - started
         return report
@@ -398,6 +459,25 @@ class KnowledgeBase:
         counts = self.store.counts()
         size = sum(p.stat().st_size for p in self.folder.iterdir() if p.is_file())
         return {**counts, "index_kind": self.store.meta("index_kind", "flat"), "disk_bytes": size}
+
+
+def _registered(source: Source, known: dict[str, Source]) -> Source:
+    """The record of a source being added: the known one when it is the same location (adding it again syncs
+    it; an upload is the same when its name is), else a new one whose name no other location holds."""
+    name, n = source.name, 1
+    place = source.location if source.kind == "web" else str(Path(source.location).absolute())
+    while name in known:
+        same = known[name]
+        if same.kind == source.kind and (same.location == place or source.kind == "upload"):
+            return Source(**{**vars(same), "location": source.location, "max_pages": source.max_pages or same.max_pages})
+        n += 1
+        name = f"{source.name} ({n})"
+    source.name = name
+    return source
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def embed_text(kind: str, title: str, text: str) -> str:

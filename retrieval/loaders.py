@@ -1,4 +1,5 @@
-"""Read knowledge-base files (CSV, JSON, JSONL, Markdown, text) into entries, or refuse them whole.
+"""Read knowledge-base files of the text formats (CSV, JSON, JSONL, Markdown, text) into entries, or refuse them
+whole.
 
 Every refusal is an IngestError whose message is one line naming the file and the row, line or entry,
 so that ops can fix the file; nothing is written before every file of a batch has parsed.
@@ -12,6 +13,7 @@ import hashlib
 import io
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,37 +48,26 @@ class _Row:
     url: str = ""
 
 
-def expand_paths(paths: list[str | Path]) -> list[Path]:
-    """Files named directly, and the supported files inside named folders (sorted, recursive)."""
-    files: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            files.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES))
-        elif path.is_file():
-            files.append(path)
-        elif path.exists():
-            raise IngestError(f"{path}: not a regular file or folder")
-        else:
-            raise IngestError(f"{path}: no such file or folder")
-    return files
-
-
 def load_file(path: Path, options: LoadOptions) -> list[Entry]:
-    """Parse one file into entries; raise IngestError naming the file and row on any problem."""
+    """Parse one file of a text format (SUFFIXES) into entries; raise IngestError naming the file and row on any
+    problem. Other formats (HTML, PDF, DOCX, exports, zips) are read by retrieval.files."""
     kind = SUFFIXES.get(path.suffix.lower())
     if kind is None:
         raise IngestError(f"{path}: unsupported file type '{path.suffix}' (use CSV, JSON, JSONL, Markdown or text)")
     text = read_text(path)
+    if kind == "csv":
+        return named(path, lambda: _merge(_csv_rows(text), options, path))
+    if kind == "json":
+        return named(path, lambda: _merge(_json_rows(text), options, path))
+    if kind == "jsonl":
+        return named(path, lambda: _merge(_jsonl_rows(text), options, path))
+    return named(path, lambda: [_document(path, text, kind, options)])
+
+
+def named(path: Path, read: Callable[[], list[Entry]]) -> list[Entry]:
+    """The entries `read` makes of a file, labelled with its name as their source; a refusal names the file."""
     try:
-        if kind == "csv":
-            entries = _merge(_csv_rows(text), options, path)
-        elif kind == "json":
-            entries = _merge(_json_rows(text), options, path)
-        elif kind == "jsonl":
-            entries = _merge(_jsonl_rows(text), options, path)
-        else:
-            entries = [_document(path, text, kind, options)]
+        entries = read()
     except IngestError as err:
         raise IngestError(f"{path}: {err}") from None
     for entry in entries:
@@ -136,7 +127,7 @@ def _check_header(header: list[str]) -> None:
         raise IngestError("line 1: a column name appears twice")
 
 
-def _parse_json(text: str, line: int = 1) -> object:
+def parse_json(text: str, line: int = 1) -> object:
     """json.loads, every refusal an IngestError naming the line: nesting too deep and numbers too long
     raise RecursionError and ValueError, not JSONDecodeError."""
     try:
@@ -150,7 +141,7 @@ def _parse_json(text: str, line: int = 1) -> object:
 
 
 def _json_rows(text: str) -> list[_Row]:
-    data = _parse_json(text)
+    data = parse_json(text)
     if isinstance(data, dict) and isinstance(data.get("entries"), list):
         data = data["entries"]
     if not isinstance(data, list):
@@ -163,7 +154,7 @@ def _jsonl_rows(text: str) -> list[_Row]:
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
-        obj = _parse_json(line, n)
+        obj = parse_json(line, n)
         rows.extend(_object_rows(f"line {n}", obj))
     return rows
 

@@ -41,6 +41,23 @@ class Entry:
 
 
 @dataclass
+class Source:
+    """Where entries came from (a site, a file, a folder), remembered so that a sync can read it again."""
+
+    name: str  # what `kb sync NAME` takes; entries.source holds it
+    kind: str  # "web", "file", "folder" or "upload" (an uploaded copy: updated by uploading again)
+    location: str  # the start URL, or the absolute path
+    max_pages: int = 0  # a site's crawl limit (0 = the configured one)
+    pages: int = 0  # entries read at the last sync
+    added_at: str = ""
+    synced_at: str = ""
+    error: str = ""  # why the last sync failed ("" after a good one)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
 class SearchHit:
     """An entry found for a query, with the evidence that ranked it."""
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .bm25 import Bm25Index, QueryTerms, fetch_postings, rarest, read_lengths
-from .records import Entry, Passage
+from .records import Entry, Passage, Source
 from .text import content_words
 
 TOKENIZE = "porter unicode61 remove_diacritics 2"  # FTS5's tokenizer, also for query terms (retrieval.bm25)
@@ -65,6 +65,17 @@ END;
 -- Embedding cache by content: key = hash(model id, text). Kept after an entry is removed so that
 -- re-adding it embeds nothing.
 CREATE TABLE IF NOT EXISTS vectors(key TEXT PRIMARY KEY, vector BLOB NOT NULL);
+-- Where entries came from, so that `kb sync` can read it again: entries.source names the source.
+CREATE TABLE IF NOT EXISTS sources(
+    name TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    location TEXT NOT NULL,
+    max_pages INTEGER NOT NULL DEFAULT 0,
+    pages INTEGER NOT NULL DEFAULT 0,
+    added_at TEXT NOT NULL,
+    synced_at TEXT NOT NULL DEFAULT '',
+    error TEXT NOT NULL DEFAULT ''
+);
 """
 
 
@@ -202,6 +213,35 @@ class Store:
         if not keep_row:
             db.execute("DELETE FROM entries WHERE id = ?", (entry_id,))
         return uids
+
+    @staticmethod
+    def put_source(db: sqlite3.Connection, source: Source) -> None:
+        db.execute(
+            """INSERT INTO sources(name, kind, location, max_pages, pages, added_at, synced_at, error)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT(name) DO UPDATE SET kind=excluded.kind, location=excluded.location, max_pages=excluded.max_pages,
+                   pages=excluded.pages, synced_at=excluded.synced_at, error=excluded.error""",
+            (source.name, source.kind, source.location, source.max_pages, source.pages, source.added_at, source.synced_at, source.error),
+        )
+
+    @staticmethod
+    def source_entry_ids(db: sqlite3.Connection, name: str) -> set[str]:
+        return {r[0] for r in db.execute("SELECT id FROM entries WHERE source = ?", (name,))}
+
+    @staticmethod
+    def set_sources(db: sqlite3.Connection, sources: dict[str, str]) -> None:
+        """Record which source each entry (id -> source name) came from: an unchanged entry read from another
+        source is not rewritten, only re-labelled."""
+        db.executemany("UPDATE entries SET source = ? WHERE id = ? AND source != ?", [(s, i, s) for i, s in sources.items()])
+
+    def sources(self) -> list[Source]:
+        rows = self._query("SELECT name, kind, location, max_pages, pages, added_at, synced_at, error FROM sources ORDER BY added_at, name")
+        return [Source(*row) for row in rows]
+
+    def record_source_error(self, name: str, error: str) -> None:
+        """A sync that failed changes no entry; the source remembers why, for `kb sources` and the console."""
+        with self.write() as db:
+            db.execute("UPDATE sources SET error = ? WHERE name = ?", (error, name))
 
     @staticmethod
     def delete_variants(db: sqlite3.Connection, variants: list[tuple[str, str]]) -> list[int]:

@@ -22,7 +22,7 @@ def app(tmp_path_factory, real_embedder, tiny_lm_path):
 
     config = load_config(tmp_path_factory.mktemp("browser") / "home", env={})
     # In config.toml, so that the training and gate jobs the ops console starts use them too.
-    save_settings(config, {"model.path": str(tiny_lm_path), "serve.poll_seconds": 1, "gate.questions": 4})
+    save_settings(config, {"model.path": str(tiny_lm_path), "serve.poll_seconds": 1, "gate.questions": 4, "crawl.delay": 0})
     kb = KnowledgeBase(config.kb_dir(), config.retrieval, real_embedder)
     kb.add([DATA / "kb"])
     kb.close()

@@ -31,6 +31,9 @@ STAFF_API = {
     "suggestions": ("ops", ["", "open"]),
     "decide": ("ops", [1, "reject", None, None]),
     "learn": ("ops", [False]),
+    "kb_sources": ("ops", []),
+    "add_site": ("ops", ["http://127.0.0.1:9/help/", 0]),
+    "sync": ("ops", [[]]),
 }
 # Every handler of the staff page that takes the sign-in token (kept in the browser), and the role it needs
 # (None: any caller; signing out ends only the session it is given). A name ending in _1, _2... is the same
@@ -42,10 +45,11 @@ STAFF_HANDLERS = {
     "add_files": "ops", "drop": "ops", "show_analytics": "ops", "list_models": "ops", "run_gate": "ops", "roll_back": "ops",
     "show_report": "ops", "start_job": "ops", "refresh_jobs": "ops", "end": None,
     "show_suggestions": "ops", "show_suggestions_1": "ops", "decide_suggestion": "ops", "start_learning": "ops",
+    "show_sources": "ops", "add_site": "ops", "sync_sources": "ops", "follow_job": "ops",
 }
 # Handlers that run by themselves on every open page (on load, on a timer): for callers without the role they
 # stay silent, changing nothing on the page (restore also forgets a token that signs no one in).
-SILENT = {"restore", "refresh_queue", "refresh_jobs"}
+SILENT = {"restore", "refresh_queue", "refresh_jobs", "follow_job"}
 NOTHING = ("", None, {"__type__": "update"})  # a state's value never leaves the server: None
 SAMPLE_INPUTS = {"textbox": "x", "checkbox": False, "number": 1, "state": "x"}  # a dropdown gets its first choice
 

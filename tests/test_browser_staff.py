@@ -254,3 +254,23 @@ def test_an_agents_answer_to_a_handed_off_question_becomes_an_entry_that_answers
     reply = ask(customer, "could you engrave my cutting board?")
     assert not reply["handed_off"] and "up to 20 characters" in reply["answer"]
     assert reply["sources"][0]["id"].startswith("learned-")
+
+
+def test_ops_add_a_help_centre_site_and_sync_it_with_progress(app, browser):
+    from helpcentre import serve_site
+
+    url, _ = app
+    ops = signed_in(browser, url, "ops", DESKTOP)
+    ops.get_by_role("tab", name="Ops").click()
+    ops.get_by_role("tab", name="Sources").click()
+    ops.locator("#sources", has_text="kb/").wait_for(timeout=30_000)  # the demo folder the app was loaded from
+    with serve_site(limit=15) as site:
+        ops.fill("#source-url textarea", site.base)
+        ops.click("#source-add")
+        ops.locator("#source-status", has_text=f"{len(site.articles)} added").wait_for(timeout=180_000)
+        host = site.base.split("//", 1)[1]
+        ops.locator("#sources", has_text=host).wait_for(timeout=10_000)
+        ops.screenshot(path=str(ARTIFACTS / "20-ops-sources.png"), full_page=True)
+        ops.get_by_role("gridcell", name=host).click()
+        ops.click("#source-sync")
+        ops.locator("#source-status", has_text=f"{len(site.articles)} unchanged, 0 removed").wait_for(timeout=180_000)

@@ -177,3 +177,18 @@ def test_models_export_gguf_writes_one_file_that_llama_cpp_serves(run_bot, tmp_p
     reply = LlamaCppBackend(tmp_path / "served.gguf", tokenizer, "exported", threads=2, context=256).generate(
         [{"role": "user", "content": "Hello"}], 4)
     assert "".join(reply) and reply.completion_tokens == 4
+
+
+def test_kb_sources_and_sync_from_the_command_line(run, tmp_path):
+    folder = tmp_path / "docs"
+    write(folder / "faq.csv", FAQ)
+    status, out, _ = run("kb", "add", str(folder), "--json")
+    assert status == 0 and json.loads(out)["sources"] == ["docs/"]
+    write(folder / "faq.csv", FAQ.splitlines()[0] + "\n" + FAQ.splitlines()[1] + "\n")
+    status, out, _ = run("kb", "sync", "--all")
+    assert status == 0 and "0 added, 0 updated, 1 unchanged, 1 removed" in out
+    status, out, _ = run("kb", "sources", "--json")
+    (source,) = json.loads(out)["sources"]
+    assert (source["name"], source["kind"], source["pages"], source["error"]) == ("docs/", "folder", 1, "")
+    status, _, err = run("kb", "sync")
+    assert status == 1 and "name the sources to sync, or give --all" in err

@@ -7,7 +7,8 @@ import json
 import pytest
 from helpers import write
 
-from retrieval.loaders import LoadOptions, expand_paths, load_file
+from retrieval.files import expand_paths
+from retrieval.loaders import LoadOptions, load_file
 from retrieval.records import IngestError
 
 OPTS = LoadOptions(passage_tokens=40)
@@ -78,7 +79,8 @@ def test_folders_expand_to_supported_files(tmp_path):
     write(tmp_path / "kb" / "a.csv", FAQ)
     write(tmp_path / "kb" / "sub" / "b.md", "# B\n\ntext")
     write(tmp_path / "kb" / "notes.pdf", b"%PDF")
-    assert [p.name for p in expand_paths([tmp_path / "kb"])] == ["a.csv", "b.md"]
+    write(tmp_path / "kb" / "photo.jpg", b"\xff\xd8")
+    assert [p.name for p in expand_paths([tmp_path / "kb"])] == ["a.csv", "notes.pdf", "b.md"]
 
 
 @pytest.mark.parametrize(

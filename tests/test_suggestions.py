@@ -190,6 +190,8 @@ def test_the_daily_run_is_due_once_a_day_after_its_time():
     assert at == (2, 30) and daily_time("") is None
     with pytest.raises(ConfigError, match="learn.daily_at '25:00': expected a time of day as HH:MM"):
         daily_time("25:00")
+    with pytest.raises(ConfigError, match="serve.sync_daily_at '3am': expected a time of day as HH:MM"):
+        daily_time("3am", "serve.sync_daily_at")
     assert not due(datetime(2026, 12, 7, 2, 29), at, None)
     assert due(datetime(2026, 12, 7, 2, 31), at, datetime(2026, 12, 6, 2, 31))
     assert not due(datetime(2026, 12, 7, 9, 0), at, datetime(2026, 12, 7, 2, 31))  # already ran today

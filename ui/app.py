@@ -11,7 +11,7 @@ from chatbot import Config
 from .openai_api import add_openai_routes
 from .service import MAX_UPLOAD_BYTES, SupportService
 from .customer import build_customer_blocks, page_look
-from .daily import start_daily_learning
+from .daily import start_daily_jobs
 from .staff import build_staff_blocks
 
 
@@ -42,5 +42,5 @@ def serve(config: Config, service: SupportService | None = None, overrides: list
 
     service = service or SupportService(config, SupportBot(config, progress=TerminalProgress()), overrides)
     service.warm_up()  # converts the bundled model on first use, with progress on the terminal
-    start_daily_learning(service)
+    start_daily_jobs(service)
     uvicorn.run(build_app(config, service), host=config.serve.host, port=config.serve.port, log_level="warning")

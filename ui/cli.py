@@ -52,12 +52,37 @@ def emit(args: argparse.Namespace, payload: dict, text: str) -> None:
 @command("kb add")
 def kb_add(args, config):
     kb = open_kb(config)
-    report = kb.add(args.paths, progress=TerminalProgress(not args.quiet))
+    report = kb.add(args.locations, progress=TerminalProgress(not args.quiet), crawl=config.crawl, max_pages=args.max_pages)
+    return _ingested(args, report)
+
+
+@command("kb sync")
+def kb_sync(args, config):
+    if bool(args.names) == args.all:
+        raise CommandError("name the sources to sync, or give --all (see `supportbot kb sources`)")
+    report = open_kb(config).sync(args.names, progress=TerminalProgress(not args.quiet), crawl=config.crawl)
+    return _ingested(args, report)
+
+
+def _ingested(args, report) -> int:
     payload = {k: v for k, v in vars(report).items() if k != "ids"}
+    notes = "".join(f"\nnote: {n}" for n in report.notes)
     emit(args, payload, (
-        f"{report.entries} entries from {len(report.files)} file(s): {report.added} added, {report.updated} updated, "
-        f"{report.unchanged} unchanged; {report.embedded} texts embedded in {report.seconds:.1f} s"
+        f"{report.entries} entries from {', '.join(report.sources)}: {report.added} added, {report.updated} updated, "
+        f"{report.unchanged} unchanged, {report.removed} removed; {report.embedded} texts embedded in {report.seconds:.1f} s{notes}"
     ))
+    return 0
+
+
+@command("kb sources")
+def kb_sources(args, config):
+    rows = open_kb(config).sources()
+    lines = [f"{'name':36} {'kind':6} {'pages':>5}  {'last sync':25}  location"]
+    for s in rows:
+        lines.append(f"{s.name[:36]:36} {s.kind:6} {s.pages:>5}  {s.synced_at or '-':25}  {s.location}")
+        if s.error:
+            lines.append(f"{'':36} last sync failed: {s.error}")
+    emit(args, {"sources": [s.to_dict() for s in rows]}, "\n".join(lines))
     return 0
 
 
@@ -480,8 +505,14 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     kb = sub.add_parser("kb", help="manage the knowledge base").add_subparsers(dest="kb_cmd", required=True, metavar="ACTION")
-    p = add(kb, "add", "add or update entries from files or folders (CSV, JSON, JSONL, Markdown, text)")
-    p.add_argument("paths", nargs="+")
+    p = add(kb, "add", "add or update entries from help-centre sites, files or folders (CSV, JSON, JSONL, Markdown, "
+                       "text, HTML, PDF, DOCX, Zendesk or Intercom exports, zip); each is remembered as a source")
+    p.add_argument("locations", nargs="+", metavar="URL|PATH")
+    p.add_argument("--max-pages", type=int, default=0, help="a site's crawl limit (default: crawl.max_pages)")
+    p = add(kb, "sources", "the sites, files and folders entries came from, with their last sync")
+    p = add(kb, "sync", "read sources again: new pages added, changed ones updated, vanished ones removed")
+    p.add_argument("names", nargs="*", metavar="NAME")
+    p.add_argument("--all", action="store_true", help="every source (uploads are updated by uploading them again)")
     p = add(kb, "list", "list entries")
     p.add_argument("--category")
     p.add_argument("--contains", help="filter by text in the id or title")

@@ -1,5 +1,6 @@
-"""The daily learning run: with `learn.daily_at` set ("HH:MM", the server's local time), the app starts
-`supportbot learn` as a background job once a day, like *Learn now* in the ops console."""
+"""Daily jobs: with `learn.daily_at` or `serve.sync_daily_at` set ("HH:MM", the server's local time), the app
+starts `supportbot learn` or `supportbot kb sync --all` as a background job once a day, as the ops console's
+*Learn now* and *Sync all* do."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import re
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -17,13 +19,13 @@ from .service import SupportService
 CHECK_SECONDS = 30.0
 
 
-def daily_time(value: str) -> tuple[int, int] | None:
-    """(hour, minute) of `learn.daily_at`; None when it is empty (no daily run)."""
+def daily_time(value: str, setting: str = "learn.daily_at") -> tuple[int, int] | None:
+    """(hour, minute) of a daily setting; None when it is empty (no daily run)."""
     if not value:
         return None
     match = re.fullmatch(r"([01]?\d|2[0-3]):([0-5]\d)", value.strip())
     if not match:
-        raise ConfigError(f"learn.daily_at {value!r}: expected a time of day as HH:MM, e.g. 02:30")
+        raise ConfigError(f"{setting} {value!r}: expected a time of day as HH:MM, e.g. 02:30")
     return int(match[1]), int(match[2])
 
 
@@ -33,30 +35,51 @@ def due(now: datetime, at: tuple[int, int], last_run: datetime | None) -> bool:
     return now >= today and (last_run is None or last_run < today)
 
 
-def last_run(home: Path) -> datetime | None:
+def last_learning(home: Path) -> datetime | None:
     """When the latest `learn` run (daily or not) finished, in local time, from its state file."""
     state = home / "learn" / "state.json"
     if not state.exists():
         return None
-    stamp = json.loads(state.read_text(encoding="utf-8")).get("finished", "")
+    return _local(json.loads(state.read_text(encoding="utf-8")).get("finished", ""))
+
+
+def last_sync(service: SupportService) -> datetime | None:
+    """When a source was last synced (daily or not), in local time."""
+    return max((t for t in (_local(s.synced_at) for s in service.bot.kb.sources()) if t), default=None)
+
+
+def _local(stamp: str) -> datetime | None:
     return datetime.fromisoformat(stamp).astimezone().replace(tzinfo=None) if stamp else None
 
 
-def start_daily_learning(service: SupportService) -> threading.Thread | None:
-    """A daemon thread that starts the day's run when it is due; None without `learn.daily_at`."""
-    at = daily_time(service.config.learn.daily_at)
+def start_daily_jobs(service: SupportService) -> list[threading.Thread]:
+    """The daily learning run and the daily sync, each where its setting asks for it."""
+    config = service.config
+    threads = [_daily("learning", daily_time(config.learn.daily_at), lambda: last_learning(config.home),
+                      lambda: service.start_learning(title="learn (daily)")),
+               _daily("sync", daily_time(config.serve.sync_daily_at, "serve.sync_daily_at"), lambda: last_sync(service),
+                      lambda: service.start_sync([], title="sync (daily)"))]
+    return [t for t in threads if t is not None]
+
+
+def _daily(name: str, at: tuple[int, int] | None, finished: Callable[[], datetime | None],
+           start: Callable[[], object]) -> threading.Thread | None:
+    """A daemon thread that starts the day's job when it is due; None when there is no time for it."""
     if at is None:
         return None
-    started: list[datetime] = []  # this process's own starts, so a run still going is not started twice
+    started: list[datetime] = []  # this process's own starts, so a job still going is not started twice
 
     def watch() -> None:
         while True:
             time.sleep(CHECK_SECONDS)
-            previous = max([t for t in [last_run(service.config.home), *started[-1:]] if t is not None], default=None)
+            previous = max([t for t in [finished(), *started[-1:]] if t is not None], default=None)
             if due(datetime.now(), at, previous):
                 started.append(datetime.now())
-                service.start_learning(title="learn (daily)")
+                try:
+                    start()
+                except ValueError:  # another job is running: try again at the next check
+                    started.pop()
 
-    thread = threading.Thread(target=watch, name="daily-learning", daemon=True)
+    thread = threading.Thread(target=watch, name=f"daily-{name}", daemon=True)
     thread.start()
     return thread

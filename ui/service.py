@@ -23,6 +23,7 @@ from training import METHODS, rollback
 from training.suggestions import SuggestionError, accept, refresh, reject, revert
 from chatbot.review import REASONS, Suggestion, close, review_queue, send_reply, suggestion
 from retrieval import IngestError
+from retrieval.sources import is_url
 
 from .auth import AuthError, Sessions, parse_accounts, uses_demo_password
 from .jobs import JobError, Jobs
@@ -207,7 +208,7 @@ class SupportService:
         """Ingest uploaded files; a refusal names the file as it was uploaded, not the server's copy of it."""
         self.sessions.require(token, "ops")
         try:
-            report = self.bot.kb.add([Path(p) for p in paths], progress=progress)
+            report = self.bot.kb.add([Path(p) for p in paths], progress=progress, uploaded=True)
         except IngestError as err:
             message = str(err)
             for path in map(Path, paths):
@@ -253,6 +254,30 @@ class SupportService:
         if not self.bot.kb.remove(entry_id.strip()):
             raise ServiceError(f"no entry with id {entry_id!r}")
         return {"removed": entry_id}
+
+    def kb_sources(self, token: str) -> list[dict]:
+        """The sites, files and folders the knowledge base was read from, with their last sync and its error."""
+        self.sessions.require(token, "ops")
+        return [s.to_dict() for s in self.bot.kb.sources()]
+
+    def add_site(self, token: str, url: str, max_pages: int = 0) -> dict:
+        """Crawl a help-centre site into the knowledge base as a background job (`kb add URL`), with progress."""
+        self.sessions.require(token, "ops")
+        url = url.strip()
+        if not is_url(url):
+            raise ServiceError(f"{url[:100]!r}: give the help centre's address, starting with http:// or https://")
+        args = ["kb", "add", url, *([f"--max-pages={int(max_pages)}"] if max_pages else [])]
+        return self.jobs.start(f"add {url[:60]}", [*args, *self._settings_args()]).to_json()
+
+    def sync(self, token: str, names: list[str] | None = None) -> dict:
+        """Sync sources (all of them when none are named) as a background job, with progress."""
+        self.sessions.require(token, "ops")
+        return self.start_sync(names or []).to_json()
+
+    def start_sync(self, names: list[str], title: str = "sync"):
+        """The sync job itself, for the ops console and the daily sync (ui/daily.py)."""
+        return self.jobs.start(f"{title} {', '.join(names) or 'all sources'}"[:80],
+                               ["kb", "sync", *(names or ["--all"]), *self._settings_args()])
 
     def analytics(self, token: str) -> dict:
         self.sessions.require(token, "ops")

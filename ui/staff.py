@@ -6,15 +6,15 @@ until the server's session expires. Every handler passes it to one SupportServic
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 
 import gradio as gr
 import pandas as pd
 from PIL import Image
 
 from .service import QUEUE_REASONS, ROLES, TRAINABLE, USER_ERRORS, SupportService
+from .staff_sources import sources_tab
 from .staff_suggestions import suggestions_tab
-from .web import caller_of, checked, render_chat, shown
+from .web import ago, caller_of, checked, render_chat, shown
 
 REFRESH_SECONDS = 3.0  # how often the queue and the jobs table look for news
 PAGE_SIZE = 20  # knowledge-base entries per page
@@ -201,6 +201,8 @@ def _suggestion_info(s: dict) -> str:
 def _ops_tab(service: SupportService, token: gr.BrowserState, ops: gr.Tab) -> None:
     with gr.Tab("Knowledge base") as kb:
         _kb_tab(service, token, [ops.select, kb.select])
+    with gr.Tab("Sources") as sourced:
+        sources_tab(service, token, [sourced.select])
     with gr.Tab("Suggestions") as suggested:
         suggestions_tab(service, token, [suggested.select])
     with gr.Tab("Analytics") as stats:
@@ -403,24 +405,6 @@ def jobs_table(jobs: list[dict]) -> pd.DataFrame:
 
 
 # --- words for numbers and times --------------------------------------------------------------------
-
-
-def ago(stamp: str, now: datetime | None = None) -> str:
-    """A logged time as people say it ("4 min ago"), not as the log keeps it (UTC, ISO 8601)."""
-    if not stamp:
-        return ""
-    then = datetime.fromisoformat(stamp)
-    minutes = int(((now or datetime.now(timezone.utc)) - then).total_seconds() // 60)
-    if minutes < 1:
-        return "just now"
-    if minutes < 60:
-        return f"{minutes} min ago"
-    if minutes < 24 * 60:
-        return f"{minutes // 60} h ago"
-    days = minutes // (24 * 60)
-    if days < 30:
-        return "yesterday" if days == 1 else f"{days} days ago"
-    return then.astimezone().strftime("%d %b %Y")
 
 
 def _duration(ms: float) -> str:

@@ -11,6 +11,7 @@ import functools
 import inspect
 import types
 import typing
+from datetime import datetime, timezone
 
 import gradio as gr
 
@@ -142,7 +143,25 @@ def api(service: SupportService) -> None:
     for fn in (service.history, service.status, service.rate, service.talk_to_person, service.leave_queue, login, service.queue, service.review,
                service.send, service.close, service.kb_entries, service.kb_remove, service.analytics, service.models,
                service.train, service.promote, service.rollback, service.job_list, service.gate_report, service.suggestions,
-               service.decide, service.learn):
+               service.decide, service.learn, service.kb_sources, service.add_site, service.sync):
         gr.api(shown(checked(fn)), api_name=fn.__name__)
     gr.api(shown(checked(chat)), api_name="chat", concurrency_limit=service.config.serve.concurrency)
     gr.api(shown(checked(service.kb_upload_text)), api_name="kb_upload")
+
+
+def ago(stamp: str, now: datetime | None = None) -> str:
+    """A logged time as people say it ("4 min ago"), not as the log keeps it (UTC, ISO 8601)."""
+    if not stamp:
+        return ""
+    then = datetime.fromisoformat(stamp)
+    minutes = int(((now or datetime.now(timezone.utc)) - then).total_seconds() // 60)
+    if minutes < 1:
+        return "just now"
+    if minutes < 60:
+        return f"{minutes} min ago"
+    if minutes < 24 * 60:
+        return f"{minutes // 60} h ago"
+    days = minutes // (24 * 60)
+    if days < 30:
+        return "yesterday" if days == 1 else f"{days} days ago"
+    return then.astimezone().strftime("%d %b %Y")
