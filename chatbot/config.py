@@ -114,6 +114,15 @@ class ServeSettings:
     # often lately (none at first).
     suggested_questions: list[str] = field(default_factory=list)
     sync_daily_at: str = ""  # "HH:MM" (the server's local time): `supportbot serve` syncs every source once a day; "" = never
+    # Sites whose pages may embed the chat widget, as origins (https://shop.example.com); empty = the bot's own only.
+    allowed_origins: list[str] = field(default_factory=list)
+    # Receivers of conversation events, one string each: "URL [events=handoff+agent_reply+closed+rated] secret=SECRET" (or secret=env:VAR); see docs/operations.md
+    webhooks: list[str] = field(default_factory=list)
+    webhook_timeout: float = 5.0  # seconds a webhook receiver has to answer one delivery
+    webhook_backoff: list[float] = field(default_factory=lambda: [1.0, 4.0, 16.0, 64.0])  # seconds before each retry of a delivery
+    # The OpenAI route refuses calls without a valid API key (`supportbot apikey add`); false: keyless calls are
+    # served under the per-address limits.
+    require_api_key: bool = False
 
 
 @dataclass
@@ -126,6 +135,9 @@ class RateLimits:
     chat_per_session: int = 20
     chat_per_address: int = 120
     chat_window_s: float = 60.0
+    # A caller of the OpenAI route with an API key (`supportbot apikey add`) is counted by its key instead of its
+    # address: this many messages per minute, unless the key was made with its own --limit.
+    api_key_per_minute: int = 300
 
 
 @dataclass

@@ -17,9 +17,9 @@ def write(path: Path, text: str | bytes) -> Path:
     return path
 
 
-def start_server(config):
-    """Serve the whole app (Gradio + OpenAI routes) on a free loopback port in a thread; returns
-    (base url, stop function)."""
+def start_server(config, service=None):
+    """Serve the whole app (Gradio + OpenAI routes) on a free loopback port in a thread, on `service` if given (a test
+    then acts as staff through it); returns (base url, stop function)."""
     import uvicorn
 
     from ui.app import build_app
@@ -27,7 +27,7 @@ def start_server(config):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(build_app(config), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(build_app(config, service), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.time() + 60

@@ -34,6 +34,7 @@ STAFF_API = {
     "kb_sources": ("ops", []),
     "add_site": ("ops", ["http://127.0.0.1:9/help/", 0]),
     "sync": ("ops", [[]]),
+    "webhook_deliveries": ("ops", []),
 }
 # Every handler of the staff page that takes the sign-in token (kept in the browser), and the role it needs
 # (None: any caller; signing out ends only the session it is given). A name ending in _1, _2... is the same
@@ -46,6 +47,7 @@ STAFF_HANDLERS = {
     "show_report": "ops", "start_job": "ops", "refresh_jobs": "ops", "end": None,
     "show_suggestions": "ops", "show_suggestions_1": "ops", "decide_suggestion": "ops", "start_learning": "ops",
     "show_sources": "ops", "add_site": "ops", "sync_sources": "ops", "follow_job": "ops",
+    "show_deliveries": "ops", "show_snippet": "ops",
 }
 # Handlers that run by themselves on every open page (on load, on a timer): for callers without the role they
 # stay silent, changing nothing on the page (restore also forgets a token that signs no one in).
@@ -137,7 +139,9 @@ def test_the_http_routes_are_the_openai_ones_and_expose_no_staff_function(client
     from fastapi.routing import APIRoute
 
     routes = {route.path for route in client.app.routes if isinstance(route, APIRoute)}
-    assert routes == {"/v1/chat/completions", "/v1/models"}
+    widget = {"/widget.js", *(f"/api/widget/{name}" for name in ("{path:path}", "config", "conversation", "chat", "rate",
+                                                                 "talk_to_person", "leave_queue"))}  # the customer's
+    assert routes == {"/v1/chat/completions", "/v1/models", *widget}
     assert client.get("/v1/models").json()["data"] == [{"id": "supportbot", "object": "model", "owned_by": "supportbot"}]
     for path in ("/v1/kb", "/v1/models/supportbot", "/v1/queue"):
         assert client.post(path, json={}).status_code in (404, 405)

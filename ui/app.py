@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from chatbot import Config
 
 from .openai_api import add_openai_routes
+from .widget_api import add_widget_routes
 from .service import MAX_UPLOAD_BYTES, SupportService
 from .customer import build_customer_blocks, page_look
 from .daily import start_daily_jobs
@@ -19,6 +20,7 @@ def build_app(config: Config, service: SupportService | None = None) -> FastAPI:
     service = service or SupportService(config)
     app = FastAPI(title=f"{config.answer.company} support")
     add_openai_routes(app, service)
+    add_widget_routes(app, service)  # /widget.js and its API under /api/widget/
     # The staff pages first: the customer page at the root would otherwise take their paths. Each page with its look
     # (CSS, theme, icon): Gradio 6 takes these here, not from gr.Blocks.
     pages = (("/staff", build_staff_blocks(service), {}), ("", build_customer_blocks(service), page_look(config)))

@@ -461,6 +461,38 @@ def user_add(args, config):
     return 0
 
 
+@command("apikey add")
+def apikey_add(args, config):
+    from .apikeys import ApiKeys
+
+    key = ApiKeys(config.home).add(args.name, args.limit)
+    limit = f"{args.limit}/min" if args.limit else f"{config.limits.api_key_per_minute}/min, limits.api_key_per_minute"
+    print(f"API key '{args.name}' ({limit}); it is shown only now, keep it secret:", file=sys.stderr)
+    emit(args, {"name": args.name, "key": key, "limit": args.limit}, key)
+    return 0
+
+
+@command("apikey list")
+def apikey_list(args, config):
+    from .apikeys import ApiKeys
+
+    keys = ApiKeys(config.home).list()
+    default = config.limits.api_key_per_minute
+    lines = [f"{k.name}  created {k.created}  last used {k.last_used or 'never'}  {k.limit or f'{default} (default)'}/min"
+             + (f"  revoked {k.revoked}" if k.revoked else "") for k in keys]
+    emit(args, {"keys": [k.to_json() for k in keys], "default_limit": default}, "\n".join(lines) or "no API keys")
+    return 0
+
+
+@command("apikey revoke")
+def apikey_revoke(args, config):
+    from .apikeys import ApiKeys
+
+    key = ApiKeys(config.home).revoke(args.name)
+    emit(args, key.to_json(), f"revoked API key '{key.name}'")
+    return 0
+
+
 @command("backup")
 def backup_command(args, config):
     from chatbot.backup import backup
@@ -568,6 +600,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(user, "add", "add or replace an agent/ops account (password from standard input)")
     p.add_argument("name")
     p.add_argument("--role", choices=["agent", "ops"], required=True)
+    apikey = sub.add_parser("apikey", help="API keys for the OpenAI-compatible route").add_subparsers(dest="apikey_cmd", required=True, metavar="ACTION")
+    p = add(apikey, "add", "make a key (printed once, stored hashed), counted by its own rate limit")
+    p.add_argument("name")
+    p.add_argument("--limit", type=int, help="messages per minute (default: limits.api_key_per_minute)")
+    add(apikey, "list", "keys with when they were made and last used, their limit, revoked ones too (never the key)")
+    p = add(apikey, "revoke", "refuse a key from now on")
+    p.add_argument("name")
 
     logs = sub.add_parser("logs", help="the conversation log").add_subparsers(dest="logs_cmd", required=True, metavar="ACTION")
     p = add(logs, "export", "training data from the log (redacted, de-duplicated, split by conversation)")
@@ -623,7 +662,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def command_name(args: argparse.Namespace) -> str:
-    parts = (args.cmd, *(getattr(args, f"{name}_cmd", None) for name in ("kb", "eval", "user", "logs", "models")))
+    parts = (args.cmd, *(getattr(args, f"{name}_cmd", None) for name in ("kb", "eval", "user", "apikey", "logs", "models")))
     return " ".join(x for x in parts if x)
 
 

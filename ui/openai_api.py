@@ -1,6 +1,7 @@
 """An OpenAI-compatible `POST /v1/chat/completions` on the app's server, so helpdesk tools and OpenAI client
 libraries can call the bot. Answers come from the same engine (retrieval, policy, logging); the sources,
-the hand-off flag and the conversation id travel in extra fields of the response."""
+the hand-off flag and the conversation id travel in extra fields of the response. A server-to-server caller
+sends an API key (`Authorization: Bearer sb_...`, ui/apikeys.py) and is rate-limited by it, not by its address."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from chatbot import Reply
 
-from .ratelimit import Caller, RateLimited
+from .apikeys import ApiKeyError, ApiKeys
+from .ratelimit import RateLimited
 from .service import SupportService
 
 MAX_TOKENS_LIMIT = 2048
@@ -42,13 +44,20 @@ class ChatRequest:
 
 
 def add_openai_routes(app: FastAPI, service: SupportService) -> None:
+    api_keys = ApiKeys(service.config.home)
+
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
         try:
-            chat = _parse(await _json_body(request))
+            chat = _parse(await read_json(request))
         except RequestError as err:
             return _error(str(err), err.status)
-        caller = Caller(request.client.host if request.client else "", chat.user)
+        try:
+            caller = await run_in_threadpool(api_keys.caller, request.headers.get("authorization", ""),
+                                             request.client.host if request.client else "", chat.user,
+                                             service.config.serve.require_api_key)
+        except ApiKeyError as err:
+            return _error(str(err), 401, code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         try:
             response = await run_in_threadpool(service.openai_chat, chat.messages, chat.max_tokens, chat.temperature, caller)
@@ -64,17 +73,17 @@ def add_openai_routes(app: FastAPI, service: SupportService) -> None:
         return {"object": "list", "data": [{"id": "supportbot", "object": "model", "owned_by": "supportbot"}]}
 
 
-async def _json_body(request: Request):
-    """The parsed body; a body past MAX_BODY_BYTES is refused without reading the rest."""
+async def read_json(request: Request, limit: int = MAX_BODY_BYTES):
+    """The parsed body; a body past `limit` bytes is refused without reading the rest (also for the widget's API)."""
     body = bytearray()
     async for chunk in request.stream():
         body.extend(chunk)
-        if len(body) > MAX_BODY_BYTES:
-            raise RequestError(f"the request body is over the limit of {MAX_BODY_BYTES:,} bytes", 413)
+        if len(body) > limit:
+            raise RequestError(f"the request body is over the limit of {limit:,} bytes", 413)
     try:
-        return json.loads(body)
+        return json.loads(body) if body else {}
     except (ValueError, RecursionError):  # RecursionError: nested too deeply
-        raise RequestError("request body is not valid JSON") from None
+        raise RequestError("the request body is not valid JSON") from None
 
 
 def _parse(body) -> ChatRequest:
@@ -105,8 +114,10 @@ def _parse(body) -> ChatRequest:
     return ChatRequest(messages, max_tokens, temperature, stream, user)
 
 
-def _error(message: str, status: int = 400, kind: str = "invalid_request_error", headers: dict | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": kind}}, status_code=status, headers=headers)
+def _error(message: str, status: int = 400, kind: str = "invalid_request_error", headers: dict | None = None,
+           code: str | None = None) -> JSONResponse:
+    error = {"message": message, "type": kind, **({"code": code} if code else {})}
+    return JSONResponse({"error": error}, status_code=status, headers=headers)
 
 
 def _extras(reply: Reply) -> dict:
@@ -125,8 +136,14 @@ def _completion(reply: Reply, completion_id: str) -> dict:
 
 
 def _events(response, completion_id: str) -> Iterator[str]:
-    """Server-sent events: content deltas, then a final chunk whose delta brings the final text's
-    difference (the policy may have replaced the draft) with the sources."""
+    """Server-sent events: the role at once, then the reply's final text, then a last chunk with the sources.
+
+    The model's draft is not streamed: the policy checks a generated reply only whole (citations, links,
+    leaks, offers, grounding: chatbot/engine.py `_generate`) and may replace it, and a standard OpenAI client
+    cannot take back text it has shown. Checking the sentences so far as they come does not help: a reply
+    whose first sentences pass can still fail whole (grounding is a share of the whole reply), and such
+    sentences would have been shown (bench/stream_safety.py; docs/operations.md). The cost is a
+    first token when the reply is done; curated and policy replies come whole anyway."""
     created = int(time.time())
 
     def chunk(delta: dict, finish: str | None = None, **extra) -> str:
@@ -135,12 +152,8 @@ def _events(response, completion_id: str) -> Iterator[str]:
         return f"data: {json.dumps(payload)}\n\n"
 
     yield chunk({"role": "assistant", "content": ""})
-    streamed = ""
-    for piece in response:
-        streamed += piece
-        yield chunk({"content": piece})
-    reply = response.reply
-    tail = reply.text[len(streamed):] if reply.text.startswith(streamed) else ""
-    replaced = {} if reply.text.startswith(streamed) else {"replaced_content": reply.text}
-    yield chunk({"content": tail} if tail else {}, "stop", **_extras(reply), **replaced)
+    reply = response.result()
+    if reply.text:
+        yield chunk({"content": reply.text})
+    yield chunk({}, "stop", **_extras(reply))
     yield "data: [DONE]\n\n"

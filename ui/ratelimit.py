@@ -1,6 +1,8 @@
 """Rate limits for the doors that take sign-ins and chat messages (the Gradio handlers and API, the
 OpenAI-compatible route): a sliding window per session and one per client address, so that neither one
-browser nor many sessions from one address can flood the app or guess passwords quickly.
+browser nor many sessions from one address can flood the app or guess passwords quickly. A caller with an
+API key (ui/apikeys.py) is counted by its key, each key with its own limit per minute, instead of by its
+address: a helpdesk sends all its customers' messages from one.
 
 Failed sign-ins count, successful ones do not (a colleague signing in twice is not an attack); every chat
 message counts. A caller of None is in-process (tests, scripts) and is not limited.
@@ -22,10 +24,13 @@ Clock = Callable[[], float]
 
 @dataclass(frozen=True)
 class Caller:
-    """Who is calling: the client's address and, where the door has one, its session."""
+    """Who is calling: the client's address and, where the door has one, its session; for a caller with an
+    API key, the key's name and its messages per minute (0: limits.api_key_per_minute)."""
 
     address: str
     session: str = ""
+    api_key: str = ""
+    api_key_limit: int = 0
 
 
 class RateLimited(PermissionError):
@@ -46,13 +51,13 @@ class SlidingWindow:
         self._events: dict[str, deque[float]] = {}
         self._swept = clock()
 
-    def wait(self, key: str) -> float:
-        """Seconds until `key` may cause one more event (0: now)."""
+    def wait(self, key: str, limit: int = 0) -> float:
+        """Seconds until `key` may cause one more event (0: now), at most `limit` per window (0: self.limit)."""
         now = self._clock()
         events = self._events.get(key)
         while events and events[0] <= now - self.window:
             events.popleft()
-        if not events or len(events) < self.limit:
+        if not events or len(events) < (limit or self.limit):
             return 0.0
         return events[0] + self.window - now
 
@@ -78,10 +83,11 @@ class SlidingWindow:
 
 
 _WHAT = {"login": "failed sign-ins", "chat": "messages"}
+API_KEY_WINDOW_S = 60.0  # an API key's limit is per minute
 
 
 class RateLimiter:
-    """The login and chat windows of one app, per session and per address."""
+    """The login and chat windows of one app, per session and per address (or API key)."""
 
     def __init__(self, limits: RateLimits | None = None, clock: Clock = time.monotonic):
         limits = limits or RateLimits()
@@ -91,31 +97,35 @@ class RateLimiter:
             "chat": (SlidingWindow(limits.chat_per_session, limits.chat_window_s, clock),
                      SlidingWindow(limits.chat_per_address, limits.chat_window_s, clock)),
         }
+        self._per_key = SlidingWindow(limits.api_key_per_minute, API_KEY_WINDOW_S, clock)
         self._lock = threading.Lock()
+
+    def _counters(self, kind: str, caller: Caller) -> list[tuple[SlidingWindow, str, int, str]]:
+        """Where the caller's `kind` events count: (window, key in it, limit (0: the window's), in words)."""
+        per_session, per_address = self._windows[kind]
+        counters = [(self._per_key, caller.api_key, caller.api_key_limit, "this API key") if caller.api_key and kind == "chat"
+                    else (per_address, caller.address, 0, "this address")]
+        if caller.session:
+            counters.append((per_session, caller.session, 0, "this session"))
+        return counters
 
     def take(self, kind: str, caller: Caller | None) -> None:
         """Count one `kind` event ("login" or "chat") for the caller, or raise RateLimited (counting nothing)
         when its session or its address has used up its window."""
         if caller is None:
             return
-        per_session, per_address = self._windows[kind]
+        counters = self._counters(kind, caller)
         with self._lock:
-            waits = [(per_address.wait(caller.address), "this address")]
-            if caller.session:
-                waits.append((per_session.wait(caller.session), "this session"))
-            wait, source = max(waits)
+            wait, source = max((window.wait(key, limit), source) for window, key, limit, source in counters)
             if wait > 0:
                 raise RateLimited(f"too many {_WHAT[kind]} from {source}; try again in {math.ceil(wait)} s", wait)
-            per_address.record(caller.address)
-            if caller.session:
-                per_session.record(caller.session)
+            for window, key, _, _ in counters:
+                window.record(key)
 
     def give_back(self, kind: str, caller: Caller | None) -> None:
         """Undo the last `take` of the caller (a sign-in that succeeded)."""
         if caller is None:
             return
-        per_session, per_address = self._windows[kind]
         with self._lock:
-            per_address.forget(caller.address)
-            if caller.session:
-                per_session.forget(caller.session)
+            for window, key, _, _ in self._counters(kind, caller):
+                window.forget(key)

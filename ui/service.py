@@ -14,7 +14,7 @@ from dataclasses import asdict
 from itertools import islice
 from pathlib import Path
 
-from chatbot import Config, LogError, SupportBot
+from chatbot import Config, LogError, Response, SupportBot
 from chatbot.analytics import analytics
 from chatbot.evaluate import load_evals
 from chatbot.policy import clean_message
@@ -28,6 +28,7 @@ from retrieval.sources import is_url
 from .auth import AuthError, Sessions, parse_accounts, uses_demo_password
 from .jobs import JobError, Jobs
 from .ratelimit import Caller, RateLimited, RateLimiter
+from .webhooks import Webhooks, agent_reply_data, handoff_data, rated_data
 
 ACTIONS = ("approved", "edited", "rejected")
 TRAINABLE = (*METHODS, "retriever")  # what `supportbot train` runs: the LM methods and the embedder
@@ -60,6 +61,7 @@ class SupportService:
         self.jobs = Jobs(config.home)
         self.overrides = list(overrides or [])  # the `--set` flags this app was started with
         self.limiter = limiter or RateLimiter(config.limits)
+        self.webhooks = Webhooks(config)  # serve.webhooks: each receiver sent events by its own background worker
 
     def warm_up(self) -> None:
         """Load the embedder and the model, and fit the out-of-scope guard, before the first customer waits for them."""
@@ -75,7 +77,7 @@ class SupportService:
         self.limiter.take("chat", caller)
         if conversation_id and not self.bot.log.conversation(conversation_id):
             conversation_id = ""
-        response = self.bot.respond(message, conversation_id or None, channel="web")
+        response = self._respond(message, conversation_id or None, channel="web")
         text = ""
         for piece in response:
             text += piece
@@ -93,8 +95,22 @@ class SupportService:
             text, _ = clean_message(m["content"], self.config.answer.max_message_chars)
             if m["role"] in ("user", "assistant") and text:
                 self.bot.log.add_message(conversation_id, "customer" if m["role"] == "user" else "bot", text)
-        return self.bot.respond(messages[-1]["content"], conversation_id, channel="api",
-                                max_new_tokens=max_tokens, temperature=temperature)
+        return self._respond(messages[-1]["content"], conversation_id, channel="api",
+                             max_new_tokens=max_tokens, temperature=temperature)
+
+    def _respond(self, message: str, conversation_id: str | None, channel: str, **options) -> Response:
+        """The bot's turn, for both doors: a hand-off it decides on (not an acknowledgement while the customer
+        already waits) goes to the webhooks once the reply is logged, before the stream's last item."""
+        response = self.bot.respond(message, conversation_id, channel=channel, **options)
+
+        def pieces() -> Iterator:
+            yield from response
+            reply = response.reply
+            if reply.handed_off and reply.reason != "waiting_for_agent":
+                self.webhooks.emit("handoff", handoff_data(self.bot.log, reply.conversation_id, reply.reason))
+            yield reply
+
+        return Response(pieces())
 
     def history(self, conversation_id: str) -> list[dict]:
         """The conversation as the customer sees it (roles customer, bot, agent)."""
@@ -116,6 +132,7 @@ class SupportService:
         """Rate a bot reply, with an optional comment, in one action: it replaces the reply's earlier rating and
         comment; thumbs_up None clears them."""
         feedback_id = self.bot.log.add_feedback(int(message_id), thumbs_up, comment or "")
+        self.webhooks.emit("rated", rated_data(self.bot.log, int(message_id)))
         return {"feedback_id": feedback_id}
 
     def talk_to_person(self, conversation_id: str) -> dict:
@@ -123,6 +140,8 @@ class SupportService:
         if not conversation_id or not self.bot.log.conversation(conversation_id):
             conversation_id = self.bot.log.start("web")
         reply = self.bot.hand_off(conversation_id)
+        if reply.message_id:  # not when it was waiting already
+            self.webhooks.emit("handoff", handoff_data(self.bot.log, conversation_id, reply.reason))
         return {"conversation_id": conversation_id, "text": reply.text, "message_id": reply.message_id}
 
     def leave_queue(self, conversation_id: str) -> dict:
@@ -195,11 +214,15 @@ class SupportService:
             raise ServiceError(f"action {action!r}: expected one of {', '.join(ACTIONS)}")
         suggested = Suggestion(draft, int(draft_message_id) if draft_message_id else None)
         action_id = send_reply(self.bot, conversation_id, suggested, text, action, session.user)
+        self.webhooks.emit("agent_reply", agent_reply_data(self.bot.log, conversation_id, session.user, action))
         return {"action_id": action_id}
 
     def close(self, token: str, conversation_id: str) -> dict:
-        self.sessions.require(token, "agent")
+        session = self.sessions.require(token, "agent")
+        already = self.status(conversation_id) == "resolved"
         close(self.bot, conversation_id)
+        if not already:  # closed twice is announced once
+            self.webhooks.emit("closed", {"conversation_id": conversation_id, "agent": session.user})
         return {"status": "resolved"}
 
     # --- ops --------------------------------------------------------------------------------------
@@ -355,6 +378,22 @@ class SupportService:
     def job_list(self, token: str) -> list[dict]:
         self.sessions.require(token, "ops")
         return [job.to_json() for job in self.jobs.list()]
+
+    def webhook_deliveries(self, token: str) -> list[dict]:
+        """The latest webhook deliveries, newest first: id, event, url, status (pending, delivered, failed),
+        attempts, last_error, created, delivered."""
+        self.sessions.require(token, "ops")
+        return self.webhooks.recent()
+
+    def widget_snippet(self, token: str, base_url: str = "") -> str:
+        """The line that puts the chat widget on a site's pages (ui/widget_api.py), for pages of the origins in
+        serve.allowed_origins. `base_url` is the bot's address as browsers reach it (the console's own); by default
+        the configured host and port."""
+        self.sessions.require(token, "ops")
+        base = (base_url or f"http://{self.config.serve.host}:{self.config.serve.port}").strip().rstrip("/")
+        if not is_url(base) or any(c in base for c in "\"'<> "):
+            raise ServiceError(f"{base[:100]!r}: give the bot's address, starting with http:// or https://")
+        return f'<script src="{base}/widget.js" defer></script>'
 
     def gate_report(self, token: str, version: str) -> dict:
         """What the gate found for a version, as Markdown with the plot's path ("" when there is none): the latest

@@ -14,6 +14,8 @@ from PIL import Image
 from .service import QUEUE_REASONS, ROLES, TRAINABLE, USER_ERRORS, SupportService
 from .staff_sources import sources_tab
 from .staff_suggestions import suggestions_tab
+from .staff_webhooks import webhooks_tab
+from .staff_widget import widget_tab
 from .web import ago, caller_of, checked, render_chat, shown
 
 REFRESH_SECONDS = 3.0  # how often the queue and the jobs table look for news
@@ -211,6 +213,10 @@ def _ops_tab(service: SupportService, token: gr.BrowserState, ops: gr.Tab) -> No
         _models_tab(service, token, models)
     with gr.Tab("Training"):
         _training_tab(service, token)
+    with gr.Tab("Widget") as widget:
+        widget_tab(service, token, [widget.select])
+    with gr.Tab("Webhooks") as hooked:
+        webhooks_tab(service, token, [hooked.select])
 
 
 def _kb_tab(service: SupportService, token: gr.BrowserState, opened: list) -> None:

@@ -143,7 +143,7 @@ def api(service: SupportService) -> None:
     for fn in (service.history, service.status, service.rate, service.talk_to_person, service.leave_queue, login, service.queue, service.review,
                service.send, service.close, service.kb_entries, service.kb_remove, service.analytics, service.models,
                service.train, service.promote, service.rollback, service.job_list, service.gate_report, service.suggestions,
-               service.decide, service.learn, service.kb_sources, service.add_site, service.sync):
+               service.decide, service.learn, service.kb_sources, service.add_site, service.sync, service.webhook_deliveries):
         gr.api(shown(checked(fn)), api_name=fn.__name__)
     gr.api(shown(checked(chat)), api_name="chat", concurrency_limit=service.config.serve.concurrency)
     gr.api(shown(checked(service.kb_upload_text)), api_name="kb_upload")
