@@ -123,6 +123,14 @@ class ServeSettings:
     # The OpenAI route refuses calls without a valid API key (`supportbot apikey add`); false: keyless calls are
     # served under the per-address limits.
     require_api_key: bool = False
+    # A customer-page or widget conversation with no customer message for this many minutes, not waiting for a person,
+    # is closed as resolved by the bot (the chat then asks for a 1-5 rating); 0 = never.
+    idle_close_minutes: int = 0
+    # When people answer hand-offs, in serve.time_zone: "Mon-Fri 09:00-17:30", several allowed (["Mon-Fri 09:00-17:30",
+    # "Sat 10:00-14:00"]); outside them a hand-off says when the team is back and takes an email address; empty = always open
+    business_hours: list[str] = field(default_factory=list)
+    time_zone: str = "UTC"  # the IANA time zone of serve.business_hours and serve.holidays, e.g. Europe/London
+    holidays: list[str] = field(default_factory=list)  # days closed all day, as YYYY-MM-DD
 
 
 @dataclass

@@ -26,11 +26,13 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 from pathlib import Path
 
 from retrieval import KnowledgeBase, SearchHit, fast_tokenizer
 
 from .backends import Backend, BackendError, Generation, OpenAIBackend, TransformersBackend
+from .business_hours import Schedule, away_text
 from .citations import resolve_citations
 from .config import Config, ConfigError
 from .grounding import grounding
@@ -190,6 +192,8 @@ class SupportBot:
         self._fixed = backend is not None or not follows_serving(config)
         self.reward = RewardScorer(config.home)  # used only when model.best_of > 1 and a reward model serves
         self.scope = ScopeGuard(config.answer)
+        self.hours = Schedule.from_settings(config.serve)  # a bad serve.business_hours stops the start
+        self.clock = lambda: datetime.now(timezone.utc)  # what business hours and idle closing go by (tests set it)
 
     @property
     def backend(self) -> Backend:
@@ -223,7 +227,19 @@ class SupportBot:
         again while waiting, nothing is logged twice: the reply says the customer is already in the queue."""
         if self._status(conversation_id) == "handed_off":
             return Reply(self.messages.already_waiting, handed_off=True, reason="human", conversation_id=conversation_id)
-        return self._log_policy(conversation_id, Reply(self.messages.human, handed_off=True, reason="human"), "handed_off")
+        reply = self._after_hours(conversation_id, Reply(self.messages.human, handed_off=True, reason="human"))
+        return self._log_policy(conversation_id, reply, "handed_off")
+
+    def _after_hours(self, conversation_id: str, reply: Reply) -> Reply:
+        """A hand-off while nobody is in (serve.business_hours) says when the team is back and offers to take an email
+        address; the log marks the conversation, so that the page shows the email box and the agents' queue puts it
+        first when the day starts."""
+        now = self.clock()
+        opening = self.hours.next_opening(now)
+        if opening is not None:
+            reply.text = away_text(reply.text, self.hours.when(opening, now))
+            self.log.mark_after_hours(conversation_id, opening.astimezone(timezone.utc).isoformat(timespec="milliseconds"))
+        return reply
 
     def release(self, conversation_id: str) -> Reply:
         """The customer no longer needs a person: the conversation leaves the agents' queue, the bot answers again."""
@@ -273,6 +289,8 @@ class SupportBot:
 
         answer = self._while_waiting if waiting else self._reply
         reply = yield from answer(text, history, options)
+        if reply.handed_off and not waiting:
+            self._after_hours(conversation_id, reply)
         reply.text = prefix + reply.text
         reply.conversation_id = conversation_id
         reply.latency_ms = (time.perf_counter() - started) * 1000

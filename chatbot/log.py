@@ -82,6 +82,24 @@ CREATE TABLE IF NOT EXISTS suggestions(
     decided_at TEXT NOT NULL DEFAULT '',
     decided_by TEXT NOT NULL DEFAULT ''
 );
+CREATE TABLE IF NOT EXISTS csat(              -- the customer's 1-5 rating of a closed conversation: one each
+    conversation_id TEXT PRIMARY KEY REFERENCES conversations(id),
+    score INTEGER NOT NULL CHECK (score BETWEEN 1 AND 5),
+    comment TEXT NOT NULL DEFAULT '',
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS after_hours(       -- the latest hand-off of a conversation outside serve.business_hours
+    conversation_id TEXT PRIMARY KEY REFERENCES conversations(id),
+    opens_at TEXT NOT NULL,                   -- when the team is back (UTC)
+    created_at TEXT NOT NULL
+);
+-- An address a customer left for the answer to an out-of-hours hand-off: read only by `contact_email` (the agent
+-- answering), never by exports, training data, analytics or webhooks.
+CREATE TABLE IF NOT EXISTS contact_emails(
+    conversation_id TEXT PRIMARY KEY REFERENCES conversations(id),
+    email TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
 """
 
 
@@ -358,6 +376,80 @@ class ConversationLog:
 
     def feedback(self) -> list[dict]:
         return self._rows("SELECT * FROM feedback ORDER BY id")
+
+    # --- conversation ratings (CSAT), out-of-hours hand-offs, idle conversations ----------------------
+
+    def set_csat(self, conversation_id: str, score: int, comment: str = "", at: str | None = None) -> None:
+        """The customer's 1-5 rating of the conversation and its comment (redacted): it replaces an earlier one."""
+        if isinstance(score, bool) or not isinstance(score, int) or not 1 <= score <= 5:
+            raise LogError(f"rating {score!r}: expected a whole number from 1 to 5")
+        _check_length("comment", comment)
+        with self._transaction():
+            if not self.conversation(conversation_id):
+                raise LogError(f"no conversation {conversation_id!r}")
+            self._write("INSERT OR REPLACE INTO csat(conversation_id, score, comment, created_at) VALUES (?, ?, ?, ?)",
+                        (conversation_id, score, self.redact(comment.strip()), at or now()))
+
+    def csat(self, conversation_id: str) -> dict | None:
+        """{score, comment, created_at} of the conversation's rating; None when it has none."""
+        rows = self._rows("SELECT score, comment, created_at FROM csat WHERE conversation_id = ?", (conversation_id,))
+        return rows[0] if rows else None
+
+    def csat_ratings(self, days: int = 30) -> list[dict]:
+        """The conversation ratings of the last `days` days (not evaluation ones), oldest first: day, score and the
+        conversation's outcome, "handed_off" when a person took part (a hand-off, or an agent's reply), else "bot"."""
+        return self._rows(
+            """SELECT substr(s.created_at, 1, 10) AS day, s.score,
+                      CASE WHEN EXISTS (SELECT 1 FROM messages m WHERE m.conversation_id = s.conversation_id
+                                        AND (m.handed_off = 1 OR m.role = 'agent')) THEN 'handed_off' ELSE 'bot' END AS outcome
+               FROM csat s JOIN conversations c ON c.id = s.conversation_id AND c.channel != 'eval'
+               WHERE s.created_at >= date('now', ?) ORDER BY s.created_at""", (f"-{days} days",))
+
+    def mark_after_hours(self, conversation_id: str, opens_at: str) -> None:
+        """The conversation was handed off while nobody was in; the team is back at `opens_at` (ISO, UTC)."""
+        self._write("INSERT OR REPLACE INTO after_hours(conversation_id, opens_at, created_at) VALUES (?, ?, ?)",
+                    (conversation_id, opens_at, now()))
+
+    def after_hours_waiting(self, conversation_ids: list[str] | None = None) -> dict[str, str]:
+        """Conversations handed off outside business hours that no agent has answered since (of these ids; all:
+        None), with when the team is back (ISO, UTC)."""
+        if conversation_ids is not None and not conversation_ids:
+            return {}
+        where = f"AND a.conversation_id IN ({','.join('?' * len(conversation_ids))})" if conversation_ids else ""
+        rows = self._rows(
+            f"""SELECT a.conversation_id, a.opens_at FROM after_hours a
+                WHERE a.created_at > COALESCE((SELECT MAX(created_at) FROM messages
+                                               WHERE conversation_id = a.conversation_id AND role = 'agent'), '') {where}""",
+            tuple(conversation_ids or ()))
+        return {r["conversation_id"]: r["opens_at"] for r in rows}
+
+    def set_contact_email(self, conversation_id: str, email: str) -> None:
+        """Keep the address a customer left for the answer (one per conversation: a second replaces it). It is stored
+        apart from the messages, so exports, training data, analytics and webhooks never read it."""
+        with self._transaction():
+            if not self.conversation(conversation_id):
+                raise LogError(f"no conversation {conversation_id!r}")
+            self._write("INSERT OR REPLACE INTO contact_emails(conversation_id, email, created_at) VALUES (?, ?, ?)",
+                        (conversation_id, email, now()))
+
+    def contact_email(self, conversation_id: str) -> str:
+        rows = self._rows("SELECT email FROM contact_emails WHERE conversation_id = ?", (conversation_id,))
+        return rows[0]["email"] if rows else ""
+
+    def idle_conversations(self, before: str, conversation_id: str | None = None) -> list[str]:
+        """Open customer-page and widget conversations (channel web) whose latest customer message (else their start)
+        is older than `before` (ISO, UTC): of all, or only `conversation_id`."""
+        which = "c.id = ?" if conversation_id else "c.status = 'open'"  # one conversation by its key, not a scan
+        return [r["id"] for r in self._rows(
+            f"""SELECT c.id FROM conversations c WHERE {which} AND c.status = 'open' AND c.channel = 'web'
+                  AND COALESCE((SELECT MAX(created_at) FROM messages WHERE conversation_id = c.id AND role = 'customer'),
+                               c.created_at) < ? ORDER BY c.created_at""", ((conversation_id,) if conversation_id else ()) + (before,))]
+
+    def close_if_open(self, conversation_id: str) -> bool:
+        """Resolve the conversation if it is still open (not if a hand-off came first); whether it was."""
+        with self._lock:
+            return self._db.execute("UPDATE conversations SET status = 'resolved', updated_at = ? WHERE id = ? AND status = 'open'",
+                                    (now(), conversation_id)).rowcount == 1
 
     def agent_actions(self) -> list[dict]:
         return self._rows("SELECT * FROM agent_actions ORDER BY id")

@@ -4,9 +4,10 @@ and the agent's action on it (these pairs are the training data of the learning 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 
 from .engine import SupportBot
-from .log import LogError
+from .log import ConversationLog, LogError
 
 
 @dataclass
@@ -16,6 +17,7 @@ class QueueItem:
     waiting_since: str
     last_customer: str
     channel: str
+    after_hours: bool = False  # handed off while nobody was in (serve.business_hours), not answered since
 
 
 @dataclass
@@ -51,7 +53,9 @@ REASONS = {
 
 def review_queue(bot: SupportBot, copilot: bool = False) -> list[QueueItem]:
     """Conversations waiting for a person, oldest first: handed off, the bot's last reply rated down,
-    answered with low confidence, or (copilot mode) every conversation whose last reply came from the bot."""
+    answered with low confidence, or (copilot mode) every conversation whose last reply came from the bot. Those
+    handed off outside business hours and not answered since come first (oldest first among them), so that the
+    customers who waited overnight are answered first when the day starts."""
     low = bot.config.serve.review_confidence
     items = []
     for row in bot.log.awaiting_reply():
@@ -66,7 +70,10 @@ def review_queue(bot: SupportBot, copilot: bool = False) -> list[QueueItem]:
         else:
             continue
         items.append(QueueItem(row["id"], reason, row["waiting_since"] or row["last_at"], row["last_customer"] or "", row["channel"]))
-    return items
+    away = bot.log.after_hours_waiting([i.conversation_id for i in items if i.reason == "handed_off"])
+    for item in items:
+        item.after_hours = item.conversation_id in away
+    return sorted(items, key=lambda i: not i.after_hours)  # stable: oldest first within each group
 
 
 def suggestion(bot: SupportBot, conversation_id: str) -> Suggestion:
@@ -109,3 +116,14 @@ def send_reply(bot: SupportBot, conversation_id: str, suggested: Suggestion, fin
 
 def close(bot: SupportBot, conversation_id: str) -> None:
     bot.log.set_status(conversation_id, "resolved")
+
+
+def close_idle(log: ConversationLog, minutes: int, now: datetime | None = None, conversation_id: str | None = None) -> list[str]:
+    """Close as resolved by the bot the open customer conversations (of all, or only `conversation_id`) with no
+    customer message for `minutes` at `now` (UTC; an injectable clock): `serve.idle_close_minutes`. A conversation
+    waiting for a person is never closed here. Returns the ids closed; minutes <= 0 closes nothing."""
+    if minutes <= 0:
+        return []
+    cutoff = ((now or datetime.now(timezone.utc)) - timedelta(minutes=minutes)).astimezone(timezone.utc)
+    idle = log.idle_conversations(cutoff.isoformat(timespec="milliseconds"), conversation_id)
+    return [c for c in idle if log.close_if_open(c)]

@@ -140,7 +140,7 @@ def test_the_http_routes_are_the_openai_ones_and_expose_no_staff_function(client
 
     routes = {route.path for route in client.app.routes if isinstance(route, APIRoute)}
     widget = {"/widget.js", *(f"/api/widget/{name}" for name in ("{path:path}", "config", "conversation", "chat", "rate",
-                                                                 "talk_to_person", "leave_queue"))}  # the customer's
+                                                                 "talk_to_person", "leave_queue", "csat", "email"))}  # the customer's
     assert routes == {"/v1/chat/completions", "/v1/models", *widget}
     assert client.get("/v1/models").json()["data"] == [{"id": "supportbot", "object": "model", "owned_by": "supportbot"}]
     for path in ("/v1/kb", "/v1/models/supportbot", "/v1/queue"):

@@ -201,3 +201,23 @@ def test_on_a_phone_the_input_stays_in_view_and_every_tap_target_is_large(app, b
     page.locator("#leave-queue").wait_for(timeout=30_000)
     in_view_and_large(page, {"no longer need a person": "#leave-queue", "input": "#customer-message textarea", "send": "#customer-send"})
     page.screenshot(path=str(ARTIFACTS / "customer-08-phone-waiting.png"))
+
+
+def test_a_closed_conversation_asks_how_we_did_once(app, browser):
+    from chatbot import ConversationLog
+
+    url, config = app
+    page = open_chat(browser, url)
+    page.click("#talk-to-person")
+    page.get_by_text("Waiting for a person").wait_for(timeout=30_000)
+    conversation = latest_conversation(config, "handed_off")
+    ConversationLog(config.log_file).set_status(conversation, "resolved")  # as an agent's Close does
+    page.locator("#csat-question").wait_for(timeout=30_000)  # by the page's poll
+    page.fill("#csat-comment textarea", "Quick and kind.")
+    page.click("#csat-4")
+    page.get_by_text("Thanks for rating us").wait_for(timeout=30_000)
+    page.screenshot(path=str(ARTIFACTS / "customer-07-csat.png"))
+    assert ConversationLog(config.log_file).csat(conversation)["score"] == 4
+    page.reload()
+    page.locator("#customer-chat").wait_for(timeout=30_000)
+    assert page.locator("#csat-question").is_hidden()  # asked once

@@ -3,7 +3,6 @@ knowledge base pages, and a gate report is found for every version whose gate sc
 
 from __future__ import annotations
 
-import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -100,37 +99,3 @@ def test_only_ops_list_and_decide_suggestions(service, tmp_path):
         service.decide(ops, suggestion["id"], "reject")
     assert service.suggestions(ops) == [] and service.suggestions(ops, status="accepted")[0]["id"] == suggestion["id"]
 
-
-def finished(service, ops: str, job: dict, seconds: float = 120) -> dict:
-    """The job once it has stopped running (a real `supportbot` process)."""
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        current = next(j for j in service.job_list(ops) if j["id"] == job["id"])
-        if current["status"] != "running":
-            return current
-        time.sleep(0.5)
-    raise AssertionError(f"job {job['id']} still running after {seconds} s")
-
-
-def test_ops_add_a_site_and_sync_it_as_jobs_with_progress(tmp_path, tiny_embedder_path):
-    from helpcentre import serve_site
-
-    from chatbot import load_config
-    from ui.service import SupportService
-
-    overrides = [f"retrieval.embedder={tiny_embedder_path}", "crawl.delay=0"]  # the jobs run with the app's settings
-    service = SupportService(load_config(tmp_path / "home", overrides, env={}), overrides=overrides)
-    ops = token(service, "ops")
-    with serve_site(limit=45) as site:
-        job = finished(service, ops, service.add_site(ops, site.base))
-        assert job["status"] == "done" and job["result"]["added"] == len(site.articles) and job["stage"] == "index"
-        (source,) = service.kb_sources(ops)
-        assert (source["kind"], source["location"], source["pages"]) == ("web", site.base, len(site.articles))
-        site.delete(next(iter(site.articles)))
-        try:
-            job = finished(service, ops, service.sync(ops, []))
-        finally:
-            site.restore()
-    assert job["status"] == "done" and job["result"]["removed"] == 1 and job["title"] == "sync all sources"
-    with pytest.raises(ValueError, match="give the help centre's address"):
-        service.add_site(ops, "help.example.com")

@@ -67,7 +67,8 @@ def test_a_message_gets_a_streamed_answer_that_the_logged_conversation_ends(clie
                       headers={"Origin": SHOP}).json()
     assert kept == again
     unknown = client.get("/api/widget/conversation", params={"conversation_id": "f" * 32}).json()
-    assert unknown == {"conversation_id": "", "status": "", "messages": []}
+    assert unknown == {"conversation_id": "", "status": "", "messages": [], "closed": False, "rated": False, "csat": None,
+                       "away": "", "email_left": False}
 
 
 def test_the_welcome_is_the_company_greeting(client, home_config):

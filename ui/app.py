@@ -12,7 +12,7 @@ from .openai_api import add_openai_routes
 from .widget_api import add_widget_routes
 from .service import MAX_UPLOAD_BYTES, SupportService
 from .customer import build_customer_blocks, page_look
-from .daily import start_daily_jobs
+from .daily import start_daily_jobs, start_idle_closing
 from .staff import build_staff_blocks
 
 
@@ -45,4 +45,5 @@ def serve(config: Config, service: SupportService | None = None, overrides: list
     service = service or SupportService(config, SupportBot(config, progress=TerminalProgress()), overrides)
     service.warm_up()  # converts the bundled model on first use, with progress on the terminal
     start_daily_jobs(service)
+    start_idle_closing(service)  # serve.idle_close_minutes
     uvicorn.run(build_app(config, service), host=config.serve.host, port=config.serve.port, log_level="warning")

@@ -2,7 +2,9 @@
 
 The company's name and logo head the page; an empty chat greets the customer and offers a few questions to start
 from. The conversation is kept in the browser across reloads until the customer starts a new one. Each answer takes
-a thumb and an optional comment; a customer can ask for a person, and change their mind while waiting.
+a thumb and an optional comment; a customer can ask for a person, and change their mind while waiting. A closed
+conversation asks once for a 1-5 rating (CSAT) with an optional comment; a hand-off while the team is away (outside
+serve.business_hours) offers a box for an email address for the answer.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ STATIC = Path(__file__).parent / "static"
 NEW_CONVERSATION = "new"
 TYPING = '<span class="typing" aria-label="The assistant is typing"><span></span><span></span><span></span></span>'
 WAITING = "**Waiting for a person…** An agent will reply here."
+CSAT_QUESTION = "**How did we do?** Rate this conversation from 1 (poor) to 5 (excellent)."
+CSAT_THANKS = "Thanks for rating us!"
 LOGO_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif",
               ".webp": "image/webp", ".svg": "image/svg+xml"}
 MAX_LOGO_BYTES = 512_000
@@ -138,6 +142,17 @@ class CustomerPage:
             self.comment = gr.Textbox(placeholder="Add a comment (optional)", show_label=False, lines=1,
                                       max_lines=3, container=False, scale=1, min_width=0, elem_id="rating-comment")
             self.comment_send = gr.Button("Send", scale=0, min_width=0, elem_id="rating-send")
+        with gr.Column(visible=False, elem_id="csat") as self.csat:
+            gr.Markdown(CSAT_QUESTION, elem_id="csat-question")
+            with gr.Row(equal_height=True, elem_id="csat-scores"):
+                self.scores = [gr.Button(str(n), size="sm", min_width=0, elem_id=f"csat-{n}") for n in range(1, 6)]
+            self.csat_comment = gr.Textbox(placeholder="Add a comment (optional), then pick a score", show_label=False,
+                                           lines=1, max_lines=3, container=False, elem_id="csat-comment")
+        with gr.Row(visible=False, equal_height=True, elem_id="away-email") as self.away:
+            self.away_text = gr.Markdown(elem_id="away-email-text")
+            self.email = gr.Textbox(placeholder="you@example.com", show_label=False, lines=1, max_lines=1, container=False,
+                                    scale=1, min_width=0, elem_id="away-email-address")
+            self.email_send = gr.Button("Send", scale=0, min_width=0, elem_id="away-email-send")
         self.notice = gr.Markdown(elem_id="customer-notice")
         with gr.Row(equal_height=True, elem_id="customer-input"):
             self.message = gr.Textbox(placeholder="Type your question…", show_label=False, lines=1, max_lines=4,
@@ -149,7 +164,8 @@ class CustomerPage:
         self._wire(blocks)
 
     def _wire(self, blocks: gr.Blocks) -> None:
-        view = [self.chat, self.shown, self.waiting, self.person, self.feedback, self.conversation]
+        view = [self.chat, self.shown, self.waiting, self.person, self.feedback, self.csat, self.away, self.away_text,
+                self.conversation]
         quiet = {"api_visibility": "private", "show_progress": "hidden"}
         asking = {"concurrency_limit": self.service.config.serve.concurrency, **quiet}
         # The stored id may reach the page after its load event (Gradio reads the browser's storage as the component
@@ -167,26 +183,37 @@ class CustomerPage:
         self.person.click(shown(checked(self.hand_off)), [self.conversation], view, **quiet)
         self.leave.click(shown(checked(self.leave_queue)), [self.conversation], view, **quiet)
         self.fresh.click(self.new_conversation, None, [*view, self.rated, self.comment, self.notice], **quiet)
+        for score, button in enumerate(self.scores, 1):
+            button.click(shown(checked(self._rate_with(score))), [self.conversation, self.csat_comment],
+                         [*view, self.csat_comment, self.notice], **quiet)
+        gr.on([self.email.submit, self.email_send.click], shown(checked(self.leave_email)), [self.conversation, self.email],
+              [*view, self.email, self.notice], **quiet)
         gr.Timer(self.service.config.serve.poll_seconds).tick(shown(checked(self.poll)), [self.conversation, self.shown], view, **quiet)
 
     # --- what the page shows ----------------------------------------------------------------------
 
     def _view(self, conversation_id: str) -> dict:
-        """The logged conversation with its ratings, and what its status allows (a person asked for, or not)."""
-        return self._render(self.service.history(conversation_id), self.service.status(conversation_id), conversation_id)
+        """The logged conversation with its ratings, and what its state allows (a person asked for, or not; a rating of
+        the closed conversation; an email address while the team is away)."""
+        return self._render(self.service.history(conversation_id), self.service.state(conversation_id), conversation_id)
 
-    def _render(self, history: list[dict], status: str, conversation_id: str) -> dict:
+    def _render(self, history: list[dict], state: dict, conversation_id: str) -> dict:
+        status = state.get("status", "")
         waiting, ids = status == "handed_off", rateable_ids(history)
+        asks_email = bool(state.get("away")) and not state.get("email_left")
         return {self.chat: gr.Chatbot(value=render_chat(history), feedback_value=feedback_values(history)),
-                self.shown: {"ids": ids, "status": status}, self.waiting: gr.Row(visible=waiting),
+                self.shown: {"ids": ids, "state": state}, self.waiting: gr.Row(visible=waiting),
                 self.person: gr.Button(visible=not waiting), self.feedback: gr.Row(visible=any(ids)),
+                self.csat: gr.Column(visible=bool(history) and state.get("closed", False) and not state.get("rated")),
+                self.away: gr.Row(visible=asks_email),
+                self.away_text: f"Our team is back {state['away']}. Leave your email address for the answer:" if asks_email else "",
                 self.conversation: conversation_id if history else NEW_CONVERSATION}
 
     def _answered(self, conversation_id: str) -> dict:
         """The view after a turn, with the bubbles alone: the thumbs the page shows are right already (the new reply
         has none), and a plain list is what any client of the chat box reads."""
         history = self.service.history(conversation_id)
-        return {**self._render(history, self.service.status(conversation_id), conversation_id), self.chat: render_chat(history)}
+        return {**self._render(history, self.service.state(conversation_id), conversation_id), self.chat: render_chat(history)}
 
     # --- handlers ---------------------------------------------------------------------------------
 
@@ -261,13 +288,29 @@ class CustomerPage:
         """The customer no longer needs a person: the bot takes the conversation back."""
         return self._view(self.service.leave_queue(conversation_id)["conversation_id"])
 
+    def _rate_with(self, score: int):
+        def rate_conversation(conversation_id: str, comment: str) -> dict:
+            """A score button of "How did we do?": rates the closed conversation, with the comment typed above it."""
+            self.service.rate_conversation(conversation_id, score, comment)
+            return {**self._view(conversation_id), self.csat_comment: "", self.notice: CSAT_THANKS}
+
+        return rate_conversation
+
+    def leave_email(self, conversation_id: str, email: str) -> dict:
+        """An address for the answer, while the team is away; the box then goes."""
+        if not email.strip():
+            return gr.skip()
+        self.service.leave_email(conversation_id, email)
+        return {**self._view(conversation_id), self.email: "",
+                self.notice: "Thanks! We'll also send the answer to the address you left."}
+
     def new_conversation(self) -> dict:
         """An empty chat, remembered as such by the browser, so that a reload does not bring the old one back."""
-        return {**self._render([], "", ""), self.rated: None, self.comment: "", self.notice: ""}
+        return {**self._render([], {}, ""), self.rated: None, self.comment: "", self.notice: ""}
 
     def poll(self, conversation_id: str, shown: dict) -> dict:
-        """Agents' replies (and an agent closing the conversation) appear without a reload."""
-        history, status = self.service.history(conversation_id), self.service.status(conversation_id)
-        if shown == {"ids": rateable_ids(history), "status": status}:
+        """Agents' replies (and an agent closing the conversation, or idle closing) appear without a reload."""
+        history, state = self.service.history(conversation_id), self.service.state(conversation_id)
+        if shown == {"ids": rateable_ids(history), "state": state}:
             return gr.skip()
-        return self._render(history, status, conversation_id)
+        return self._render(history, state, conversation_id)

@@ -1,10 +1,12 @@
 """Daily jobs: with `learn.daily_at` or `serve.sync_daily_at` set ("HH:MM", the server's local time), the app
 starts `supportbot learn` or `supportbot kb sync --all` as a background job once a day, as the ops console's
-*Learn now* and *Sync all* do."""
+*Learn now* and *Sync all* do. With `serve.idle_close_minutes` set, idle customer conversations are closed every
+minute (`start_idle_closing`)."""
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 import time
@@ -17,6 +19,7 @@ from chatbot import ConfigError
 from .service import SupportService
 
 CHECK_SECONDS = 30.0
+IDLE_CHECK_SECONDS = 60.0
 
 
 def daily_time(value: str, setting: str = "learn.daily_at") -> tuple[int, int] | None:
@@ -81,5 +84,26 @@ def _daily(name: str, at: tuple[int, int] | None, finished: Callable[[], datetim
                     started.pop()
 
     thread = threading.Thread(target=watch, name=f"daily-{name}", daemon=True)
+    thread.start()
+    return thread
+
+
+def start_idle_closing(service: SupportService, every: float = IDLE_CHECK_SECONDS,
+                       stop: threading.Event | None = None) -> threading.Thread | None:
+    """A daemon thread that closes the conversations idle for serve.idle_close_minutes (SupportService.close_idle) every
+    `every` seconds until `stop` is set; None when the setting is 0 (never). A failed round (the database busy) is
+    tried again at the next."""
+    if service.config.serve.idle_close_minutes <= 0:
+        return None
+    stop = stop or threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(every):
+            try:
+                service.close_idle()
+            except Exception:  # noqa: BLE001 - the thread must outlive one bad round
+                logging.getLogger("supportbot.daily").exception("closing idle conversations failed")
+
+    thread = threading.Thread(target=watch, name="idle-close", daemon=True)
     thread.start()
     return thread

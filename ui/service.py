@@ -11,6 +11,7 @@ import math
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
+from datetime import datetime
 from itertools import islice
 from pathlib import Path
 
@@ -18,10 +19,11 @@ from chatbot import Config, LogError, Response, SupportBot
 from chatbot.analytics import analytics
 from chatbot.evaluate import load_evals
 from chatbot.policy import clean_message
+from chatbot.redact import find_personal_data
 from chatbot.versions import Versions, VersionError, is_plain_name
 from training import METHODS, rollback
 from training.suggestions import SuggestionError, accept, refresh, reject, revert
-from chatbot.review import REASONS, Suggestion, close, review_queue, send_reply, suggestion
+from chatbot.review import REASONS, Suggestion, close, close_idle, review_queue, send_reply, suggestion
 from retrieval import IngestError
 from retrieval.sources import is_url
 
@@ -35,6 +37,7 @@ TRAINABLE = (*METHODS, "retriever")  # what `supportbot train` runs: the LM meth
 ROLES = ("lm", "reward", "retriever")  # what serves, each with its own pointer
 MAX_UPLOAD_BYTES = 20_000_000  # per knowledge-base file uploaded through the app (the command line has no limit)
 MAX_EPOCHS = 100
+MAX_EMAIL_CHARS = 254  # the longest address SMTP carries
 MAX_STEPS = 1_000_000
 # Why a conversation waits in the agents' queue (review_queue's reasons), in words.
 QUEUE_REASONS = {"handed_off": "handed off", "disliked": "rated down", "low_confidence": "low confidence", "copilot": "copilot"}
@@ -124,9 +127,63 @@ class SupportService:
         ]
 
     def status(self, conversation_id: str) -> str:
-        """"open", "handed_off" (waiting for a person) or "resolved"; "" for no such conversation."""
+        """"open", "handed_off" (waiting for a person) or "resolved"; "" for no such conversation. An open conversation
+        idle for serve.idle_close_minutes is closed here too, so that the page asks for its rating at once (the
+        background closing runs only every minute)."""
         conversation = self.bot.log.conversation(conversation_id) if conversation_id else None
+        if conversation and conversation["status"] == "open" and self.close_idle(conversation_id):
+            return "resolved"
         return conversation["status"] if conversation else ""
+
+    def state(self, conversation_id: str) -> dict:
+        """What the chat shows around the conversation: `status` (as `status`), `closed` and `rated` (a closed
+        conversation not rated yet asks "How did we do?" once; `csat` is the rating given), and, for a hand-off
+        outside business hours not answered yet, `away` (when the team is back, in words: "" when someone is in)
+        and `email_left` (the customer left an address for the answer)."""
+        status = self.status(conversation_id)
+        log = self.bot.log
+        csat = log.csat(conversation_id) if status else None
+        back = log.after_hours_waiting([conversation_id]).get(conversation_id) if status == "handed_off" else None
+        now = self.bot.clock()
+        opening = datetime.fromisoformat(back) if back else None
+        away = self.bot.hours.when(opening, now) if opening and opening > now else ""
+        return {"status": status, "closed": status == "resolved", "rated": csat is not None,
+                "csat": {"score": csat["score"], "comment": csat["comment"]} if csat else None,
+                "away": away, "email_left": bool(away and log.contact_email(conversation_id))}
+
+    def rate_conversation(self, conversation_id: str, score: int, comment: str = "") -> dict:
+        """The customer's 1-5 rating of a closed conversation (CSAT), with an optional comment: one per conversation,
+        a second replaces the first."""
+        status = self.status(conversation_id)
+        if not status:
+            raise ServiceError(f"no conversation {conversation_id!r}")
+        if status != "resolved":
+            raise ServiceError("this conversation is still open: rate it once it is closed")
+        if isinstance(score, float) and score.is_integer():
+            score = int(score)  # a JSON or Gradio number
+        self.bot.log.set_csat(conversation_id, score, comment or "")
+        return {"conversation_id": conversation_id, "score": score}
+
+    def leave_email(self, conversation_id: str, email: str) -> dict:
+        """An address for the answer to a hand-off made while nobody was in (one per conversation: a second replaces
+        the first). It is kept apart from the conversation's text: never in exports, training data or webhooks."""
+        email = (email or "").strip()
+        if not self.bot.log.conversation(conversation_id or ""):
+            raise ServiceError(f"no conversation {conversation_id!r}")
+        if not self.bot.log.after_hours_waiting([conversation_id]):
+            raise ServiceError("an email address is taken only for a question handed to our team while they are away")
+        if len(email) > MAX_EMAIL_CHARS or find_personal_data(email, ["email"]) != [("email", 0, len(email))]:
+            raise ServiceError(f"{email[:60]!r} is not an email address: expected one such as name@example.com")
+        self.bot.log.set_contact_email(conversation_id, email)
+        return {"conversation_id": conversation_id, "email_left": True}
+
+    def close_idle(self, conversation_id: str | None = None) -> list[str]:
+        """Close the open conversations (all, or one) idle for serve.idle_close_minutes, as resolved by the bot; each
+        is announced to the `closed` webhooks with no agent."""
+        closed = close_idle(self.bot.log, self.config.serve.idle_close_minutes, self.bot.clock(), conversation_id)
+        for closed_id in closed:
+            self.webhooks.emit("closed", {"conversation_id": closed_id, "agent": "", "idle": True})
+        return closed
 
     def rate(self, message_id: int, thumbs_up: bool | None, comment: str = "") -> dict:
         """Rate a bot reply, with an optional comment, in one action: it replaces the reply's earlier rating and
@@ -195,7 +252,8 @@ class SupportService:
         rows = []
         for item in items:
             cause = handoffs.get(item.conversation_id, "")
-            rows.append({**asdict(item), "handoff_reason": cause, "why": _why(item.reason, cause)})
+            after = " (handed off out of hours)" if item.after_hours else ""
+            rows.append({**asdict(item), "handoff_reason": cause, "why": _why(item.reason, cause) + after})
         return {"items": rows, "counts": counts}
 
     def review(self, token: str, conversation_id: str) -> dict:
@@ -204,7 +262,8 @@ class SupportService:
         if not self.bot.log.conversation(conversation_id):
             raise ServiceError(f"no conversation {conversation_id!r}")
         return {"history": self.history(conversation_id), "suggestion": asdict(suggestion(self.bot, conversation_id)),
-                "status": self.bot.log.conversation(conversation_id)["status"]}
+                "status": self.bot.log.conversation(conversation_id)["status"],
+                "contact_email": self.bot.log.contact_email(conversation_id)}  # left out of hours: to answer by email too
 
     def send(self, token: str, conversation_id: str, action: str, text: str, draft: str,
              draft_message_id: int | None = None) -> dict:

@@ -25,7 +25,8 @@ ENTRY_COLUMNS = ["id", "title", "category", "content", "updated"]
 MODEL_COLUMNS = ["version", "type", "serving", "created", "answer similarity", "grounding", "hand-off P / R", "median reply"]
 GAP_COLUMNS = ["question", "times", "last asked"]
 JOB_COLUMNS = ["job", "what", "status", "progress", "latest"]
-STATUS_WORDS = {"open": "with the bot", "handed_off": "waiting for a person", "resolved": "closed by an agent"}
+STATUS_WORDS = {"open": "with the bot", "handed_off": "waiting for a person", "resolved": "closed"}  # by an agent, or idle
+CSAT_OUTCOME_WORDS = {"bot": "answered by the bot", "handed_off": "handed off"}
 KIND_WORDS = {"lm": "language model", "adapter": "adapter", "reward": "reward model", "retriever": "retriever"}
 ROLE_WORDS = {"lm": "language model", "reward": "reward model", "retriever": "retriever"}  # what serves, by ROLES
 CHOOSE = "Select a conversation in the queue to answer it."
@@ -170,6 +171,8 @@ def _editor(conversation_id: str = "", review: dict | None = None, heading: str 
     s, history = review["suggestion"], review["history"]
     started = ago(history[0]["created_at"]) if history else ""
     heading = f"**Conversation started {started}**, {STATUS_WORDS.get(review['status'], review['status'])}."
+    if review.get("contact_email"):  # left while the team was away: answer there too
+        heading += f" The customer asked for the answer by email too: **{review['contact_email']}**."
     on = gr.Button(interactive=True)
     suggestion = {"text": s["text"], "draft_message_id": s["draft_message_id"]}
     return (conversation_id, heading, _staff_chat(history), _suggestion_info(s), s["text"], suggestion,
@@ -296,6 +299,9 @@ def _analytics_tab(service: SupportService, token: gr.BrowserState, tab: gr.Tab)
         outcomes = gr.BarPlot(pd.DataFrame({"outcome": pd.Series(dtype=str), "share": pd.Series(dtype=float)}), x="outcome",
                               y="share", title="Where conversations are", y_title="share of conversations", y_axis_format=".0%",
                               y_lim=[0, 1], sort=list(STATUS_WORDS.values()), elem_id="analytics-outcomes")
+        csat = gr.BarPlot(pd.DataFrame({"day": pd.Series(dtype=str), "CSAT": pd.Series(dtype=float)}), x="day", y="CSAT",
+                          title="Customer satisfaction per day (1-5)", y_title="average rating", y_lim=[0, 5],
+                          elem_id="analytics-csat")
     gaps = gr.Dataframe(pd.DataFrame(columns=GAP_COLUMNS), label="Knowledge gaps: questions handed off for want of an answer",
                         interactive=False, wrap=True, column_widths=["70%", "10%", "20%"], buttons=[], elem_id="analytics-gaps")
 
@@ -306,9 +312,11 @@ def _analytics_tab(service: SupportService, token: gr.BrowserState, tab: gr.Tab)
         gap_rows = pd.DataFrame([[g["question"], g["times"], ago(g["last_asked"])] for g in a["gaps"]], columns=GAP_COLUMNS)
         # Integer ticks: from 0 (one day's bar has a height) to at least 10, so that the axis never steps by fractions.
         top = max([10, *days["conversations"]])
-        return _analytics_summary(a), gr.BarPlot(days, y_lim=[0, top]), shares, gap_rows
+        csat_days = pd.DataFrame([{"day": d["day"], "CSAT": d["average"]} for d in a["csat_per_day"]],
+                                 columns=["day", "CSAT"]).astype({"day": str, "CSAT": float})
+        return _analytics_summary(a), gr.BarPlot(days, y_lim=[0, top]), shares, csat_days, gap_rows
 
-    gr.on([tab.select, refresh.click], shown(checked(show_analytics)), [token], [summary, per_day, outcomes, gaps],
+    gr.on([tab.select, refresh.click], shown(checked(show_analytics)), [token], [summary, per_day, outcomes, csat, gaps],
           api_visibility="private")
 
 
@@ -318,7 +326,16 @@ def _analytics_summary(a: dict) -> str:
             else f"{a['thumbs_up_rate']:.0%} thumbs up ({a['thumbs_up']} up, {a['thumbs_down']} down)")
     total = sum(a["statuses"].values())
     return (f"**{total} conversation{'s' * (total != 1)}** ({statuses}) \u00b7 **ratings**: {rate} \u00b7 "
+            f"**CSAT**: {_csat_summary(a)} \u00b7 "
             f"**bot reply time**: median {_duration(a['latency_ms_p50'])}, 95th percentile {_duration(a['latency_ms_p95'])}")
+
+
+def _csat_summary(a: dict) -> str:
+    """The conversations' 1-5 ratings: the average, then by outcome ("4.2 / 5 (12; answered by the bot 4.5, ...)")."""
+    if not a.get("csat_count"):
+        return "no conversation rated yet"
+    parts = [f"{CSAT_OUTCOME_WORDS.get(k, k)} {v['average']:.1f} ({v['count']})" for k, v in a["csat_by_outcome"].items() if v["count"]]
+    return f"{a['csat_average']:.1f} / 5 from {a['csat_count']} rated conversation{'s' * (a['csat_count'] != 1)} ({'; '.join(parts)})"
 
 
 def _models_tab(service: SupportService, token: gr.BrowserState, tab: gr.Tab) -> None:

@@ -141,6 +141,7 @@ def api(service: SupportService) -> None:
         return service.login(user, password, caller_of(request))
 
     for fn in (service.history, service.status, service.rate, service.talk_to_person, service.leave_queue, login, service.queue, service.review,
+               service.state, service.rate_conversation, service.leave_email,
                service.send, service.close, service.kb_entries, service.kb_remove, service.analytics, service.models,
                service.train, service.promote, service.rollback, service.job_list, service.gate_report, service.suggestions,
                service.decide, service.learn, service.kb_sources, service.add_site, service.sync, service.webhook_deliveries):

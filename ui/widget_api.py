@@ -13,6 +13,8 @@ a page from another origin gets a 403 without CORS headers, so its browser hands
     POST /api/widget/rate            {conversation_id, message_id, thumbs_up, comment}
     POST /api/widget/talk_to_person  {conversation_id}
     POST /api/widget/leave_queue     {conversation_id}
+    POST /api/widget/csat            {conversation_id, score, comment}      the 1-5 rating of a closed conversation
+    POST /api/widget/email           {conversation_id, email}               an address for an out-of-hours answer
 """
 
 from __future__ import annotations
@@ -119,9 +121,10 @@ def add_widget_routes(app: FastAPI, service: SupportService) -> None:
         return register
 
     def conversation(conversation_id: str) -> dict:
-        """The conversation as the widget shows it; an unknown id (a new or forgotten conversation) has none."""
-        status = service.status(conversation_id)
-        return {"conversation_id": conversation_id if status else "", "status": status,
+        """The conversation as the widget shows it, with its state (closed, rated, away, email_left: see
+        SupportService.state); an unknown id (a new or forgotten conversation) has none."""
+        state = service.state(conversation_id)
+        return {"conversation_id": conversation_id if state["status"] else "", **state,
                 "messages": [_message(m) for m in service.history(conversation_id)]}
 
     @route("GET", "/config")
@@ -176,6 +179,24 @@ def add_widget_routes(app: FastAPI, service: SupportService) -> None:
     async def leave_queue(request: Request):
         conversation_id = _id(_string(await _body(request), "conversation_id"), "conversation_id")
         await run_in_threadpool(service.leave_queue, conversation_id)
+        return JSONResponse(await run_in_threadpool(conversation, conversation_id))
+
+    @route("POST", "/csat")
+    async def csat(request: Request):
+        body = await _body(request)
+        conversation_id = _id(_string(body, "conversation_id"), "conversation_id")
+        score = body.get("score")
+        if not isinstance(score, int) or isinstance(score, bool):
+            raise RequestError("'score' must be a whole number from 1 to 5")
+        comment = _string(body, "comment", service.config.answer.max_message_chars)
+        await run_in_threadpool(service.rate_conversation, conversation_id, score, comment)
+        return JSONResponse(await run_in_threadpool(conversation, conversation_id))
+
+    @route("POST", "/email")
+    async def email(request: Request):
+        body = await _body(request)
+        conversation_id = _id(_string(body, "conversation_id"), "conversation_id")
+        await run_in_threadpool(service.leave_email, conversation_id, _string(body, "email", 1000))
         return JSONResponse(await run_in_threadpool(conversation, conversation_id))
 
 

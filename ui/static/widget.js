@@ -27,7 +27,9 @@ function main(script) {
       down: "Not helpful", comment: "Tell us more (optional)", commentSend: "Send comment", thanks: "Thanks for your feedback.",
       more: "Thanks! Tell us more below if you like.", removed: "Rating removed.", typing: "The assistant is typing",
       unavailable: "Sorry, the chat is not available on this site.", offline: "Could not reach support. Please try again.",
-      you: "You", bot: "Assistant", log: "Conversation", unread: "new reply"},
+      you: "You", bot: "Assistant", log: "Conversation", unread: "new reply", csat: "How did we do? Rate us from 1 to 5",
+      rated: "Thanks for rating us!", email: "Your email address",
+      away: "Our team is back {}. Leave your email address for the answer:", sent: "Thanks! We'll also send the answer there."},
     fr: {open: "Ouvrir le chat", close: "Fermer le chat", support: "assistance", placeholder: "Posez votre question…",
       send: "Envoyer", person: "Parler à une personne", leave: "Je n'ai plus besoin d'une personne",
       waiting: "En attente d'une personne… Un conseiller vous répondra ici.", fresh: "Nouvelle conversation",
@@ -36,7 +38,9 @@ function main(script) {
       more: "Merci ! Dites-nous en plus ci-dessous si vous le souhaitez.", removed: "Avis retiré.",
       typing: "L'assistant écrit", unavailable: "Désolé, le chat n'est pas disponible sur ce site.",
       offline: "Impossible de joindre l'assistance. Réessayez.", you: "Vous", bot: "Assistant", log: "Conversation",
-      unread: "nouvelle réponse"},
+      unread: "nouvelle réponse", csat: "Notre aide vous a-t-elle plu ? Notez-nous de 1 à 5", rated: "Merci pour votre note !",
+      email: "Votre adresse e-mail", away: "Notre équipe revient {}. Laissez votre e-mail pour recevoir la réponse :",
+      sent: "Merci ! Nous enverrons aussi la réponse à cette adresse."},
     de: {open: "Chat öffnen", close: "Chat schließen", support: "Support", placeholder: "Ihre Frage…", send: "Senden",
       person: "Mit einem Menschen sprechen", leave: "Ich brauche keinen Menschen mehr",
       waiting: "Warten auf einen Menschen… Ein Mitarbeiter antwortet hier.", fresh: "Neues Gespräch",
@@ -45,7 +49,9 @@ function main(script) {
       more: "Danke! Schreiben Sie uns gern unten mehr.", removed: "Bewertung entfernt.", typing: "Der Assistent schreibt",
       unavailable: "Der Chat ist auf dieser Website leider nicht verfügbar.",
       offline: "Der Support ist nicht erreichbar. Bitte erneut versuchen.", you: "Sie", bot: "Assistent",
-      log: "Gespräch", unread: "neue Antwort"},
+      log: "Gespräch", unread: "neue Antwort", csat: "Wie waren wir? Bewerten Sie uns von 1 bis 5",
+      rated: "Danke für Ihre Bewertung!", email: "Ihre E-Mail-Adresse",
+      away: "Unser Team ist {} zurück. Ihre E-Mail-Adresse für die Antwort:", sent: "Danke! Wir senden die Antwort auch dorthin."},
     es: {open: "Abrir el chat", close: "Cerrar el chat", support: "soporte", placeholder: "Escribe tu pregunta…",
       send: "Enviar", person: "Hablar con una persona", leave: "Ya no necesito una persona",
       waiting: "Esperando a una persona… Un agente responderá aquí.", fresh: "Nueva conversación", agent: "Agente",
@@ -54,7 +60,9 @@ function main(script) {
       removed: "Valoración eliminada.", typing: "El asistente está escribiendo",
       unavailable: "Lo sentimos, el chat no está disponible en este sitio.",
       offline: "No se pudo contactar con soporte. Inténtalo de nuevo.", you: "Tú", bot: "Asistente", log: "Conversación",
-      unread: "respuesta nueva"}
+      unread: "respuesta nueva", csat: "¿Qué tal lo hicimos? Puntúanos del 1 al 5", rated: "¡Gracias por tu valoración!",
+      email: "Tu correo electrónico", away: "Nuestro equipo vuelve {}. Deja tu correo para recibir la respuesta:",
+      sent: "¡Gracias! También enviaremos la respuesta allí."}
   };
   const T = LABELS[String(data.lang || document.documentElement.lang || "en").toLowerCase().slice(0, 2)] || LABELS.en;
 
@@ -68,7 +76,8 @@ function main(script) {
     visitor: typeof kept.visitor === "string" && kept.visitor ? kept.visitor
       : Array.from(crypto.getRandomValues(new Uint8Array(12)), (b) => (b + 256).toString(16).slice(1)).join(""),
     open: !!load("sessionStorage").open,  // this tab's: a new tab starts with the panel closed
-    config: null, messages: [], status: "", busy: false, failed: false, loaded: false, rated: 0
+    config: null, messages: [], status: "", busy: false, failed: false, loaded: false, rated: 0,
+    closed: false, csat: false, away: "", emailLeft: false
   };
   const remember = () => {
     save("localStorage", {id: state.id, visitor: state.visitor});
@@ -121,6 +130,10 @@ button{cursor:pointer;border:0;background:none;margin:0;padding:0}
 .error{color:#b91c1c}
 .waiting{display:flex;align-items:center;gap:8px;padding:8px 14px;background:#fffbeb;border-top:1px solid #fde68a;font-size:13px}
 .waiting span{flex:1}
+.csat,.away{display:flex;flex-wrap:wrap;gap:6px;padding:8px 14px;background:#eff6ff;font-size:13px}
+.csat>span,.away>span{flex:1 1 100%}
+.scores button{width:36px;height:36px;margin-right:4px;border-radius:8px;border:1px solid var(--accent);background:#fff}
+.csat input,.away input{flex:1;min-width:0;border:1px solid #d1d5db;border-radius:8px;padding:6px 8px}
 .form{display:flex;gap:8px;padding:10px 12px;border-top:1px solid #e5e7eb}
 .form textarea{flex:1;resize:none;border:1px solid #d1d5db;border-radius:10px;padding:10px;min-height:44px;max-height:120px}
 .form button{border-radius:10px;padding:0 16px;min-height:44px;background:var(--accent);color:#fff;font-weight:600}
@@ -128,7 +141,7 @@ button:disabled{opacity:.5;cursor:default}
 .actions{padding:0 12px 10px}
 .actions button{font-size:13px;text-decoration:underline;padding:4px 2px}
 @media (max-width:520px){.panel{inset:0;width:100%;height:100%;max-height:none;border-radius:0}
- .open .launcher{display:none}.head button,.rate button,.actions button{min-width:44px;min-height:44px}}`;
+ .open .launcher{display:none}.head button,.rate button,.actions button,.scores button{min-width:44px;min-height:44px}}`;
   const ICONS = {
     chat: "M4 4h16a2 2 0 0 1 2 2v10a2 2 0 0 1-2 2H8l-4 4V6a2 2 0 0 1 2-2z",
     close: "M18.3 5.7 12 12l6.3 6.3-1.4 1.4L10.6 13.4 4.3 19.7l-1.4-1.4L9.2 12 2.9 5.7l1.4-1.4 6.3 6.3 6.3-6.3z",
@@ -174,12 +187,20 @@ button:disabled{opacity:.5;cursor:default}
   ui.waiting = el("div", {class: "waiting", hidden: true},
     [el("span", {text: T.waiting}), button(leaveQueue, {class: "small", text: T.leave})]);
   ui.notice = el("div", {class: "notice", role: "status"});
+  // A closed conversation's 1-5 rating, asked once; an email address for a hand-off while the team is away.
+  ui.note = el("input", {type: "text", placeholder: T.comment, "aria-label": T.comment, maxlength: "2000"});
+  ui.csat = el("div", {class: "csat", role: "group", "aria-label": T.csat, hidden: true}, [el("span", {text: T.csat}),
+    el("div", {class: "scores"}, [1, 2, 3, 4, 5].map((n) => button(() => rateConversation(n), {text: n}))), ui.note]);
+  ui.email = el("input", {type: "email", placeholder: "you@example.com", "aria-label": T.email, autocomplete: "email"});
+  ui.awayText = el("span");
+  ui.away = el("form", {class: "away", hidden: true, onsubmit: (event) => { event.preventDefault(); leaveEmail(); }},
+    [ui.awayText, ui.email, el("button", {type: "submit", class: "small", text: T.send})]);
   ui.input = el("textarea", {rows: "1", placeholder: T.placeholder, "aria-label": T.placeholder.replace("…", ""),
     enterkeyhint: "send"});
   ui.send = el("button", {type: "submit", text: T.send});
   ui.person = button(talkToPerson, {text: T.person});
   ui.panel = el("div", {class: "panel", id: "sb-panel", role: "dialog", "aria-labelledby": "sb-title", hidden: true}, [
-    el("div", {class: "head"}, [ui.title, ui.fresh, ui.close]), ui.log, ui.waiting, ui.notice,
+    el("div", {class: "head"}, [ui.title, ui.fresh, ui.close]), ui.log, ui.waiting, ui.away, ui.csat, ui.notice,
     el("form", {class: "form", onsubmit: (event) => { event.preventDefault(); ask(ui.input.value); }}, [ui.input, ui.send]),
     el("div", {class: "actions"}, [ui.person])]);
   ui.root = el("div", {class: "root"}, [ui.panel, ui.launcher]);
@@ -232,14 +253,16 @@ button:disabled{opacity:.5;cursor:default}
 
   function show(conversation) {  // the logged conversation replaces what the widget showed
     const before = signature(), agents = count("agent");
-    Object.assign(state, {id: conversation.conversation_id, messages: conversation.messages, status: conversation.status});
+    Object.assign(state, {id: conversation.conversation_id, messages: conversation.messages, status: conversation.status,
+      closed: !!conversation.closed, csat: !!conversation.rated, away: conversation.away || "", emailLeft: !!conversation.email_left});
     remember();
     if (state.loaded && !state.open && count("agent") > agents) unread(true);
     state.loaded = true;
     if (signature() !== before || !ui.log.childElementCount) render();
   }
   const count = (role) => state.messages.filter((m) => m.role === role).length;
-  const signature = () => state.status + "|" + state.messages.map((m) => `${m.id}:${m.rating}`).join(",");
+  const signature = () => [state.status, state.closed, state.csat, state.away, state.emailLeft].join() + "|" +
+    state.messages.map((m) => `${m.id}:${m.rating}`).join(",");
 
   // --- what the visitor does -------------------------------------------------------------------------------------
   function toggle(open, restoring) {  // restoring: reopened on a new page, without taking the page's focus
@@ -339,8 +362,26 @@ button:disabled{opacity:.5;cursor:default}
     ui.input.focus();
   }
 
+  async function rateConversation(score) {
+    try {
+      show(await postJSON("/csat", {conversation_id: state.id, score, comment: ui.note.value.trim()}));
+    } catch (error) { return failed(error); }
+    ui.note.value = "";
+    render();
+    notice(T.rated);
+  }
+
+  async function leaveEmail() {
+    const email = ui.email.value.trim();
+    if (!email) return;
+    try { show(await postJSON("/email", {conversation_id: state.id, email})); } catch (error) { return failed(error); }
+    ui.email.value = "";
+    render();
+    notice(T.sent);
+  }
+
   function newConversation() {
-    Object.assign(state, {id: "", messages: [], status: "", rated: 0});
+    Object.assign(state, {id: "", messages: [], status: "", rated: 0, closed: false, csat: false, away: "", emailLeft: false});
     remember();
     notice("");
     render();
@@ -387,6 +428,9 @@ button:disabled{opacity:.5;cursor:default}
     const waiting = state.status === "handed_off";
     ui.waiting.hidden = !waiting;
     ui.person.hidden = waiting;
+    ui.csat.hidden = !(state.closed && !state.csat && state.messages.length);
+    ui.away.hidden = !(state.away && !state.emailLeft);
+    ui.awayText.textContent = T.away.replace("{}", state.away);
     const box = ui.log.querySelector(".comment input");
     if (box && typed) box.value = typed;
     if (box && focused) box.focus();
