@@ -47,7 +47,7 @@ STAFF_HANDLERS = {
     "show_report": "ops", "start_job": "ops", "refresh_jobs": "ops", "end": None,
     "show_suggestions": "ops", "show_suggestions_1": "ops", "decide_suggestion": "ops", "start_learning": "ops",
     "show_sources": "ops", "add_site": "ops", "sync_sources": "ops", "follow_job": "ops",
-    "show_deliveries": "ops", "show_snippet": "ops",
+    "show_deliveries": "ops", "show_snippet": "ops", "save_origins": "ops",
 }
 # Handlers that run by themselves on every open page (on load, on a timer): for callers without the role they
 # stay silent, changing nothing on the page (restore also forgets a token that signs no one in).

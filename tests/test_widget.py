@@ -173,7 +173,8 @@ def test_bad_allowed_origins_stop_the_start(home_config):
 
     from chatbot import ConfigError
     from ui.service import SupportService
-    from ui.widget_api import add_widget_routes, parse_origins
+    from ui.origins import parse_origins
+    from ui.widget_api import add_widget_routes
 
     assert parse_origins([" https://Shop.example.com/ ", "http://localhost:8000", "*"]) == {
         "https://shop.example.com", "http://localhost:8000", "*"}
@@ -194,6 +195,25 @@ def test_the_snippet_for_ops(home_config):
         service.widget_snippet(token, 'https://x"><script>')
     with pytest.raises(AuthError):
         service.widget_snippet(service.login("agent", "agent")["token"])
+
+
+def test_ops_set_the_allowed_sites_and_the_widget_follows_at_once(home_config):
+    import tomllib
+
+    from fastapi.testclient import TestClient
+
+    from ui.app import build_app
+    from ui.service import ServiceError, SupportService
+
+    service = SupportService(home_config)
+    token = service.login("ops", "ops")["token"]
+    with TestClient(build_app(home_config, service)) as client:
+        assert client.get("/api/widget/config", headers={"Origin": SHOP}).status_code == 403
+        assert service.set_allowed_origins(token, [f" {SHOP} ", ""]) == [SHOP]
+        assert client.get("/api/widget/config", headers={"Origin": SHOP}).status_code == 200
+    assert tomllib.loads(home_config.config_file.read_text())["serve"]["allowed_origins"] == [SHOP]
+    with pytest.raises(ServiceError, match="serve.allowed_origins 'shop.example.com': expected an origin"):
+        service.set_allowed_origins(token, ["shop.example.com"])
 
 
 # --- in a real browser, on another site's pages -----------------------------------------------------------------------

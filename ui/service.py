@@ -15,7 +15,7 @@ from datetime import datetime
 from itertools import islice
 from pathlib import Path
 
-from chatbot import Config, LogError, Response, SupportBot
+from chatbot import Config, ConfigError, LogError, Response, SupportBot, save_settings
 from chatbot.analytics import analytics
 from chatbot.evaluate import load_evals
 from chatbot.policy import clean_message
@@ -29,6 +29,7 @@ from retrieval.sources import is_url
 
 from .auth import AuthError, Sessions, parse_accounts, uses_demo_password
 from .jobs import JobError, Jobs
+from .origins import parse_origins
 from .ratelimit import Caller, RateLimited, RateLimiter
 from .webhooks import Webhooks, agent_reply_data, handoff_data, rated_data
 
@@ -453,6 +454,18 @@ class SupportService:
         if not is_url(base) or any(c in base for c in "\"'<> "):
             raise ServiceError(f"{base[:100]!r}: give the bot's address, starting with http:// or https://")
         return f'<script src="{base}/widget.js" defer></script>'
+
+    def set_allowed_origins(self, token: str, origins: list[str]) -> list[str]:
+        """The sites that may carry the chat widget, saved to config.toml; the widget's routes read them on each
+        request, so a change applies at once."""
+        self.sessions.require(token, "ops")
+        cleaned = [o.strip() for o in origins if o.strip()]
+        try:
+            parse_origins(cleaned)
+        except ConfigError as err:
+            raise ServiceError(str(err)) from None
+        save_settings(self.config, {"serve.allowed_origins": cleaned})
+        return cleaned
 
     def gate_report(self, token: str, version: str) -> dict:
         """What the gate found for a version, as Markdown with the plot's path ("" when there is none): the latest

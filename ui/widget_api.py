@@ -30,9 +30,9 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from chatbot import ConfigError
 
 from .openai_api import RequestError, read_json
+from .origins import parse_origins
 from .ratelimit import Caller, RateLimited
 from .service import USER_ERRORS, SupportService
 
@@ -44,19 +44,6 @@ STREAM_INTERVAL = 0.05  # seconds between streamed drafts: each carries the whol
 REFUSED = "this site may not use the chat: its origin is not in serve.allowed_origins"
 
 Handler = Callable[[Request], Awaitable[Response]]
-
-
-def parse_origins(origins: list[str]) -> frozenset[str]:
-    """The configured origins, as browsers send them (scheme://host[:port], lower case, no path); "*" is any site."""
-    parsed = set()
-    for origin in origins:
-        value = origin.strip().lower().rstrip("/")
-        parts = urlsplit(value)
-        if value != "*" and (parts.scheme not in ("http", "https") or not parts.netloc or parts.path or parts.query):
-            raise ConfigError(f"serve.allowed_origins {origin!r}: expected an origin such as https://shop.example.com "
-                              "(scheme, host and port only)")
-        parsed.add(value)
-    return frozenset(parsed)
 
 
 def allowed_origin(request: Request, origins: frozenset[str]) -> str | None:
