@@ -318,6 +318,13 @@ def test_a_visitor_on_another_site_chats_rates_gets_a_person_and_keeps_the_conve
     page.locator("supportbot-widget .msg.agent", has_text=AGENT_REPLY).wait_for(timeout=10_000)  # live, by polling
     page.screenshot(path=str(ARTIFACTS / "30-widget-04-agent-reply.png"))
 
+    service.close(token, conversation_id)  # the agent closes it: the widget asks how we did, once
+    rating = page.get_by_role("group", name=re.compile("How did we do", re.I))
+    rating.wait_for(timeout=10_000)
+    rating.get_by_role("button", name="4", exact=True).click()
+    page.get_by_text("Thanks for rating us!").wait_for(timeout=10_000)
+    assert service.bot.log.csat(conversation_id)["score"] == 4 and rating.is_hidden()
+
     page.get_by_role("link", name="Another page").click()  # another page of the site, then a reload: the same chat
     page.wait_for_url("**/other.html")
     page.locator("supportbot-widget .msg.agent", has_text=AGENT_REPLY).wait_for(timeout=10_000)
