@@ -12,7 +12,7 @@ from .docx_loader import load_docx
 from .helpdesk_loader import export_entries, is_export
 from .html_loader import html_entry
 from .loaders import SUFFIXES as TEXT_SUFFIXES
-from .loaders import LoadOptions, load_file, named, parse_json, read_text, slugify
+from .loaders import LoadOptions, json_entries, load_file, named, parse_json, read_text, slugify
 from .pdf_loader import load_pdf
 from .records import Entry, IngestError
 
@@ -43,24 +43,20 @@ def read_file(path: Path, options: LoadOptions) -> list[Entry]:
         raise IngestError(f"{path}: unsupported file type '{path.suffix}' (use {FORMATS})")
     if suffix == ".zip":
         return _read_zip(path, options)
-    if suffix in TEXT_SUFFIXES and (suffix != ".json" or not _is_export(path)):
+    if suffix in TEXT_SUFFIXES and suffix != ".json":
         return load_file(path, options)
     if suffix == ".pdf":
         return named(path, lambda: load_pdf(path, options))
     if suffix == ".docx":
         return named(path, lambda: load_docx(path, options))
     text = read_text(path)  # its refusals name the file already
-    if suffix == ".json":
-        return named(path, lambda: export_entries(parse_json(text), options))
+    if suffix == ".json":  # a help-desk export, or entries of ours: parsed once to tell
+        try:
+            data = parse_json(text)
+        except IngestError as err:
+            raise IngestError(f"{path}: {err}") from None
+        return named(path, lambda: export_entries(data, options)) if is_export(data) else json_entries(path, data, options)
     return named(path, lambda: [html_entry(text, "", slugify(path.stem) or "page", options)])
-
-
-def _is_export(path: Path) -> bool:
-    """Whether a JSON file is a help-desk export rather than our entries (a broken one is reported as ours are)."""
-    try:
-        return is_export(parse_json(read_text(path)))
-    except IngestError:
-        return False
 
 
 def _read_zip(path: Path, options: LoadOptions) -> list[Entry]:

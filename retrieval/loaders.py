@@ -141,7 +141,15 @@ def parse_json(text: str, line: int = 1) -> object:
 
 
 def _json_rows(text: str) -> list[_Row]:
-    data = parse_json(text)
+    return _data_rows(parse_json(text))
+
+
+def json_entries(path: Path, data: object, options: LoadOptions) -> list[Entry]:
+    """The entries of a JSON file already parsed (retrieval.files reads it once to tell an export from ours)."""
+    return named(path, lambda: _merge(_data_rows(data), options, path))
+
+
+def _data_rows(data: object) -> list[_Row]:
     if isinstance(data, dict) and isinstance(data.get("entries"), list):
         data = data["entries"]
     if not isinstance(data, list):

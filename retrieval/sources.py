@@ -103,9 +103,11 @@ def _articles(pages: list[CrawledPage], options: LoadOptions) -> tuple[list[Entr
             entries.append(entry)
     copies = Counter(e.answer for e in entries)
     kept: dict[str, Entry] = {}
+    texts: set[str] = set()
     for entry in entries:
-        if copies[entry.answer] < TEMPLATE_COPIES and not any(k.answer == entry.answer for k in kept.values()):
-            kept.setdefault(entry.id, entry)
+        if copies[entry.answer] < TEMPLATE_COPIES and entry.answer not in texts and entry.id not in kept:
+            kept[entry.id] = entry
+            texts.add(entry.answer)
     return list(kept.values()), len(pages) - len(kept)
 
 
