@@ -54,7 +54,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -68,7 +68,7 @@ sys.path.insert(0, str(ROOT))
 import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 
-from retrieval import Embedder, KnowledgeBase, RetrievalSettings, evaluate_retrieval, load_queries  # noqa: E402
+from retrieval import Embedder, KnowledgeBase, RetrievalSettings, evaluate_perturbed, evaluate_retrieval, load_queries  # noqa: E402
 from retrieval.embedder import RUNTIMES  # noqa: E402
 from retrieval.store import Store  # noqa: E402
 
@@ -309,6 +309,8 @@ class Quality:
     queries_file: str
     rows: list[dict]  # RetrievalReport.summary() per mode
     hybrid_vs_dense_top1: float
+    # hybrid top-1 with the queries perturbed (`--perturb all`), spelling correction on (the default) and off
+    perturbed: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -468,7 +470,8 @@ def bench_encoders(bench: Bench, queries: list[str]) -> Encoders:
                     round(rows[0].query.p50 / rows[-1].query.p50, 2))
 
 
-def bench_quality(bench: Bench, embedder: Embedder) -> Quality:
+def bench_quality(bench: Bench, embedder: Embedder, perturbed: bool = False) -> Quality:
+    """`perturbed`: also the hybrid top-1 of the queries perturbed, spelling correction on and off."""
     with bench.fresh_kb("quality", embedder) as (kb, tmp):
         log(f"quality: ingesting data/kb ({embedder.runtime})")
         kb.add([ROOT / "data/kb"])
@@ -482,7 +485,15 @@ def bench_quality(bench: Bench, embedder: Embedder) -> Quality:
             results.append(r.summary())
         by_mode = {r["mode"]: r for r in results}
         ratio = by_mode["hybrid"]["top1"] / by_mode["dense"]["top1"] if by_mode["dense"]["top1"] else float("inf")
-        return Quality(embedder.runtime, kb.stats()["entries"], str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else "parts", results, round(ratio, 3))
+        noisy = {}
+        for spelling in (True, False) if perturbed else ():
+            log(f"quality: the same queries perturbed, spelling correction {'on' if spelling else 'off'}")
+            kb.settings = replace(kb.settings, spelling=spelling)
+            clean = by_mode["hybrid"]["top1"] if spelling else evaluate_retrieval(kb, rows).top1
+            noisy[f"spelling {'on' if spelling else 'off'}"] = {"clean": clean} | {
+                kind: r["top1"] for kind, r in evaluate_perturbed(kb, rows, "all").items()}
+        return Quality(embedder.runtime, kb.stats()["entries"], str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else "parts",
+                       results, round(ratio, 3), noisy)
 
 
 def bench_ingest(bench: Bench, n: int) -> list[Ingest]:
@@ -625,6 +636,12 @@ def render(env: dict, encoders: Encoders, qualities: list[Quality], ingests: lis
          for q in qualities for r in q.rows],
     ))
     out.append(f"hybrid / dense top-1 ({quality.runtime}): {quality.hybrid_vs_dense_top1:.3f}x")
+    out.append(table(
+        f"1b. Customers in a hurry: hybrid top-1 with every query perturbed (retrieval.perturb, {quality.runtime}); "
+        "target: all within 0.03 of clean with spelling on",
+        ["spelling correction", "clean", "typos", "lower case", "chatty", "all"],
+        [[label, r["clean"], r["typos"], r["lowercase"], r["chatty"], r["all"]] for label, r in quality.perturbed.items()],
+    ))
 
     summaries = [i.summary() for i in ingests]
     s = summaries[0]
@@ -736,7 +753,7 @@ def main(argv: list[str] | None = None) -> int:
     bench.probe_cpu("start")
     log("query encoders side by side")
     encoders = bench_encoders(bench, queries)
-    qualities = [bench_quality(bench, e) for e in [bench.embedder, *bench.float_embedders.values()]]
+    qualities = [bench_quality(bench, bench.embedder, perturbed=True), *(bench_quality(bench, e) for e in bench.float_embedders.values())]
     bench.probe_cpu("before ingest")
     ingests = bench_ingest(bench, args.ingest_entries)
     scales = []

@@ -15,6 +15,7 @@ from .calibration import brier, fit_logistic
 from .fusion import features
 from .kb import KnowledgeBase
 from .loaders import read_text
+from .perturb import KINDS, perturb
 from .records import IngestError
 
 
@@ -100,6 +101,7 @@ def evaluate_retrieval(
     cal_y: list[int] = []
     confidences: list[float] = []
     misses = []
+    kb.prepare()  # the speller and the entry classifier from the first query on
     for i, row in enumerate(rows):
         started = time.perf_counter()
         hits = kb.search(row["query"], k=10, mode=mode)
@@ -134,6 +136,19 @@ def evaluate_retrieval(
         misses=misses,
         calibration_data=(cal_x, cal_y),
     )
+
+
+def evaluate_perturbed(kb: KnowledgeBase, rows: list[dict], kind: str, mode: str = "hybrid",
+                       progress: Callable[[int, int], None] | None = None) -> dict[str, dict]:
+    """{kind: top1, recall_at_5, mrr} with every query perturbed (`retrieval.perturb`); "all" gives each kind
+    alone and all of them together."""
+    kinds = [*KINDS, "all"] if kind == "all" else [kind]
+    out = {}
+    for n, one in enumerate(kinds):
+        step = (lambda i, total, n=n: progress(n * total + i, total * len(kinds))) if progress else None
+        report = evaluate_retrieval(kb, [{**row, "query": perturb(row["query"], one)} for row in rows], mode, step)
+        out[one] = {key: getattr(report, key) for key in ("top1", "recall_at_5", "mrr")}
+    return out
 
 
 def _mean(values: list) -> float:

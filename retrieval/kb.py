@@ -8,6 +8,7 @@ app serving while ops promote a retriever follows the switch, as it follows inge
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 import threading
 import time
 from collections import OrderedDict
@@ -21,10 +22,12 @@ import numpy as np
 
 from .dense import DenseIndex
 from .embedder import Embedder
+from .entry_classifier import EntryClassifier, Scoring, fit_entry_classifier
 from .fusion import best_per_entry, fuse, variant_votes
 from .crawl import CrawlOptions
 from .loaders import LoadOptions, faq_entry
 from .prototypes import Prototypes
+from .spelling import Speller
 from .records import Entry, IngestError, SearchHit, Source
 from .settings import RetrievalSettings
 from .sources import SourceRead, describe, read_source
@@ -65,8 +68,10 @@ class KnowledgeBase:
         self.cache_dir = self.folder  # where embedders keep their ONNX export
         self._given = embedder  # used for the configured embedder ("") whatever the runtime
         self._embedders: dict[tuple[str, str], Embedder] = {}
-        self._prototypes: tuple[str, Prototypes] | None = None  # (index token, its entries' prototypes)
-        self._prototypes_lock = threading.Lock()
+        # what searches derive from one version of the index (speller, prototypes, entry classifier): name -> (token, it)
+        self._derived: dict[str, tuple[str, object]] = {}
+        self._derived_lock = threading.Lock()
+        self._rebuilding: set[str] = set()  # names whose newer version a background thread is building
         # (index, token, folder and runtime of the embedder its vectors come from): replaced in one assignment,
         # so a search never pairs one index with another's embedder
         self._loaded: tuple[DenseIndex | None, str, str, str] = (None, "", "", "")
@@ -361,19 +366,86 @@ class KnowledgeBase:
         index, token, path, runtime = self._loaded
         return index, token, self.embedder_at(path, runtime)
 
-    def _prototypes_at(self, token: str) -> Prototypes | None:
-        """The prototypes of the index with this token, built at the first search that needs them (not at
-        ingest: an ingest never searches, and a large knowledge base reads every question vector for them);
-        None if the store has moved on since (the next search builds the new ones)."""
-        with self._prototypes_lock:
-            if self._prototypes is None or self._prototypes[0] != token:
-                with self.store.snapshot() as db:
-                    if Store.meta_in(db, "index_token") != token:
-                        return None
-                    units = Store.question_entries(db)
-                    _, matrix = Store.vectors_for(db, [(uid, key) for uid, key, _ in units], self.embedder_in(db).dim)
-                self._prototypes = token, Prototypes([entry_id for _, _, entry_id in units], matrix)
-            return self._prototypes[1]
+    # --- what searches derive from one version of the index -----------------------------------------
+
+    def _derivations(self) -> dict[str, tuple[Callable, Callable, str]]:
+        """name -> (read(db), make(what was read), when a newer index is out): made at the first search that
+        needs it, not at ingest (an ingest never searches, and on a large knowledge base it reads every text or
+        question vector). "wait": the search builds it; "stale": one made for an earlier version serves while
+        the new one is built in the background (the speller: a vocabulary a write behind still corrects, and a
+        large one takes seconds); "background": always built in the background (the entry classifier is
+        cross-validated: up to a minute), the search going on without it meanwhile."""
+        return {"speller": (_texts, Speller, "stale"),
+                "prototypes": (self._question_vectors_in, lambda read: Prototypes(*read), "wait"),
+                "classifier": (self._question_vectors_in, self._fit_classifier, "background")}
+
+    def _derived_at(self, name: str, token: str):
+        read, make, when = self._derivations()[name]
+        with self._derived_lock:
+            held = self._derived.get(name)
+            if held is not None and held[0] == token:
+                return held[1]
+            if when != "wait" and (held is not None or when == "background"):
+                if name not in self._rebuilding:
+                    self._rebuilding.add(name)
+                    threading.Thread(target=self._build_aside, args=(name, token), daemon=True).start()
+                return held[1] if held is not None else None
+        return self._build_derived(name, token)
+
+    def _build_aside(self, name: str, token: str) -> None:
+        try:
+            self._build_derived(name, token)
+        except sqlite3.ProgrammingError:  # the knowledge base was closed meanwhile: nobody needs it any more
+            pass
+
+    def _build_derived(self, name: str, token: str):
+        """Read in one read transaction, made outside it; None if the store has moved on from `token`."""
+        read, make, _ = self._derivations()[name]
+        with self.store.snapshot() as db:
+            current = Store.meta_in(db, "index_token") == token
+            data = read(db) if current else None
+        value = make(data) if current else None  # a classifier that does not help is None, and kept as such
+        with self._derived_lock:
+            self._rebuilding.discard(name)
+            if current:
+                self._derived[name] = token, value
+        return value
+
+    def prepare(self) -> None:
+        """Build now, for the index as it is, everything searches derive from it (the speller, the prototypes,
+        the entry classifier): an evaluation scores every query alike, and a server starts ready."""
+        _, token, _ = self._loaded_index()
+        for name in self._derivations():
+            held = self._derived.get(name)
+            if held is None or held[0] != token:
+                self._build_derived(name, token)
+
+    def _question_vectors_in(self, db) -> tuple[list[str], np.ndarray]:
+        """(entry id of each question variant, their vectors)."""
+        units = Store.question_entries(db)
+        _, matrix = Store.vectors_for(db, [(uid, key) for uid, key, _ in units], self.embedder_in(db).dim)
+        return [entry_id for _, _, entry_id in units], matrix
+
+    def _fit_classifier(self, read: tuple[list[str], np.ndarray]) -> EntryClassifier | None:
+        s = self.settings
+        return fit_entry_classifier(*read, Scoring(s.variant_vote, s.prototype_weight, s.prototype_full_up_to))
+
+    def _entry_votes(self, vector: np.ndarray, token: str, dense: list[tuple[str, float, str]],
+                     dense_hits: list[tuple[int, float]], units: dict[int, tuple[str, str]]) -> dict[str, float]:
+        """What each entry's score gets beyond its nearest unit's cosine: the vote of its other matching
+        variants, the pull towards its prototype, and the entry classifier's say where one is kept."""
+        s = self.settings
+        votes = variant_votes(dense_hits, units, s.variant_vote)
+        prototypes = self._derived_at("prototypes", token) if s.prototype_weight > 0 else None
+        extra = [prototypes.pull(vector, dense, s.prototype_weight, s.prototype_full_up_to)] if prototypes is not None else []
+        classifier = self._derived_at("classifier", token) if s.entry_classifier else None
+        if classifier is not None:
+            said = classifier.scores(vector)
+            extra.append({entry_id: said[entry_id] for entry_id, _, _ in dense if entry_id in said})
+        for more in extra:
+            for entry_id, value in more.items():
+                votes[entry_id] = votes.get(entry_id, 0.0) + value
+        return votes
 
     def embedder_in(self, db) -> Embedder:
         return self.embedder_at(Store.meta_in(db, "embedder") or "", self._runtime_in(db))
@@ -401,7 +473,10 @@ class KnowledgeBase:
         if not query:
             return []
         n = self.settings.candidates
-        index, token, embedder = self._loaded_index() if mode != "lexical" else (None, "", None)
+        index, token, embedder = self._loaded_index() if mode != "lexical" else (None, self.store.index_token(), None)
+        speller = self._derived_at("speller", token) if self.settings.spelling else None
+        if speller is not None:
+            query, context = speller.correct(query), speller.correct(context)
         words = f"{context} {query}"[-MAX_QUERY_CHARS:] if context else query
         lexical = self._lexical_thread.submit(self.store.lexical, words, n, self.settings.lexical_budget) if mode != "dense" else None
         vector = self._leaning_vector(query, context, context_weight, embedder) if index else None
@@ -409,11 +484,7 @@ class KnowledgeBase:
         lexical_hits = lexical.result() if lexical else []
         units = self.store.unit_entries(list({uid for uid, _ in dense_hits + lexical_hits}))
         dense = best_per_entry(dense_hits, units)
-        votes = variant_votes(dense_hits, units, self.settings.variant_vote)
-        prototypes = self._prototypes_at(token) if index and self.settings.prototype_weight > 0 else None
-        if prototypes is not None:
-            for entry_id, pull in prototypes.pull(vector, dense, self.settings.prototype_weight).items():
-                votes[entry_id] = votes.get(entry_id, 0.0) + pull
+        votes = self._entry_votes(vector, token, dense, dense_hits, units) if index else {}
         ranked = fuse(dense, best_per_entry(lexical_hits, units), self.settings, mode, votes)[:k]
         info = self.store.entry_info([c.entry_id for c in ranked])
         return [
@@ -459,6 +530,10 @@ class KnowledgeBase:
         counts = self.store.counts()
         size = sum(p.stat().st_size for p in self.folder.iterdir() if p.is_file())
         return {**counts, "index_kind": self.store.meta("index_kind", "flat"), "disk_bytes": size}
+
+
+def _texts(db) -> list[str]:
+    return list(Store.unit_texts(db))
 
 
 def _registered(source: Source, known: dict[str, Source]) -> Source:

@@ -316,6 +316,12 @@ class Store:
         return db.execute("SELECT uid, vector_key FROM units WHERE vector_key IS NOT NULL ORDER BY uid").fetchall()
 
     @staticmethod
+    def unit_texts(db: sqlite3.Connection) -> Iterator[str]:
+        """The title and text of every unit (variants and passages): the knowledge base's vocabulary."""
+        for title, text in db.execute("SELECT title, text FROM units"):
+            yield f"{title} {text}"
+
+    @staticmethod
     def question_entries(db: sqlite3.Connection) -> list[tuple[int, str, str]]:
         """(uid, vector key, entry id) of every embedded question variant."""
         return db.execute("SELECT uid, vector_key, entry_id FROM units WHERE kind = 'question' AND vector_key IS NOT NULL ORDER BY uid").fetchall()

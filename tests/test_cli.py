@@ -62,6 +62,13 @@ def test_eval_retrieval_reports_the_contract_keys(run, tmp_path):
     assert {"top1", "recall_at_5", "mrr", "latency_ms_p50", "latency_ms_p95", "n"} <= set(report)
     assert report["n"] == 2 and report["n_out_of_scope"] == 1 and report["top1"] == 1.0
 
+    status, out, _ = run("eval", "retrieval", str(queries), "--json", "--perturb", "all")
+    perturbed = json.loads(out)["perturbed"]
+    assert status == 0 and set(perturbed) == {"typos", "lowercase", "chatty", "all"}
+    assert all({"top1", "recall_at_5", "mrr"} == set(r) for r in perturbed.values())
+    status, out, _ = run("eval", "retrieval", str(queries), "--perturb", "typos")
+    assert status == 0 and "perturbed typos     top1" in out
+
 
 def test_eval_calibrate_saves_the_fit(run, tmp_path):
     run("kb", "add", str(write(tmp_path / "faq.csv", FAQ)))

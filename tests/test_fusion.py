@@ -8,7 +8,7 @@ import numpy as np
 from retrieval import RetrievalSettings
 from retrieval.calibration import brier, fit_logistic
 from retrieval.fusion import best_per_entry, confidence, features, fuse, variant_votes
-from retrieval.prototypes import Prototypes
+from retrieval.prototypes import Prototypes, pull_weight
 
 
 def test_an_entry_scores_by_its_best_unit():
@@ -84,8 +84,40 @@ def test_an_entry_whose_variants_surround_the_query_outranks_one_odd_close_varia
     best_a = float(vectors[0] @ query)
     s = RetrievalSettings()
     assert fuse(dense, [], s)[0].entry_id == "b"
-    pull = prototypes.pull(query, dense, 0.5)
+    pull = prototypes.pull(query, dense, 0.5, full_up_to=10)
     assert set(pull) == {"a"} and math.isclose(pull["a"], 0.5 * (1.0 - best_a), rel_tol=1e-5)
     ranked = fuse(dense, [], s, votes=pull)
     assert ranked[0].entry_id == "a" and ranked[0].dense == best_a  # the calibration still reads the best cosine
-    assert prototypes.pull(query, dense, 0.0) == {}
+    assert prototypes.pull(query, dense, 0.0, full_up_to=10) == {}
+
+
+def test_the_pull_to_the_prototype_shrinks_as_an_entry_gains_variants():
+    """Synthetic clouds: "many" has 60 tight variants in two clusters, the query close to one of them (as a
+    new phrasing of a well-covered entry is); "few" has 3 spread variants around the query. The prototype of
+    "many" lies between its clusters, far from the query: pulled all the way at the full weight it would lose
+    to "few", which its nearest variant beats."""
+    rng = np.random.default_rng(0)
+
+    def cloud(centre, n, spread):
+        v = np.asarray(centre, dtype=np.float32) + spread * rng.standard_normal((n, 3)).astype(np.float32)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    query = np.array([1.0, 0.0, 0.0], dtype=np.float32)
+    many = np.vstack([cloud([1, 0.05, 0], 30, 0.02), cloud([0, 1, 0], 30, 0.02)])
+    few = cloud([1, 0.35, 0.3], 3, 0.15)
+    ids = ["many"] * 60 + ["few"] * 3
+    vectors = np.vstack([many, few])
+    prototypes = Prototypes(ids, vectors)
+    units = {i + 1: (entry_id, f"q{i}") for i, entry_id in enumerate(ids)}
+    dense = best_per_entry([(uid, float(vectors[uid - 1] @ query)) for uid in units], units)
+    assert dense[0][0] == "many"  # nearest variant alone
+    s = RetrievalSettings()
+
+    def top(full_up_to):
+        return fuse(dense, [], s, votes=prototypes.pull(query, dense, 0.5, full_up_to))[0].entry_id
+
+    assert top(full_up_to=0) == "few"  # the same pull at every size: the blurred mean of "many" loses
+    assert top(full_up_to=10) == "many"  # shrunk to 0.5 * 10 / 60 for "many"
+    pull = prototypes.pull(query, dense, 0.5, full_up_to=10)
+    assert math.isclose(pull["few"] / (0.5 * (float(prototypes.matrix[prototypes.row["few"]] @ query) - dense[1][1])), 1.0, rel_tol=1e-4)
+    assert pull_weight(0.5, 3, 10) == 0.5 and math.isclose(pull_weight(0.5, 60, 10), 0.5 / 6)

@@ -14,7 +14,7 @@ from chatbot import ConversationLog
 from chatbot.versions import Versions
 from retrieval import Embedder, Entry, Passage
 from training.retriever import (EntryBatchSampler, Pair, Resolved, RetrieverSettings, clusters, epochs_for, hold_out, kb_pairs,
-                                log_pairs, resolved_queries, train_retriever)
+                                log_pairs, perturbed_pairs, resolved_queries, train_retriever)
 from ui.cli import main
 
 FAQ = """id,question,answer,title
@@ -99,6 +99,13 @@ def test_pairs_from_the_knowledge_base(make_kb, tmp_path):
     assert hours.positive == "Opening hours\nFrom 9 to 5 on weekdays."  # a lone variant finds its answer passage
     assert {p.anchor for p in pairs if p.key.startswith("returns-policy#")} == {"Returns policy > Refunds", "Returns policy > Exchanges"}
     assert Counter(p.key for p in kb_pairs(entries, max_variants=2))["ship-ca"] == 3
+
+    extra = perturbed_pairs(pairs, 0.5, seed=0)  # half the question pairs again, as typed in a hurry
+    questions = [p for p in pairs if "#" not in p.key]
+    assert len(extra) == round(len(questions) / 2) and all("#" not in p.key for p in extra)
+    assert all(p.anchor not in {q.anchor for q in questions} for p in extra)
+    assert {(p.positive, p.key) for p in extra} <= {(q.positive, q.key) for q in questions}
+    assert perturbed_pairs(pairs, 0.5, seed=0) == extra and perturbed_pairs(pairs, 0.0, seed=0) == []
 
     kept, held = hold_out(entries)
     assert sorted(e for _, e in held) == ["gift-exp", "phone", "ship-ca"]  # entries with 3+ variants lose one

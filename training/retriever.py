@@ -34,6 +34,7 @@ from chatbot import Config, ConversationLog
 from chatbot.versions import Card, Versions, now, write_json
 from retrieval import Embedder, Entry, KnowledgeBase, evaluate_retrieval
 from retrieval.kb import embed_text
+from retrieval.perturb import CHOICES as KINDS_ALL, perturb
 
 from .examples import _context, data_hash, is_heldout
 from .runs import TrainError, new_version_name
@@ -58,6 +59,9 @@ class RetrieverSettings:
     max_variants: int = 0  # question variants per entry used for pairs (0 = all)
     hard_negatives: bool = True  # batches drawn from clusters of nearby entries
     scale: float = 20.0  # MultipleNegativesRankingLoss: 1 / temperature
+    # Share of question pairs trained a second time with the question as a customer in a hurry types it
+    # (`retrieval.perturb`: typos, lower case, chatty openings, all of them, in turn); 0 = off.
+    perturbed: float = 0.0
     seed: int = 0
     threads: int = 0  # torch threads (0 = leave default)
     logging_steps: int = 10
@@ -300,6 +304,15 @@ def entry_vectors(embedder: Embedder, pairs: list[Pair], progress: Progress | No
     return {e: v / (np.linalg.norm(v) or 1.0) for e, v in sums.items()}
 
 
+def perturbed_pairs(pairs: list[Pair], share: float, seed: int) -> list[Pair]:
+    """Copies of `share` of the question pairs (a document passage's heading is no customer's typing) with the
+    question perturbed, the kinds taken in turn, so the embedder learns that a slip changes nothing."""
+    questions = [p for p in pairs if "#" not in p.key]
+    chosen = np.random.default_rng(seed).permutation(len(questions))[: round(share * len(questions))]
+    return [Pair(perturb(questions[i].anchor, KINDS_ALL[n % len(KINDS_ALL)], seed), questions[i].positive, questions[i].key)
+            for n, i in enumerate(sorted(chosen))]
+
+
 def epochs_for(n_pairs: int, settings: RetrieverSettings) -> float:
     """Passes over the pairs: `epochs`, fewer past the pair budget. On bench/retriever.py (2 cores), two epochs
     over 10,000 short synthetic variants took 836 s; over Banking77's 10,003 longer queries, 864 s (1,486 s
@@ -317,6 +330,7 @@ def train_retriever(base_path: Path, pairs: list[Pair], out_dir: Path, settings:
     started = time.monotonic()
     if not pairs:
         raise ValueError("retriever: no training pairs")
+    pairs = pairs + perturbed_pairs(pairs, settings.perturbed, settings.seed)
     import torch
     from datasets import Dataset
     from sentence_transformers import (SentenceTransformer, SentenceTransformerTrainer,

@@ -23,7 +23,8 @@ from chatbot.backends import BackendError  # noqa: E402
 from chatbot.conversation_eval import evaluate_conversations, load_conversations  # noqa: E402
 from chatbot.evaluate import evaluate_answers, load_answer_rows, save_eval  # noqa: E402
 from chatbot.gguf_export import EXPORT_TYPES, export_weights  # noqa: E402
-from retrieval import EvalFileError, IngestError, evaluate_retrieval, load_queries  # noqa: E402
+from retrieval import EvalFileError, IngestError, evaluate_perturbed, evaluate_retrieval, load_queries  # noqa: E402
+from retrieval.perturb import CHOICES as PERTURBATIONS  # noqa: E402
 
 from .progress import TerminalProgress  # noqa: E402
 
@@ -200,6 +201,8 @@ def eval_retrieval(args, config):
     bar = TerminalProgress(not args.quiet)
     report = evaluate_retrieval(kb, rows, mode=args.mode, progress=lambda d, t: bar("queries", d, t))
     summary = report.summary()
+    if args.perturb:
+        summary["perturbed"] = evaluate_perturbed(kb, rows, args.perturb, args.mode, progress=lambda d, t: bar(args.perturb, d, t))
     try:  # before saving anything: the fit may refuse
         weights = report.fit_calibration() if args.calibrate else None
     except ValueError as err:
@@ -209,7 +212,9 @@ def eval_retrieval(args, config):
         save_settings(config, {"retrieval.calibration": weights})
         summary["calibration"] = weights
         print(f"calibration {weights} saved to {config.config_file}", file=sys.stderr)
-    lines = [f"{k:16} {v}" for k, v in summary.items()]
+    lines = [f"{k:16} {v}" for k, v in summary.items() if k != "perturbed"]
+    lines += [f"perturbed {kind:9} top1 {r['top1']} (clean {summary['top1']}), recall@5 {r['recall_at_5']}, MRR {r['mrr']}"
+              for kind, r in summary.get("perturbed", {}).items()]
     lines += [f"miss line {m['line']}: {m['query']!r} expected {m['expected']} got {m['got']}" for m in report.misses[: args.misses]]
     emit(args, summary, "\n".join(lines))
     return 0
@@ -356,7 +361,8 @@ def train_retriever_command(args, config):
     if args.epochs is not None:  # asked for: not cut by the pair budget
         given["pair_budget"] = 0
     settings = RetrieverSettings(max_steps=args.max_steps, max_variants=args.max_variants, hard_negatives=not args.no_hard_negatives,
-                                 seed=args.seed, threads=args.threads, **{k: v for k, v in given.items() if v is not None})
+                                 perturbed=args.perturbed, seed=args.seed, threads=args.threads,
+                                 **{k: v for k, v in given.items() if v is not None})
     log = (lambda line: print(line, file=sys.stderr)) if not args.quiet else None
     card = run_retriever(config, settings, args.parent or "", TerminalProgress(not args.quiet), log)
     train, heldout = card.metrics["train"], card.metrics.get("heldout")
@@ -576,6 +582,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("--mode", choices=["hybrid", "dense", "lexical"], default="hybrid")
     p.add_argument("--calibrate", action="store_true", help="fit the confidence calibration and save it to config.toml")
+    p.add_argument("--perturb", choices=PERTURBATIONS, help="also ask every query as a customer in a hurry would type it "
+                   "(seeded: typos, lower case, chatty openings; all = each and all together) and report clean against perturbed")
     p.add_argument("--misses", type=int, default=10, help="how many misses to list (text output)")
 
     p = add(sub, "ask", "answer one question with sources and confidence")
@@ -635,6 +643,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-variants", type=int, default=0, help="retriever: question variants per entry to train on (0 = all)")
     p.add_argument("--no-hard-negatives", action="store_true",
                    help="retriever: batches of random entries instead of clusters of nearby ones")
+    p.add_argument("--perturbed", type=float, default=0.0, metavar="SHARE",
+                   help="retriever: train this share of the question pairs again with the question typed in a hurry "
+                        "(typos, lower case, chatty; see eval retrieval --perturb)")
     p.add_argument("--max-length", type=int, default=1024)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
