@@ -72,6 +72,7 @@ class KnowledgeBase:
         self._derived: dict[str, tuple[str, object]] = {}
         self._derived_lock = threading.Lock()
         self._rebuilding: set[str] = set()  # names whose newer version a background thread is building
+        self._derivations = self._derivation_table()  # read on every search: made once
         # (index, token, folder and runtime of the embedder its vectors come from): replaced in one assignment,
         # so a search never pairs one index with another's embedder
         self._loaded: tuple[DenseIndex | None, str, str, str] = (None, "", "", "")
@@ -368,7 +369,7 @@ class KnowledgeBase:
 
     # --- what searches derive from one version of the index -----------------------------------------
 
-    def _derivations(self) -> dict[str, tuple[Callable, Callable, str]]:
+    def _derivation_table(self) -> dict[str, tuple[Callable, Callable, str]]:
         """name -> (read(db), make(what was read), when a newer index is out): made at the first search that
         needs it, not at ingest (an ingest never searches, and on a large knowledge base it reads every text or
         question vector). "wait": the search builds it; "stale": one made for an earlier version serves while
@@ -380,7 +381,7 @@ class KnowledgeBase:
                 "classifier": (self._question_vectors_in, self._fit_classifier, "background")}
 
     def _derived_at(self, name: str, token: str):
-        read, make, when = self._derivations()[name]
+        _, _, when = self._derivations[name]
         with self._derived_lock:
             held = self._derived.get(name)
             if held is not None and held[0] == token:
@@ -400,7 +401,7 @@ class KnowledgeBase:
 
     def _build_derived(self, name: str, token: str):
         """Read in one read transaction, made outside it; None if the store has moved on from `token`."""
-        read, make, _ = self._derivations()[name]
+        read, make, _ = self._derivations[name]
         with self.store.snapshot() as db:
             current = Store.meta_in(db, "index_token") == token
             data = read(db) if current else None
@@ -415,7 +416,7 @@ class KnowledgeBase:
         """Build now, for the index as it is, everything searches derive from it (the speller, the prototypes,
         the entry classifier): an evaluation scores every query alike, and a server starts ready."""
         _, token, _ = self._loaded_index()
-        for name in self._derivations():
+        for name in self._derivations:
             held = self._derived.get(name)
             if held is None or held[0] != token:
                 self._build_derived(name, token)
