@@ -8,7 +8,7 @@ export TRANSFORMERS_OFFLINE := 1
 export GRADIO_ANALYTICS_ENABLED := False
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install browser run test test-fast bench demo-adapter clean
+.PHONY: install browser postgres run test test-fast bench demo-adapter clean
 
 install: $(VENV)/.installed
 
@@ -28,11 +28,15 @@ $(VENV)/.installed: pyproject.toml
 browser:
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 
+# The tests' PostgreSQL cases start a throw-away server (tests/pgcluster.py) from Debian's postgresql package.
+postgres:
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq postgresql >/dev/null)
+
 run: install
 	$(BIN)/supportbot kb add data/kb
 	$(BIN)/supportbot serve
 
-test: install browser
+test: install browser postgres
 	$(PY) -m pytest -q -ra
 
 test-fast: install

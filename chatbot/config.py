@@ -18,6 +18,7 @@ from pathlib import Path
 
 from retrieval import RetrievalSettings
 from retrieval.crawl import CrawlOptions
+from retrieval.database import redacted
 
 ENV_PREFIX = "SUPPORTBOT_"
 
@@ -196,6 +197,15 @@ class LearnSettings:
 
 
 @dataclass
+class StorageSettings:
+    """Where the shared state lives: the home's SQLite files (the embedded default), or a PostgreSQL database that
+    several app replicas share (docs/operations.md#running-on-several-machines). Today that database holds the
+    conversation log (conversations, messages, ratings, agents' actions, suggestions, CSAT)."""
+
+    database_url: str = ""  # "" = SQLite under the home; "postgresql://user:password@host:5432/name"
+
+
+@dataclass
 class Config:
     home: Path = Path()
     kb: str = "default"  # which knowledge base (a folder under home/kb/)
@@ -207,6 +217,7 @@ class Config:
     gate: GateSettings = field(default_factory=GateSettings)
     limits: RateLimits = field(default_factory=RateLimits)
     learn: LearnSettings = field(default_factory=LearnSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
 
     def kb_dir(self, name: str | None = None) -> Path:
         name = name or self.kb
@@ -221,6 +232,11 @@ class Config:
     @property
     def log_file(self) -> Path:
         return self.home / "conversations.sqlite"
+
+    @property
+    def log_database(self) -> Path | str:
+        """The conversation log's database: the PostgreSQL URL when one is set, else the home's SQLite file."""
+        return self.storage.database_url or self.log_file
 
     @property
     def models_dir(self) -> Path:
@@ -271,8 +287,11 @@ def save_settings(config: Config, updates: dict[str, object]) -> None:
 
 
 def as_dict(config: Config) -> dict:
+    """The settings as they may be printed: secrets (the database password, the OpenAI key) hidden."""
     out = dataclasses.asdict(config)
     out["home"] = str(config.home)
+    out["storage"]["database_url"] = redacted(config.storage.database_url) if config.storage.database_url else ""
+    out["model"]["openai_api_key"] = "***" if config.model.openai_api_key else ""
     return out
 
 

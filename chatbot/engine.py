@@ -183,7 +183,7 @@ class SupportBot:
         self.config = config
         self.settings = config.answer
         self.kb = kb or open_kb(config)
-        self.log = log or ConversationLog(config.log_file, config.answer.redact)
+        self.log = log or ConversationLog(config.log_database, config.answer.redact)
         self.messages = Messages(config.answer.company)
         self._backend = backend
         self._backend_for = ""  # the serving version the loaded backend was made for

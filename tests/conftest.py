@@ -54,6 +54,28 @@ def real_embedder():
     return Embedder()
 
 
+@pytest.fixture(scope="session")
+def postgres_cluster():
+    """One throw-away PostgreSQL server for the session (tests/pgcluster.py); each test takes its own database.
+    Without the server binaries the PostgreSQL cases are skipped here, and fail in CI (`make test` installs them)."""
+    from pgcluster import Cluster, server_bin
+
+    bin_dir = server_bin()
+    if bin_dir is None:
+        (pytest.fail if os.environ.get("CI") else pytest.skip)("PostgreSQL's server is not installed (apt-get install postgresql)")
+    cluster = Cluster(bin_dir).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request, tmp_path):
+    """Where a store keeps its tables, once per engine: a SQLite file, then a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return tmp_path / "store.sqlite"
+    return request.getfixturevalue("postgres_cluster").new_database()
+
+
 @pytest.fixture
 def settings():
     from retrieval import RetrievalSettings

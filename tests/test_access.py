@@ -168,11 +168,12 @@ def test_expired_sessions_are_refused_at_every_door(tmp_path):
         assert staff.call("restore", token)[0] == ""  # a reload forgets the expired session
 
 
-def test_sessions_expire_after_their_lifetime():
+def test_sessions_expire_after_their_lifetime(tmp_path):
+    from chatbot import ConversationLog
     from ui.auth import AuthError, Sessions, parse_accounts
 
     now = [1000.0]
-    sessions = Sessions(parse_accounts([]), minutes=30, clock=lambda: now[0])
+    sessions = Sessions(parse_accounts([]), minutes=30, db=ConversationLog(tmp_path / "log.sqlite").db, clock=lambda: now[0])
     token, _ = sessions.login("ops", "ops")
     now[0] += 30 * 60
     assert sessions.require(token, "ops").user == "ops"
@@ -199,11 +200,12 @@ def test_passwords_are_stored_as_salted_scrypt_hashes(tmp_path, monkeypatch, cap
     assert (name, role) == ("kim", "ops") and "correct horse" not in entry and verify_password("correct horse", stored)
 
 
-def test_an_unknown_user_name_costs_as_much_as_a_wrong_password():
+def test_an_unknown_user_name_costs_as_much_as_a_wrong_password(tmp_path):
     """So that the time of a refusal does not tell which user names exist."""
+    from chatbot import ConversationLog
     from ui.auth import AuthError, Sessions, parse_accounts
 
-    sessions = Sessions(parse_accounts([]), minutes=30)
+    sessions = Sessions(parse_accounts([]), minutes=30, db=ConversationLog(tmp_path / "log.sqlite").db)
 
     def seconds(name: str) -> float:
         started = time.perf_counter()

@@ -173,7 +173,7 @@ def hold_out(entries: Iterable[Entry], min_variants: int = 3) -> tuple[list[Entr
 def logged_questions(config: Config) -> tuple[list[Resolved], list[Resolved]]:
     """The log's resolved questions, split as every training run splits the log: (train, held out), by
     conversation (`gate.heldout_share`)."""
-    log = ConversationLog(config.log_file, config.answer.redact)
+    log = ConversationLog(config.log_database, config.answer.redact)
     try:
         resolved = resolved_queries(log)
     finally:

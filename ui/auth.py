@@ -1,4 +1,4 @@
-"""Agent and ops accounts, password hashing (scrypt: memory-hard) and expiring sessions.
+"""Agent and ops accounts, password hashing (scrypt: memory-hard) and expiring sessions (in the shared database).
 
 Roles are checked on the server by every handler that needs one (`Sessions.require`), not by hiding tabs.
 """
@@ -9,10 +9,11 @@ import functools
 import hashlib
 import hmac
 import secrets
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from retrieval.database import Database
 
 ROLES = ("agent", "ops")
 DEMO_USERS = ("agent", "ops")  # name = password = role: for trying the app, refused in production
@@ -79,12 +80,14 @@ class Session:
 
 
 class Sessions:
-    def __init__(self, accounts: dict[str, Account], minutes: int, clock: Callable[[], float] = time.time):
+    """Staff sessions, kept in the shared database (a SHA-256 of each token, never the token), so that a sign-in
+    holds on every app replica and across restarts until it expires."""
+
+    def __init__(self, accounts: dict[str, Account], minutes: int, db: Database, clock: Callable[[], float] = time.time):
         self.accounts = accounts
         self.lifetime = minutes * 60
+        self.db = db
         self._clock = clock
-        self._sessions: dict[str, Session] = {}
-        self._lock = threading.Lock()
 
     def login(self, name: str, password: str) -> tuple[str, Session]:
         account = self.accounts.get(name.strip())
@@ -93,23 +96,26 @@ class Sessions:
             raise AuthError("wrong user name or password")
         token = secrets.token_urlsafe(32)
         session = Session(account.name, account.role, self._clock() + self.lifetime)
-        with self._lock:
-            self._sessions[token] = session
+        with self.db.transaction():
+            self.db.execute("DELETE FROM staff_sessions WHERE expires < :now", now=self._clock())
+            self.db.execute("INSERT INTO staff_sessions(token_hash, user_name, role, expires) VALUES (:token, :user, :role, :expires)",
+                            token=_digest(token), user=session.user, role=session.role, expires=session.expires)
         return token, session
 
     def logout(self, token: str) -> None:
-        with self._lock:
-            self._sessions.pop(token, None)
+        self.db.execute("DELETE FROM staff_sessions WHERE token_hash = :token", token=_digest(token or ""))
 
     def require(self, token: str | None, role: str) -> Session:
         """The session behind `token` if it is live and has `role` (ops may do what agents do)."""
-        with self._lock:
-            session = self._sessions.get(token or "")
-            if session and session.expires < self._clock():
-                del self._sessions[token]
-                session = None
-        if session is None:
+        rows = self.db.rows("SELECT user_name, role, expires FROM staff_sessions WHERE token_hash = :token AND expires >= :now",
+                            token=_digest(token or ""), now=self._clock()) if token else []
+        if not rows:
             raise AuthError("please log in (your session is missing or has expired)")
+        session = Session(rows[0]["user_name"], rows[0]["role"], rows[0]["expires"])
         if session.role != role and not (session.role == "ops" and role == "agent"):
             raise AuthError(f"this needs the {role} role; you are logged in as {session.role}")
         return session
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()

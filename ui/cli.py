@@ -24,6 +24,7 @@ from chatbot.conversation_eval import evaluate_conversations, load_conversations
 from chatbot.evaluate import evaluate_answers, load_answer_rows, save_eval  # noqa: E402
 from chatbot.gguf_export import EXPORT_TYPES, export_weights  # noqa: E402
 from retrieval import EvalFileError, IngestError, evaluate_perturbed, evaluate_retrieval, load_queries  # noqa: E402
+from retrieval.database import DatabaseError, redacted  # noqa: E402
 from retrieval.perturb import CHOICES as PERTURBATIONS  # noqa: E402
 
 from .progress import TerminalProgress  # noqa: E402
@@ -504,7 +505,9 @@ def backup_command(args, config):
     from chatbot.backup import backup
 
     manifest = backup(config.home, Path(args.dir), TerminalProgress(not args.quiet))
-    emit(args, manifest, f"backed up {config.home} to {args.dir} ({len(manifest['databases'])} databases)")
+    elsewhere = (f"; the conversation log is in {redacted(config.storage.database_url)}: back it up with pg_dump"
+                 " (docs/operations.md)") if config.storage.database_url else ""
+    emit(args, manifest, f"backed up {config.home} to {args.dir} ({len(manifest['databases'])} databases){elsewhere}")
     return 0
 
 
@@ -514,6 +517,27 @@ def restore_command(args, config):
 
     manifest = restore(Path(args.dir), config.home, TerminalProgress(not args.quiet))
     emit(args, manifest, f"restored {args.dir} into {config.home}")
+    return 0
+
+
+@command("db upgrade")
+def db_upgrade(args, config):
+    from chatbot.log import upgrade
+
+    report = upgrade(config.log_database)
+    emit(args, report, f"{report['database']}: schema at {report['to']}"
+         + (f" (was {report['from'] or 'empty'})" if report["from"] != report["to"] else " (already)"))
+    return 0
+
+
+@command("db copy")
+def db_copy(args, config):
+    from chatbot.log import copy_log
+
+    report = copy_log(config.log_file, args.to)
+    lines = [f"{name}: {table['rows']} rows, checksum {table['checksum']}" for name, table in report["tables"].items()]
+    emit(args, report, "\n".join([f"copied {config.log_file} into {report['database']} (checked):", *lines,
+                                   f"next: set storage.database_url (or SUPPORTBOT_STORAGE_DATABASE_URL) to it"]))
     return 0
 
 
@@ -668,12 +692,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(sub, "restore", "copy a backup into an empty home")
     p.add_argument("dir")
 
+    db = sub.add_parser("db", help="the database (storage.database_url)").add_subparsers(dest="db_cmd", required=True, metavar="ACTION")
+    add(db, "upgrade", "bring the database's schema to this version's (the app also does it when it starts)")
+    p = add(db, "copy", "copy the home's SQLite conversation log into a new PostgreSQL database, checked by counts and checksums")
+    p.add_argument("--to", required=True, metavar="URL", help="postgresql://user:password@host:5432/name (an empty database)")
+
     add(sub, "config", "print the effective configuration", json_flag=False)
     return parser
 
 
 def command_name(args: argparse.Namespace) -> str:
-    parts = (args.cmd, *(getattr(args, f"{name}_cmd", None) for name in ("kb", "eval", "user", "apikey", "logs", "models")))
+    parts = (args.cmd, *(getattr(args, f"{name}_cmd", None) for name in ("kb", "eval", "user", "apikey", "logs", "models", "db")))
     return " ".join(x for x in parts if x)
 
 
@@ -687,7 +716,8 @@ def main(argv: list[str] | None = None) -> int:
             overrides.append(f"kb={args.kb}")
         config = load_config(getattr(args, "home", None), overrides)
         return COMMANDS[command_name(args)](args, config)
-    except (CommandError, ConfigError, IngestError, EvalFileError, LogError, BackendError, FileNotFoundError, ValueError) as err:
+    except (CommandError, ConfigError, IngestError, EvalFileError, LogError, BackendError, DatabaseError, FileNotFoundError,
+            ValueError) as err:
         print(f"supportbot: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

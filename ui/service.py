@@ -61,7 +61,7 @@ class SupportService:
             raise ServiceError("production mode refuses to start with a default password: add accounts with `supportbot user add`")
         self.config = config
         self.bot = bot or SupportBot(config)
-        self.sessions = Sessions(accounts, config.serve.session_minutes)
+        self.sessions = Sessions(accounts, config.serve.session_minutes, self.bot.log.db)
         self.jobs = Jobs(config.home)
         self.overrides = list(overrides or [])  # the `--set` flags this app was started with
         self.limiter = limiter or RateLimiter(config.limits)

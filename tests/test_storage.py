@@ -1,0 +1,80 @@
+"""The shared database as operators use it: `db copy` and `db upgrade`, the URL setting, and two app replicas on
+one PostgreSQL database sharing the conversation log (the agents' queue, agents' replies) and staff sessions."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from chatbot import ConversationLog, as_dict, load_config
+from chatbot.log import MIGRATIONS
+from retrieval.database import head
+from ui.cli import main
+
+
+def test_db_copy_moves_a_homes_log_into_postgresql_and_db_upgrade_finds_it_current(tmp_path, postgres_cluster, capsys):
+    home = tmp_path / "home"
+    log = ConversationLog(home / "conversations.sqlite")
+    conversation = log.start("web")
+    log.add_message(conversation, "customer", "Where is my parcel?")
+    log.close()
+    url = postgres_cluster.new_database()
+    assert main(["db", "copy", "--to", url, "--home", str(home), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["tables"]["conversations"]["rows"] == 1 and report["tables"]["messages"]["rows"] == 1
+    assert main(["db", "upgrade", "--home", str(home), "--set", f"storage.database_url={url}", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"database": url, "from": head(MIGRATIONS), "to": head(MIGRATIONS)}
+    assert main(["db", "copy", "--to", url, "--home", str(home)]) == 1  # a second copy would duplicate: refused
+    assert "table conversations is not empty" in capsys.readouterr().err
+
+
+def test_the_url_comes_from_the_environment_and_its_password_is_never_printed(tmp_path):
+    url = "postgresql://bot:s3cret@db.internal:5432/support"
+    config = load_config(tmp_path, env={"SUPPORTBOT_STORAGE_DATABASE_URL": url})
+    assert config.log_database == url
+    assert as_dict(config)["storage"]["database_url"] == "postgresql://bot:***@db.internal:5432/support"
+    assert load_config(tmp_path, env={}).log_database == tmp_path / "conversations.sqlite"
+
+
+@pytest.fixture
+def replicas(tmp_path, home_config, postgres_cluster):
+    """Two app services, each with its own home, on one PostgreSQL database."""
+    from ui.service import SupportService
+
+    url = postgres_cluster.new_database()
+    services = []
+    for name in ("a", "b"):
+        config = load_config(tmp_path / name, [f"{k}={v}" for k, v in _model_settings(home_config).items()]
+                             + [f"storage.database_url={url}"], env={})
+        services.append(SupportService(config))
+    yield services
+    for service in services:
+        service.bot.log.close()
+
+
+def _model_settings(config) -> dict:
+    return {"retrieval.embedder": config.retrieval.embedder, "model.path": config.model.path, "model.backend": "transformers",
+            "model.max_new_tokens": 12}
+
+
+def test_a_hand_off_taken_by_one_replica_is_answered_from_the_other(replicas):
+    customer_side, agent_side = replicas
+    *_, last = customer_side.chat("I want to talk to a human")
+    conversation = last["reply"]["conversation_id"]
+    agent = agent_side.login("agent", "agent")["token"]
+    (item,) = agent_side.queue(agent)["items"]
+    assert item["conversation_id"] == conversation and item["last_customer"] == "I want to talk to a human"
+    agent_side.send(agent, conversation, "rejected", "Hi, Sam here: how can I help?", draft="")
+    seen = customer_side.history(conversation)[-1]
+    assert (seen["role"], seen["text"]) == ("agent", "Hi, Sam here: how can I help?")
+    assert customer_side.status(conversation) == agent_side.status(conversation)
+
+
+def test_a_staff_sign_in_on_one_replica_holds_on_the_other_until_signed_out(replicas):
+    first, second = replicas
+    token = first.login("ops", "ops")["token"]
+    assert second.session(token) == {"user": "ops", "role": "ops"}
+    second.logout(token)
+    with pytest.raises(PermissionError, match="please log in"):
+        first.session(token)
