@@ -108,9 +108,12 @@ def test_require_api_key_refuses_keyless_calls(app, capsys):
     assert post(key).status_code == 200
 
 
-def test_a_key_replaces_the_address_in_the_limiter_and_its_users_are_sessions_within_it():
+def test_a_key_replaces_the_address_in_the_limiter_and_its_users_are_sessions_within_it(tmp_path):
+    from chatbot import ConversationLog
+
     now = [0.0]
-    limiter = RateLimiter(RateLimits(chat_per_session=1, chat_per_address=1, api_key_per_minute=2), lambda: now[0])
+    db = ConversationLog(tmp_path / "log.sqlite").db
+    limiter = RateLimiter(RateLimits(chat_per_session=1, chat_per_address=1, api_key_per_minute=2), db, lambda: now[0])
     limiter.take("chat", Caller("10.0.0.1"))
     for user in ("a", "b"):
         limiter.take("chat", Caller("10.0.0.1", f"k1/{user}", api_key="k1"))  # the address's window is full

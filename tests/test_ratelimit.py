@@ -26,9 +26,19 @@ class Clock:
 # --- the limiter ------------------------------------------------------------------------------------
 
 
-def test_past_the_limit_calls_are_refused_until_the_window_moves_on():
+@pytest.fixture
+def db(database):
+    """The shared database the windows live in, on each engine."""
+    from chatbot import ConversationLog
+
+    log = ConversationLog(database)
+    yield log.db
+    log.close()
+
+
+def test_past_the_limit_calls_are_refused_until_the_window_moves_on(db):
     clock = Clock()
-    limiter = RateLimiter(LIMITS, clock)
+    limiter = RateLimiter(LIMITS, db, clock)
     caller = Caller("10.0.0.1", "s1")
     limiter.take("chat", caller)
     clock.now += 20
@@ -42,9 +52,9 @@ def test_past_the_limit_calls_are_refused_until_the_window_moves_on():
         limiter.take("chat", caller)
 
 
-def test_sessions_and_addresses_are_limited_independently():
+def test_sessions_and_addresses_are_limited_independently(db):
     clock = Clock()
-    limiter = RateLimiter(LIMITS, clock)
+    limiter = RateLimiter(LIMITS, db, clock)
     limiter.take("chat", Caller("10.0.0.1", "s1"))
     limiter.take("chat", Caller("10.0.0.1", "s1"))
     with pytest.raises(RateLimited, match="from this session"):
@@ -58,9 +68,9 @@ def test_sessions_and_addresses_are_limited_independently():
     limiter.take("login", Caller("10.0.0.1", "s1"))  # sign-ins and messages are counted apart
 
 
-def test_refused_calls_do_not_count_and_successful_sign_ins_are_given_back():
+def test_refused_calls_do_not_count_and_successful_sign_ins_are_given_back(db):
     clock = Clock()
-    limiter = RateLimiter(LIMITS, clock)
+    limiter = RateLimiter(LIMITS, db, clock)
     caller = Caller("10.0.0.1", "s1")
     for _ in range(2):
         limiter.take("login", caller)
@@ -74,8 +84,8 @@ def test_refused_calls_do_not_count_and_successful_sign_ins_are_given_back():
     limiter.take("login", caller)
 
 
-def test_in_process_callers_are_not_limited():
-    limiter = RateLimiter(LIMITS, Clock())
+def test_in_process_callers_are_not_limited(db):
+    limiter = RateLimiter(LIMITS, db, Clock())
     for _ in range(10):
         limiter.take("chat", None)
 
@@ -94,8 +104,9 @@ def app(tmp_path, tiny_embedder_path):
     from ui.service import SupportService
 
     config = load_config(tmp_path / "home", [f"retrieval.embedder={tiny_embedder_path}"], env={})
+    config.limits = LIMITS
     clock = Clock()
-    service = SupportService(config, limiter=RateLimiter(LIMITS, clock))
+    service = SupportService(config, clock=clock)
     with TestClient(build_app(config, service)) as client:
         yield client, service, clock
 

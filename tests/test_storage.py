@@ -78,3 +78,36 @@ def test_a_staff_sign_in_on_one_replica_holds_on_the_other_until_signed_out(repl
     second.logout(token)
     with pytest.raises(PermissionError, match="please log in"):
         first.session(token)
+
+
+def test_replicas_counting_one_caller_at_once_let_exactly_the_limit_through(postgres_cluster):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from chatbot.config import RateLimits
+    from ui.ratelimit import Caller, RateLimited, RateLimiter
+
+    url = postgres_cluster.new_database()
+    logs = [ConversationLog(url), ConversationLog(url)]  # each its own pool, as two processes have
+    limits = RateLimits(chat_per_session=100, chat_per_address=5)
+    limiters = [RateLimiter(limits, log.db) for log in logs]
+
+    def take(i: int) -> bool:
+        try:
+            limiters[i % 2].take("chat", Caller("203.0.113.9", f"s{i}"))
+            return True
+        except RateLimited:
+            return False
+
+    with ThreadPoolExecutor(8) as pool:
+        assert sum(pool.map(take, range(16))) == 5
+    for log in logs:
+        log.close()
+
+
+def test_a_daily_job_is_claimed_by_one_replica_only(replicas):
+    from ui.daily import claim
+
+    first, second = replicas
+    assert claim(first.bot.log.db, "daily-learning:2026-12-07")
+    assert not claim(second.bot.log.db, "daily-learning:2026-12-07") and not claim(first.bot.log.db, "daily-learning:2026-12-07")
+    assert claim(second.bot.log.db, "daily-learning:2026-12-08")  # the next day is free again

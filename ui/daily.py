@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -15,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 
 from chatbot import ConfigError
+from retrieval.database import Database
 
 from .service import SupportService
 
@@ -58,16 +61,25 @@ def _local(stamp: str) -> datetime | None:
 def start_daily_jobs(service: SupportService) -> list[threading.Thread]:
     """The daily learning run and the daily sync, each where its setting asks for it."""
     config = service.config
+    db = service.bot.log.db
     threads = [_daily("learning", daily_time(config.learn.daily_at), lambda: last_learning(config.home),
-                      lambda: service.start_learning(title="learn (daily)")),
+                      lambda: service.start_learning(title="learn (daily)"), db),
                _daily("sync", daily_time(config.serve.sync_daily_at, "serve.sync_daily_at"), lambda: last_sync(service),
-                      lambda: service.start_sync([], title="sync (daily)"))]
+                      lambda: service.start_sync([], title="sync (daily)"), db)]
     return [t for t in threads if t is not None]
 
 
+def claim(db: Database, name: str) -> bool:
+    """Take the lease `name` for this process, once and for all: True for the first replica to ask, False for
+    every later one (the lease is a row of the shared database)."""
+    return db.execute("INSERT INTO leases(name, holder, taken_at) VALUES (:name, :holder, :at) ON CONFLICT(name) DO NOTHING",
+                      name=name, holder=f"{socket.gethostname()}:{os.getpid()}", at=datetime.now().isoformat()) == 1
+
+
 def _daily(name: str, at: tuple[int, int] | None, finished: Callable[[], datetime | None],
-           start: Callable[[], object]) -> threading.Thread | None:
-    """A daemon thread that starts the day's job when it is due; None when there is no time for it."""
+           start: Callable[[], object], db: Database) -> threading.Thread | None:
+    """A daemon thread that starts the day's job when it is due, on the one replica that claims the day; None when
+    there is no time for it. (A replica that claims the day and dies before starting leaves that day without.)"""
     if at is None:
         return None
     started: list[datetime] = []  # this process's own starts, so a job still going is not started twice
@@ -76,12 +88,14 @@ def _daily(name: str, at: tuple[int, int] | None, finished: Callable[[], datetim
         while True:
             time.sleep(CHECK_SECONDS)
             previous = max([t for t in [finished(), *started[-1:]] if t is not None], default=None)
-            if due(datetime.now(), at, previous):
+            lease = f"daily-{name}:{datetime.now().date().isoformat()}"
+            if due(datetime.now(), at, previous) and claim(db, lease):
                 started.append(datetime.now())
                 try:
                     start()
-                except ValueError:  # another job is running: try again at the next check
+                except ValueError:  # another job is running: give the day back and try again at the next check
                     started.pop()
+                    db.execute("DELETE FROM leases WHERE name = :name", name=lease)
 
     thread = threading.Thread(target=watch, name=f"daily-{name}", daemon=True)
     thread.start()

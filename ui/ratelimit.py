@@ -1,6 +1,7 @@
 """Rate limits for the doors that take sign-ins and chat messages (the Gradio handlers and API, the
 OpenAI-compatible route): a sliding window per session and one per client address, so that neither one
-browser nor many sessions from one address can flood the app or guess passwords quickly. A caller with an
+browser nor many sessions from one address can flood the app or guess passwords quickly. The windows live in
+the shared database, so they hold across app replicas. A caller with an
 API key (ui/apikeys.py) is counted by its key, each key with its own limit per minute, instead of by its
 address: a helpdesk sends all its customers' messages from one.
 
@@ -11,13 +12,15 @@ message counts. A caller of None is in-process (tests, scripts) and is not limit
 from __future__ import annotations
 
 import math
-import threading
 import time
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
+import sqlalchemy as sa
+
 from chatbot.config import RateLimits
+from retrieval.database import Database
 
 Clock = Callable[[], float]
 
@@ -42,44 +45,44 @@ class RateLimited(PermissionError):
 
 
 class SlidingWindow:
-    """At most `limit` events per `window` seconds for each key (the times of the recent events are kept)."""
+    """At most `limit` events per `window` seconds for each key. The events are rows of the shared database
+    (`rate_events`), so that every app replica counts the same window; `RateLimiter` calls these inside one
+    transaction."""
 
-    def __init__(self, limit: int, window: float, clock: Clock):
+    def __init__(self, db: Database, bucket: str, limit: int, window: float, clock: Clock):
+        self.db = db
+        self.bucket = bucket
         self.limit = limit
         self.window = window
         self._clock = clock
-        self._events: dict[str, deque[float]] = {}
         self._swept = clock()
 
     def wait(self, key: str, limit: int = 0) -> float:
         """Seconds until `key` may cause one more event (0: now), at most `limit` per window (0: self.limit)."""
         now = self._clock()
-        events = self._events.get(key)
-        while events and events[0] <= now - self.window:
-            events.popleft()
-        if not events or len(events) < (limit or self.limit):
+        (row,) = self.db.rows("SELECT COUNT(*) AS n, MIN(at) AS first FROM rate_events WHERE bucket = :bucket AND key = :key AND at > :since",
+                              bucket=self.bucket, key=key, since=now - self.window)
+        if row["n"] < (limit or self.limit):
             return 0.0
-        return events[0] + self.window - now
+        return row["first"] + self.window - now
 
     def record(self, key: str) -> None:
         now = self._clock()
         self._sweep(now)
-        self._events.setdefault(key, deque()).append(now)
+        self.db.execute("INSERT INTO rate_events(bucket, key, at) VALUES (:bucket, :key, :at)", bucket=self.bucket, key=key, at=now)
 
     def forget(self, key: str) -> None:
         """Take back the newest event of `key`."""
-        events = self._events.get(key)
-        if events:
-            events.pop()
+        self.db.execute("DELETE FROM rate_events WHERE id = (SELECT MAX(id) FROM rate_events WHERE bucket = :bucket AND key = :key)",
+                        bucket=self.bucket, key=key)
 
     def _sweep(self, now: float) -> None:
-        """Drop keys with no recent event (at most once a window), so memory stays bounded by the traffic
-        of one window however many sessions come and go."""
+        """Drop the events that left the window (at most once a window), so the table stays bounded by the
+        traffic of one window however many sessions come and go."""
         if now - self._swept < self.window:
             return
         self._swept = now
-        for key in [k for k, events in self._events.items() if not events or events[-1] <= now - self.window]:
-            del self._events[key]
+        self.db.execute("DELETE FROM rate_events WHERE bucket = :bucket AND at <= :before", bucket=self.bucket, before=now - self.window)
 
 
 _WHAT = {"login": "failed sign-ins", "chat": "messages"}
@@ -87,18 +90,17 @@ API_KEY_WINDOW_S = 60.0  # an API key's limit is per minute
 
 
 class RateLimiter:
-    """The login and chat windows of one app, per session and per address (or API key)."""
+    """The login and chat windows of the app (all its replicas), per session and per address (or API key)."""
 
-    def __init__(self, limits: RateLimits | None = None, clock: Clock = time.monotonic):
-        limits = limits or RateLimits()
+    def __init__(self, limits: RateLimits, db: Database, clock: Clock = time.time):
+        self.db = db
         self._windows = {
-            "login": (SlidingWindow(limits.login_failures_per_session, limits.login_window_s, clock),
-                      SlidingWindow(limits.login_failures_per_address, limits.login_window_s, clock)),
-            "chat": (SlidingWindow(limits.chat_per_session, limits.chat_window_s, clock),
-                     SlidingWindow(limits.chat_per_address, limits.chat_window_s, clock)),
+            "login": (SlidingWindow(db, "login/session", limits.login_failures_per_session, limits.login_window_s, clock),
+                      SlidingWindow(db, "login/address", limits.login_failures_per_address, limits.login_window_s, clock)),
+            "chat": (SlidingWindow(db, "chat/session", limits.chat_per_session, limits.chat_window_s, clock),
+                     SlidingWindow(db, "chat/address", limits.chat_per_address, limits.chat_window_s, clock)),
         }
-        self._per_key = SlidingWindow(limits.api_key_per_minute, API_KEY_WINDOW_S, clock)
-        self._lock = threading.Lock()
+        self._per_key = SlidingWindow(db, "chat/api_key", limits.api_key_per_minute, API_KEY_WINDOW_S, clock)
 
     def _counters(self, kind: str, caller: Caller) -> list[tuple[SlidingWindow, str, int, str]]:
         """Where the caller's `kind` events count: (window, key in it, limit (0: the window's), in words)."""
@@ -115,7 +117,7 @@ class RateLimiter:
         if caller is None:
             return
         counters = self._counters(kind, caller)
-        with self._lock:
+        with self._counting(counters):
             wait, source = max((window.wait(key, limit), source) for window, key, limit, source in counters)
             if wait > 0:
                 raise RateLimited(f"too many {_WHAT[kind]} from {source}; try again in {math.ceil(wait)} s", wait)
@@ -126,6 +128,17 @@ class RateLimiter:
         """Undo the last `take` of the caller (a sign-in that succeeded)."""
         if caller is None:
             return
-        with self._lock:
-            for window, key, _, _ in self._counters(kind, caller):
+        counters = self._counters(kind, caller)
+        with self._counting(counters):
+            for window, key, _, _ in counters:
                 window.forget(key)
+
+    @contextmanager
+    def _counting(self, counters: list) -> Iterator[None]:
+        """One transaction for reading and counting; on PostgreSQL each key's lock is taken first (in one order),
+        so that two replicas counting the same caller at once take turns instead of both getting the last slot."""
+        with self.db.transaction() as connection:
+            if self.db.dialect == "postgresql":
+                for name in sorted(f"{window.bucket}:{key}" for window, key, _, _ in counters):
+                    connection.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": name})
+            yield

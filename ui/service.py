@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from datetime import datetime
@@ -55,7 +56,8 @@ class ServiceError(ValueError):
 
 class SupportService:
     def __init__(self, config: Config, bot: SupportBot | None = None, overrides: list[str] | None = None,
-                 limiter: RateLimiter | None = None):
+                 clock: Callable[[], float] = time.time):
+        """`clock`: the rate limits' (tests move it instead of sleeping)."""
         accounts = parse_accounts(config.serve.users)
         if config.serve.production and uses_demo_password(accounts):
             raise ServiceError("production mode refuses to start with a default password: add accounts with `supportbot user add`")
@@ -64,7 +66,7 @@ class SupportService:
         self.sessions = Sessions(accounts, config.serve.session_minutes, self.bot.log.db)
         self.jobs = Jobs(config.home)
         self.overrides = list(overrides or [])  # the `--set` flags this app was started with
-        self.limiter = limiter or RateLimiter(config.limits)
+        self.limiter = RateLimiter(config.limits, self.bot.log.db, clock)
         self.webhooks = Webhooks(config)  # serve.webhooks: each receiver sent events by its own background worker
 
     def warm_up(self) -> None:
