@@ -54,17 +54,24 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
+def open_database(target: Path | str) -> Database:
+    """The app's shared database (a SQLite file, or a postgresql:// URL), its schema brought up to date: the log's
+    tables and those of staff sessions, rate limits, leases, API keys and webhook deliveries."""
+    db = Database(target)
+    try:
+        migrate(db, MIGRATIONS)
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
 class ConversationLog:
     def __init__(self, target: Path | str, redact_kinds: list[str] | tuple[str, ...] = ("email", "phone", "card", "iban")):
         """`target`: a SQLite file, or a postgresql:// URL. The schema is brought up to date on opening."""
         self.redact_kinds = tuple(redact_kinds)
         redact("", self.redact_kinds)  # an unknown kind fails here, at start-up
-        self.db = Database(target)
-        try:
-            migrate(self.db, MIGRATIONS)
-        except BaseException:
-            self.db.close()
-            raise
+        self.db = open_database(target)
 
     def close(self) -> None:
         self.db.close()
@@ -386,7 +393,7 @@ class ConversationLog:
 
 
 def upgrade(target: Path | str) -> dict:
-    """`supportbot db upgrade`: bring the log's database to the newest schema; {database, from, to}."""
+    """`supportbot db upgrade`: bring the app's database to the newest schema; {database, from, to}."""
     db = Database(target)
     try:
         before, after = migrate(db, MIGRATIONS)

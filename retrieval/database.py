@@ -237,6 +237,24 @@ def copy_tables(source: Database, target: Database, tables: list[str], batch: in
     return report
 
 
+def import_file(db: Database, path: Path, table: str) -> int:
+    """Move the rows of `table` from the SQLite file `path` (where an older version kept them) into the same
+    table of `db`, once: the file is renamed `*.imported` after the rows are committed. Returns how many."""
+    if not path.exists():
+        return 0
+    old = Database(path)
+    try:
+        rows = old.rows(f"SELECT * FROM {table}") if sa.inspect(old.engine).has_table(table) else []
+    finally:
+        old.close()
+    with db.transaction() as connection:
+        if rows and not connection.execute(sa.text(f"SELECT COUNT(*) FROM {table}")).scalar_one():
+            columns = list(rows[0])
+            connection.execute(sa.text(f"INSERT INTO {table}({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)})"), rows)
+    path.rename(path.with_name(path.name + ".imported"))
+    return len(rows)
+
+
 def _advance_sequence(connection: Connection, table: str) -> None:
     """After rows are copied with their ids, a serial id continues after the largest one."""
     sequence = connection.execute(sa.text("SELECT pg_get_serial_sequence(:t, column_name) FROM information_schema.columns"

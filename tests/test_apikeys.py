@@ -9,6 +9,7 @@ import json
 import pytest
 from helpers import write
 
+from ui.apikeys import hash_key
 from ui.cli import main
 from ui.ratelimit import Caller, RateLimited, RateLimiter, RateLimits
 
@@ -63,8 +64,8 @@ def test_keys_are_made_listed_and_revoked_and_never_stored_in_clear(capsys, tmp_
     assert [(k["name"], k["limit"], k["last_used"], k["revoked"]) for k in listing["keys"]] == [
         ("crm", None, None, None), ("helpdesk", 50, None, None)]
     assert listing["default_limit"] == 300 and key not in json.dumps(listing)
-    stored = b"".join(p.read_bytes() for p in home.glob("apikeys.sqlite*"))
-    assert key.encode() not in stored and key[3:].encode() not in stored
+    stored = b"".join(p.read_bytes() for p in home.glob("conversations.sqlite*"))  # the home's database
+    assert b"helpdesk" in stored and key.encode() not in stored and key[3:].encode() not in stored
     status, revoked = cli(capsys, home, "apikey", "revoke", "helpdesk", "--json")
     assert status == 0 and revoked["name"] == "helpdesk" and revoked["revoked"]
     assert cli(capsys, home, "apikey", "revoke", "helpdesk")[1].strip().endswith("API key 'helpdesk' was already revoked")
@@ -124,3 +125,20 @@ def test_a_key_replaces_the_address_in_the_limiter_and_its_users_are_sessions_wi
         limiter.take("chat", Caller("10.0.0.1", "k2/a", api_key="k2", api_key_limit=5))
     now[0] += 60
     limiter.take("chat", Caller("10.0.0.1", "k1/c", api_key="k1"))
+
+
+def test_keys_kept_by_an_older_version_are_moved_into_the_database_once(capsys, tmp_path):
+    import sqlite3
+
+    home = tmp_path / "home"
+    home.mkdir()
+    old = sqlite3.connect(home / "apikeys.sqlite")  # as versions before the shared database kept them
+    old.execute("CREATE TABLE api_keys(name TEXT PRIMARY KEY, key_hash TEXT NOT NULL UNIQUE, per_minute INTEGER,"
+                " created_at TEXT NOT NULL, last_used TEXT, revoked_at TEXT)")
+    old.execute("INSERT INTO api_keys VALUES ('legacy', ?, 7, '2026-11-01T09:00:00+00:00', NULL, NULL)", (hash_key("sb_legacy"),))
+    old.commit()
+    old.close()
+    listing = cli(capsys, home, "apikey", "list", "--json")[1]
+    assert [(k["name"], k["limit"]) for k in listing["keys"]] == [("legacy", 7)]
+    assert not (home / "apikeys.sqlite").exists() and (home / "apikeys.sqlite.imported").exists()
+    assert [k["name"] for k in cli(capsys, home, "apikey", "list", "--json")[1]["keys"]] == ["legacy"]  # once, not twice

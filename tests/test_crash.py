@@ -1,6 +1,7 @@
-"""SIGKILL at the worst moments: while the server writes messages, while a large file is ingested and while a
-training run writes a version. After each, the databases pass SQLite's checks, the dense index and the store
-agree, everything acknowledged before the kill is there, and the promoted model still serves.
+"""SIGKILL at the worst moments: while the server writes messages, while a large file is ingested, while a
+training run writes a version, and while one of two replicas on one PostgreSQL database takes customers. After
+each, the databases pass SQLite's checks, the dense index and the store agree, everything acknowledged before
+the kill is there, and the promoted model (or the other replica) still serves.
 
 Real processes (`python -m ui.cli ...`), killed with SIGKILL, on the tiny random models."""
 
@@ -24,7 +25,7 @@ import pytest
 from gradio_door import GradioError, rest_call
 from helpers import write
 
-from chatbot import load_config
+from chatbot import ConversationLog, load_config
 from chatbot.versions import Versions
 from retrieval import KnowledgeBase
 from retrieval.kb import EMBED_CHUNK
@@ -175,6 +176,33 @@ def customer(url: str, n: int, stop: threading.Event, acknowledged: list[Acknowl
                 return
 
 
+def kill_while_busy(urls: list[str], process: subprocess.Popen) -> list[Acknowledged]:
+    """Six customers at once over `urls` (in turn), never waiting between turns; once 12 replies are acknowledged,
+    SIGKILL `process` with requests in flight. Returns what was acknowledged before the kill."""
+    stop, acknowledged, errors = threading.Event(), [], []
+    customers = [threading.Thread(target=customer, args=(urls[n % len(urls)], n, stop, acknowledged, errors)) for n in range(6)]
+    for thread in customers:
+        thread.start()
+    deadline = time.time() + 120
+    while len(acknowledged) < 12 and time.time() < deadline and not errors:
+        time.sleep(0.05)
+    stop.set()  # from here on a failed request is one the kill cut
+    kill(process)
+    for thread in customers:
+        thread.join(60)
+    assert not errors and len(acknowledged) >= 12
+    return acknowledged
+
+
+def assert_kept(acknowledged: list[Acknowledged], log: ConversationLog) -> set[tuple]:
+    """Every acknowledged question, reply and rating is in the log; returns the stored (conversation, role, text)."""
+    stored = {(r["conversation_id"], r["role"], r["text"]) for r in log.db.rows("SELECT conversation_id, role, text FROM messages")}
+    for ack in acknowledged:
+        assert {(ack.conversation_id, "customer", ack.question), (ack.conversation_id, "bot", ack.reply)} <= stored, ack
+    assert {a.feedback_id for a in acknowledged if a.feedback_id} <= {f["id"] for f in log.feedback()}
+    return stored
+
+
 @pytest.fixture
 def promoted(home, overrides) -> str:
     """A trained version, promoted: what must keep serving through every crash."""
@@ -187,27 +215,13 @@ def promoted(home, overrides) -> str:
 
 def test_sigkill_while_the_server_writes_messages_loses_nothing_acknowledged(home, overrides, promoted):
     server = Server(home, overrides)
-    stop, acknowledged, errors = threading.Event(), [], []
-    customers = [threading.Thread(target=customer, args=(server.url, n, stop, acknowledged, errors)) for n in range(6)]
-    for thread in customers:
-        thread.start()
-    deadline = time.time() + 120
-    while len(acknowledged) < 12 and time.time() < deadline and not errors:
-        time.sleep(0.05)
-    stop.set()  # from here on a failed request is one the kill cut
-    kill(server.process)  # requests are in flight: six customers never wait between turns
-    for thread in customers:
-        thread.join(60)
-    assert not errors and len(acknowledged) >= 12
+    acknowledged = kill_while_busy([server.url], server.process)
 
     config = load_config(home, overrides, env={})
     assert_sound(config.log_file)
-    with sqlite3.connect(config.log_file) as db:
-        stored = set(db.execute("SELECT conversation_id, role, text FROM messages"))
-        feedback = {row[0] for row in db.execute("SELECT id FROM feedback")}
-    for ack in acknowledged:
-        assert {(ack.conversation_id, "customer", ack.question), (ack.conversation_id, "bot", ack.reply)} <= stored, ack
-    assert {a.feedback_id for a in acknowledged if a.feedback_id} <= feedback
+    log = ConversationLog(config.log_file)
+    assert_kept(acknowledged, log)
+    log.close()
     assert_index_agrees(config)
 
     again = Server(home, overrides)
@@ -283,3 +297,34 @@ def test_sigkill_mid_training_leaves_the_promoted_version_serving(home, override
     assert main(["train", "sft", "--max-steps", "1", "--batch-size", "2", "-q", "--home", str(home),
                  *[f"--set={o}" for o in overrides]]) == 0
     assert not list(versions.root.glob("*.partial"))
+
+
+# --- two replicas on one PostgreSQL database ---------------------------------------------------------------
+
+
+def test_two_replicas_share_the_queue_and_sessions_and_a_killed_one_loses_nothing_acknowledged(home, overrides, postgres_cluster):
+    import shutil
+    from concurrent.futures import ThreadPoolExecutor
+
+    shared = [*overrides, f"storage.database_url={postgres_cluster.new_database()}"]
+    other_home = shutil.copytree(home, home.parent / "home-b")  # each replica its own home (models, knowledge base)
+    with ThreadPoolExecutor(2) as pool:  # started together: they migrate the new database once between them
+        first, second = pool.map(lambda h: Server(h, shared), (home, other_home))
+    try:
+        with httpx.Client(base_url=second.url, timeout=60) as on_second, httpx.Client(base_url=first.url, timeout=60) as on_first:
+            handed_off = rest_call(on_second, "chat", "I want to talk to a human", "")["reply"]
+            token = rest_call(on_second, "login", "agent", "agent")["token"]
+            queue = rest_call(on_first, "queue", token)["items"]  # the other replica's queue, with this replica's session
+        assert [item["conversation_id"] for item in queue] == [handed_off["conversation_id"]]
+
+        acknowledged = kill_while_busy([first.url, second.url], first.process)  # its customers have requests in flight
+        after = second.ask("Do gift cards expire?")  # the other replica serves on
+    finally:
+        for server in (first, second):
+            if server.process.poll() is None:
+                kill(server.process)
+
+    log = ConversationLog(shared[-1].partition("=")[2])
+    stored = assert_kept(acknowledged, log)
+    assert (after["conversation_id"], "bot", after["choices"][0]["message"]["content"]) in stored
+    log.close()

@@ -37,25 +37,18 @@ def test_the_url_comes_from_the_environment_and_its_password_is_never_printed(tm
     assert load_config(tmp_path, env={}).log_database == tmp_path / "conversations.sqlite"
 
 
-@pytest.fixture
-def replicas(tmp_path, home_config, postgres_cluster):
-    """Two app services, each with its own home, on one PostgreSQL database."""
+@pytest.fixture(scope="module")
+def replicas(tmp_path_factory, tiny_embedder_path, tiny_lm_path, postgres_cluster):
+    """Two app services, each with its own home, on one PostgreSQL database (made once for the module)."""
     from ui.service import SupportService
 
     url = postgres_cluster.new_database()
-    services = []
-    for name in ("a", "b"):
-        config = load_config(tmp_path / name, [f"{k}={v}" for k, v in _model_settings(home_config).items()]
-                             + [f"storage.database_url={url}"], env={})
-        services.append(SupportService(config))
+    settings = [f"retrieval.embedder={tiny_embedder_path}", f"model.path={tiny_lm_path}", "model.backend=transformers",
+                "model.max_new_tokens=12", f"storage.database_url={url}"]
+    services = [SupportService(load_config(tmp_path_factory.mktemp(name), settings, env={})) for name in ("a", "b")]
     yield services
     for service in services:
         service.bot.log.close()
-
-
-def _model_settings(config) -> dict:
-    return {"retrieval.embedder": config.retrieval.embedder, "model.path": config.model.path, "model.backend": "transformers",
-            "model.max_new_tokens": 12}
 
 
 def test_a_hand_off_taken_by_one_replica_is_answered_from_the_other(replicas):
@@ -63,8 +56,8 @@ def test_a_hand_off_taken_by_one_replica_is_answered_from_the_other(replicas):
     *_, last = customer_side.chat("I want to talk to a human")
     conversation = last["reply"]["conversation_id"]
     agent = agent_side.login("agent", "agent")["token"]
-    (item,) = agent_side.queue(agent)["items"]
-    assert item["conversation_id"] == conversation and item["last_customer"] == "I want to talk to a human"
+    (item,) = [i for i in agent_side.queue(agent)["items"] if i["conversation_id"] == conversation]
+    assert item["last_customer"] == "I want to talk to a human"
     agent_side.send(agent, conversation, "rejected", "Hi, Sam here: how can I help?", draft="")
     seen = customer_side.history(conversation)[-1]
     assert (seen["role"], seen["text"]) == ("agent", "Hi, Sam here: how can I help?")
@@ -111,3 +104,14 @@ def test_a_daily_job_is_claimed_by_one_replica_only(replicas):
     assert claim(first.bot.log.db, "daily-learning:2026-12-07")
     assert not claim(second.bot.log.db, "daily-learning:2026-12-07") and not claim(first.bot.log.db, "daily-learning:2026-12-07")
     assert claim(second.bot.log.db, "daily-learning:2026-12-08")  # the next day is free again
+
+
+def test_an_api_key_made_on_one_replica_is_accepted_and_revoked_on_all(replicas):
+    from ui.apikeys import ApiKeyError, ApiKeys
+
+    first, second = (ApiKeys(service.bot.log.db, service.config.home) for service in replicas)
+    key = first.add("helpdesk", limit=50)
+    assert second.check(key).limit == 50
+    second.revoke("helpdesk")
+    with pytest.raises(ApiKeyError, match="was revoked"):
+        first.check(key)

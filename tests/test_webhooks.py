@@ -78,10 +78,12 @@ def receiver():
 def hooks(tmp_path, receiver, *paths: str, settings=FAST):
     """Webhooks on a fresh home, one receiver per path (all events), configured as `--set` flags would be."""
     from chatbot import load_config
+    from chatbot.log import open_database
     from ui.webhooks import Webhooks
 
     items = json.dumps([f"{receiver.base}{p} secret={SECRET}" for p in paths])
-    return Webhooks(load_config(tmp_path / "home", [f"serve.webhooks={items}", *settings], env={}))
+    config = load_config(tmp_path / "home", [f"serve.webhooks={items}", *settings], env={})
+    return Webhooks(config, open_database(config.log_database))
 
 
 def until(condition, seconds: float = 5.0):

@@ -2,9 +2,9 @@
 
 A helpdesk integration sends every customer's message from one address; with a key it is counted by the
 key's name, each key with its own per-minute limit, instead of by that address. A key is shown once, when
-it is made; the store (`HOME/apikeys.sqlite`, WAL, copied by `supportbot backup` like every database) keeps
-only its SHA-256. A revoked key stays listed, refused; the server reads the store on every call, so `apikey
-revoke` takes effect at the next request without a restart.
+it is made; the shared database (`api_keys`, on every replica) keeps only its SHA-256. A revoked key stays
+listed, refused; the server reads the table on every call, so `apikey revoke` takes effect at the next request
+without a restart.
 """
 
 from __future__ import annotations
@@ -12,29 +12,17 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-import sqlite3
-from contextlib import closing
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+
+from retrieval.database import Database, import_file
 
 from .ratelimit import Caller
 
 PREFIX = "sb_"  # what marks a bearer token as one of ours (see `caller`)
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 TOUCH_EVERY = timedelta(minutes=1)  # `last_used` is written at most this often per key, not on every call
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS api_keys(
-    name TEXT PRIMARY KEY,
-    key_hash TEXT NOT NULL UNIQUE,      -- SHA-256 of the key, hex
-    per_minute INTEGER,                 -- its chat messages per minute; NULL: limits.api_key_per_minute
-    created_at TEXT NOT NULL,
-    last_used TEXT,
-    revoked_at TEXT
-);
-"""
-
 
 class ApiKeyError(ValueError):
     """A key refused (unknown, revoked, missing) or a bad `apikey` command: one line."""
@@ -64,16 +52,10 @@ def _now() -> datetime:
 
 
 class ApiKeys:
-    def __init__(self, home: Path):
-        self.path = Path(home) / "apikeys.sqlite"
-
-    def _connect(self) -> closing[sqlite3.Connection]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA journal_mode=WAL")
-        db.executescript(SCHEMA)
-        return closing(db)
+    def __init__(self, db: Database, home: Path):
+        """`home`: where an older version kept the keys (`apikeys.sqlite`), moved into `db` the first time."""
+        self.db = db
+        import_file(db, Path(home) / "apikeys.sqlite", "api_keys")
 
     def add(self, name: str, limit: int | None = None) -> str:
         """Make a key called `name` and return it (the only time it is seen). A revoked key's name may be
@@ -83,50 +65,43 @@ class ApiKeys:
         if limit is not None and limit < 1:
             raise ApiKeyError(f"--limit {limit}: expected at least 1 message per minute")
         key = PREFIX + secrets.token_urlsafe(24)  # 32 characters
-        with self._connect() as db:
-            added = db.execute(
-                "INSERT INTO api_keys(name, key_hash, per_minute, created_at) VALUES (?, ?, ?, ?) ON CONFLICT(name) DO UPDATE"
-                " SET key_hash = excluded.key_hash, per_minute = excluded.per_minute, created_at = excluded.created_at,"
-                " last_used = NULL, revoked_at = NULL WHERE api_keys.revoked_at IS NOT NULL",
-                (name, hash_key(key), limit, _now().isoformat(timespec="seconds"))).rowcount
+        added = self.db.execute(
+            "INSERT INTO api_keys(name, key_hash, per_minute, created_at) VALUES (:name, :hash, :limit, :at) ON CONFLICT(name) DO UPDATE"
+            " SET key_hash = excluded.key_hash, per_minute = excluded.per_minute, created_at = excluded.created_at,"
+            " last_used = NULL, revoked_at = NULL WHERE api_keys.revoked_at IS NOT NULL",
+            name=name, hash=hash_key(key), limit=limit, at=_now().isoformat(timespec="seconds"))
         if not added:
             raise ApiKeyError(f"API key {name!r} exists; revoke it first or choose another name")
         return key
 
     def list(self) -> list[ApiKey]:
-        if not self.path.exists():
-            return []
-        with self._connect() as db:
-            return [_key(row) for row in db.execute("SELECT * FROM api_keys ORDER BY name")]
+        return [_key(row) for row in self.db.rows("SELECT * FROM api_keys ORDER BY name")]
 
     def revoke(self, name: str) -> ApiKey:
-        with self._connect() as db:
-            changed = db.execute("UPDATE api_keys SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
-                                 (_now().isoformat(timespec="seconds"), name)).rowcount
-            row = db.execute("SELECT * FROM api_keys WHERE name = ?", (name,)).fetchone()
-        if row is None:
+        with self.db.transaction():
+            changed = self.db.execute("UPDATE api_keys SET revoked_at = :at WHERE name = :name AND revoked_at IS NULL",
+                                      at=_now().isoformat(timespec="seconds"), name=name)
+            rows = self.db.rows("SELECT * FROM api_keys WHERE name = :name", name=name)
+        if not rows:
             raise ApiKeyError(f"no API key named {name[:80]!r}")
         if not changed:
             raise ApiKeyError(f"API key {name!r} was already revoked")
-        return _key(row)
+        return _key(rows[0])
 
     def check(self, key: str) -> ApiKey:
         """The valid key behind `key`, its use recorded; else ApiKeyError. (Looking the hash up is not a
         timing leak: the time tells at most something about a hash, from which no key follows.)"""
         if not key:
             raise ApiKeyError("this route needs an API key: send 'Authorization: Bearer <key>' (`supportbot apikey add NAME`)")
-        row = None
-        if self.path.exists():
-            with self._connect() as db:
-                row = db.execute("SELECT * FROM api_keys WHERE key_hash = ?", (hash_key(key),)).fetchone()
-                if row is not None and row["revoked_at"] is None:
-                    now = _now()
-                    db.execute("UPDATE api_keys SET last_used = ? WHERE name = ? AND (last_used IS NULL OR last_used < ?)",
-                               (now.isoformat(timespec="seconds"), row["name"], (now - TOUCH_EVERY).isoformat(timespec="seconds")))
-        if row is None:
+        rows = self.db.rows("SELECT * FROM api_keys WHERE key_hash = :hash", hash=hash_key(key))
+        if not rows:
             raise ApiKeyError("invalid API key")
+        row = rows[0]
         if row["revoked_at"] is not None:
             raise ApiKeyError(f"API key {row['name']!r} was revoked")
+        now = _now()
+        self.db.execute("UPDATE api_keys SET last_used = :now WHERE name = :name AND (last_used IS NULL OR last_used < :stale)",
+                        now=now.isoformat(timespec="seconds"), name=row["name"], stale=(now - TOUCH_EVERY).isoformat(timespec="seconds"))
         return _key(row)
 
     def caller(self, authorization: str, address: str, user: str, required: bool) -> Caller:
@@ -143,5 +118,5 @@ class ApiKeys:
         return Caller(address, user)
 
 
-def _key(row: sqlite3.Row) -> ApiKey:
+def _key(row: dict) -> ApiKey:
     return ApiKey(row["name"], row["created_at"], row["last_used"], row["per_minute"], row["revoked_at"])

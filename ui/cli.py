@@ -468,11 +468,17 @@ def user_add(args, config):
     return 0
 
 
-@command("apikey add")
-def apikey_add(args, config):
+def _api_keys(config: Config):
+    from chatbot.log import open_database
+
     from .apikeys import ApiKeys
 
-    key = ApiKeys(config.home).add(args.name, args.limit)
+    return ApiKeys(open_database(config.log_database), config.home)
+
+
+@command("apikey add")
+def apikey_add(args, config):
+    key = _api_keys(config).add(args.name, args.limit)
     limit = f"{args.limit}/min" if args.limit else f"{config.limits.api_key_per_minute}/min, limits.api_key_per_minute"
     print(f"API key '{args.name}' ({limit}); it is shown only now, keep it secret:", file=sys.stderr)
     emit(args, {"name": args.name, "key": key, "limit": args.limit}, key)
@@ -481,9 +487,7 @@ def apikey_add(args, config):
 
 @command("apikey list")
 def apikey_list(args, config):
-    from .apikeys import ApiKeys
-
-    keys = ApiKeys(config.home).list()
+    keys = _api_keys(config).list()
     default = config.limits.api_key_per_minute
     lines = [f"{k.name}  created {k.created}  last used {k.last_used or 'never'}  {k.limit or f'{default} (default)'}/min"
              + (f"  revoked {k.revoked}" if k.revoked else "") for k in keys]
@@ -493,9 +497,7 @@ def apikey_list(args, config):
 
 @command("apikey revoke")
 def apikey_revoke(args, config):
-    from .apikeys import ApiKeys
-
-    key = ApiKeys(config.home).revoke(args.name)
+    key = _api_keys(config).revoke(args.name)
     emit(args, key.to_json(), f"revoked API key '{key.name}'")
     return 0
 

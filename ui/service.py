@@ -67,7 +67,7 @@ class SupportService:
         self.jobs = Jobs(config.home)
         self.overrides = list(overrides or [])  # the `--set` flags this app was started with
         self.limiter = RateLimiter(config.limits, self.bot.log.db, clock)
-        self.webhooks = Webhooks(config)  # serve.webhooks: each receiver sent events by its own background worker
+        self.webhooks = Webhooks(config, self.bot.log.db)  # serve.webhooks: each receiver sent events by its own background worker
 
     def warm_up(self) -> None:
         """Load the embedder and the model, and fit the out-of-scope guard, before the first customer waits for them."""

@@ -3,9 +3,9 @@ signed JSON to the receivers of `serve.webhooks` (docs/operations.md#webhooks).
 
 `emit` records each delivery and returns: one background worker per receiver sends it, retrying with backoff on
 connection errors, timeouts, 5xx and 429, so a slow, failing or hanging receiver never delays a customer's reply
-nor the other receivers. Deliveries live in their own SQLite file, home/webhooks.sqlite: they are operations
-data, not conversations (exports and training never read them), and a worker's writes never wait on the
-conversation log's lock. A delivery still pending when the server stops is sent when it starts again.
+nor the other receivers. Deliveries are rows of the shared database (`webhook_deliveries`): operations data, not
+conversations (exports and training never read them). A delivery still pending when the server stops is sent
+when it starts again, by the replica that recorded it.
 
 A receiver checks `X-Supportbot-Signature` with `verify`: the HMAC-SHA256, keyed with the receiver's secret, of
 `X-Supportbot-Timestamp`, a dot and the raw body.
@@ -21,7 +21,7 @@ import json
 import logging
 import os
 import re
-import sqlite3
+import socket
 import threading
 import time
 import uuid
@@ -32,10 +32,12 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+import sqlalchemy as sa
 
 from chatbot import Config, ConfigError, ConversationLog
 from chatbot.log import now
 from chatbot.review import REASONS
+from retrieval.database import Database, import_file
 
 EVENTS = ("handoff", "agent_reply", "closed", "rated")
 STATUSES = ("pending", "delivered", "failed")
@@ -46,20 +48,6 @@ USER_AGENT = "supportbot-webhooks/1"
 
 log = logging.getLogger("supportbot.webhooks")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS webhook_deliveries(
-    id TEXT PRIMARY KEY,
-    event TEXT NOT NULL,
-    url TEXT NOT NULL,
-    body TEXT NOT NULL,                  -- the JSON sent, the same on every attempt (also after a restart)
-    status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'delivered', 'failed')),
-    attempts INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT NOT NULL DEFAULT '',
-    created TEXT NOT NULL,
-    delivered TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS webhook_deliveries_status ON webhook_deliveries(status, created);
-"""
 
 
 @dataclass(frozen=True)
@@ -173,47 +161,30 @@ def _plain(text: str) -> str:
 
 
 class DeliveryLog:
-    """home/webhooks.sqlite: one row per delivery (one event to one receiver)."""
+    """One row per delivery (one event to one receiver) in the shared database, marked with the replica that sends
+    it (`owner`: its host and home), so that after a restart each replica resumes its own pending deliveries."""
 
-    def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(f"BEGIN IMMEDIATE; {SCHEMA} COMMIT;")
+    def __init__(self, db: Database, owner: str):
+        self.db, self.owner = db, owner
         cutoff = (datetime.now(timezone.utc) - timedelta(days=KEEP_DAYS)).isoformat(timespec="milliseconds")
-        self._write("DELETE FROM webhook_deliveries WHERE status != 'pending' AND created < ?", (cutoff,))
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    def _write(self, sql: str, args=()) -> None:
-        with self._lock:
-            self._db.execute(sql, args)
-
-    def _rows(self, sql: str, args=()) -> list[dict]:
-        with self._lock:
-            cursor = self._db.execute(sql, args)
-            names = [d[0] for d in cursor.description]
-            return [dict(zip(names, row)) for row in cursor.fetchall()]
+        self.db.execute("DELETE FROM webhook_deliveries WHERE status != 'pending' AND created < :cutoff", cutoff=cutoff)
 
     def add(self, delivery_id: str, event: str, url: str, body: str, created: str) -> None:
-        self._write("INSERT INTO webhook_deliveries(id, event, url, body, created) VALUES (?, ?, ?, ?, ?)",
-                    (delivery_id, event, url, body, created))
+        self.db.execute("INSERT INTO webhook_deliveries(id, event, url, body, created, owner) VALUES (:id, :event, :url, :body, :created, :owner)",
+                        id=delivery_id, event=event, url=url, body=body, created=created, owner=self.owner)
 
     def attempted(self, delivery_id: str, status: str, attempts: int, error: str = "") -> None:
-        self._write("UPDATE webhook_deliveries SET status = ?, attempts = ?, last_error = ?, delivered = ? WHERE id = ?",
-                    (status, attempts, error, now() if status == "delivered" else "", delivery_id))
+        self.db.execute("UPDATE webhook_deliveries SET status = :status, attempts = :attempts, last_error = :error, delivered = :at WHERE id = :id",
+                        status=status, attempts=attempts, error=error, at=now() if status == "delivered" else "", id=delivery_id)
 
     def pending(self) -> list[dict]:
-        return self._rows("SELECT * FROM webhook_deliveries WHERE status = 'pending' ORDER BY created")
+        """This replica's deliveries not yet sent or given up on."""
+        return self.db.rows("SELECT * FROM webhook_deliveries WHERE status = 'pending' AND owner = :owner ORDER BY created", owner=self.owner)
 
     def recent(self, limit: int = 200) -> list[dict]:
-        """The latest deliveries, newest first, without their bodies."""
-        return self._rows("SELECT id, event, url, status, attempts, last_error, created, delivered FROM webhook_deliveries"
-                          " ORDER BY created DESC, rowid DESC LIMIT ?", (limit,))
+        """The latest deliveries of every replica, newest first, without their bodies."""
+        return self.db.rows("SELECT id, event, url, status, attempts, last_error, created, delivered FROM webhook_deliveries"
+                            " ORDER BY created DESC, id LIMIT :limit", limit=limit)
 
 
 # --- sending ----------------------------------------------------------------------------------------------------
@@ -291,20 +262,19 @@ class _Worker(threading.Thread):
 
 
 class Webhooks:
-    """The configured receivers and their workers. With none configured (and none before) it holds nothing: no
-    file, no thread."""
+    """The configured receivers and their workers (none without receivers: no thread)."""
 
-    def __init__(self, config: Config, env: Mapping[str, str] | None = None):
+    def __init__(self, config: Config, db: Database, env: Mapping[str, str] | None = None):
         serve = config.serve
         self.receivers = parse_webhooks(serve.webhooks, env)
         if not (serve.webhook_timeout > 0):
             raise ConfigError(f"serve.webhook_timeout {serve.webhook_timeout!r}: expected seconds above 0")
         if any(not (0 <= s < 86_400) for s in serve.webhook_backoff):
             raise ConfigError(f"serve.webhook_backoff {serve.webhook_backoff!r}: expected seconds from 0 to below a day, one per retry")
-        self.path = config.home / "webhooks.sqlite"
-        self.deliveries = DeliveryLog(self.path) if self.receivers or self.path.exists() else None
+        import_file(db, config.home / "webhooks.sqlite", "webhook_deliveries")  # where an older version kept them
+        self.deliveries = DeliveryLog(db, f"{socket.gethostname()}:{config.home.resolve()}")
         self._workers = {r.url: _Worker(r, self.deliveries, serve.webhook_timeout, list(serve.webhook_backoff)) for r in self.receivers}
-        for row in self.deliveries.pending() if self.deliveries else []:  # left pending when the server last stopped
+        for row in self.deliveries.pending():  # left pending when the server last stopped
             worker = self._workers.get(row["url"])
             if worker is None:
                 self.deliveries.attempted(row["id"], "failed", row["attempts"], "its receiver is no longer configured")
@@ -327,7 +297,7 @@ class Webhooks:
                               ensure_ascii=False, separators=(",", ":"))
             try:
                 self.deliveries.add(delivery_id, event, receiver.url, body, created)
-            except sqlite3.Error as err:
+            except sa.exc.SQLAlchemyError as err:
                 log.error("webhook %s to %s not recorded, not sent: %s", event, receiver.url, err)
                 continue
             self._workers[receiver.url].put(delivery_id, event, body.encode("utf-8"))
@@ -336,7 +306,7 @@ class Webhooks:
 
     def recent(self, limit: int = 200) -> list[dict]:
         """The latest deliveries, newest first: id, event, url, status, attempts, last_error, created, delivered."""
-        return self.deliveries.recent(limit) if self.deliveries else []
+        return self.deliveries.recent(limit)
 
     def close(self, wait: float = 1.0) -> None:
         """Stop the workers (a delivery in flight may finish within `wait`); what is pending is sent at the next start."""
