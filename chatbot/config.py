@@ -199,10 +199,13 @@ class LearnSettings:
 @dataclass
 class StorageSettings:
     """Where the shared state lives: the home's SQLite files (the embedded default), or a PostgreSQL database that
-    several app replicas share (docs/operations.md#running-on-several-machines). Today that database holds the
-    conversation log (conversations, messages, ratings, agents' actions, suggestions, CSAT)."""
+    several app replicas share (docs/operations.md#running-on-several-machines). The database holds the conversation
+    log, staff sessions, rate-limit windows, job leases, API keys and webhook deliveries."""
 
     database_url: str = ""  # "" = SQLite under the home; "postgresql://user:password@host:5432/name"
+    # Where model versions, the serving pointer and converted models live; "" = the home. Replicas share one folder
+    # (a shared file system): a version trained or promoted through one is served by all.
+    models_dir: str = ""
 
 
 @dataclass
@@ -239,8 +242,14 @@ class Config:
         return self.storage.database_url or self.log_file
 
     @property
+    def models_root(self) -> Path:
+        """The folder of model versions (versions/), the serving pointer (serving.json) and converted models
+        (models/): storage.models_dir when set (shared by replicas), else the home."""
+        return Path(self.storage.models_dir).expanduser() if self.storage.models_dir else self.home
+
+    @property
     def models_dir(self) -> Path:
-        return self.home / "models"
+        return self.models_root / "models"
 
 
 def default_home() -> Path:

@@ -127,7 +127,7 @@ def make_backend(config: Config, progress: Progress | None = None) -> Backend:
         path = Path(settings.path).expanduser() if settings.path else provision_bundled(config.models_dir, progress)
         name, adapter = f"{path.name}+{Path(settings.adapter).name}", settings.adapter
     else:
-        name, path, adapter = serving_weights(config.home, settings.path, progress)
+        name, path, adapter = serving_weights(config.models_root, settings.path, progress)
     if local == "llama.cpp":
         return llama_cpp_backend(config, name, path, adapter or "", progress)
     if settings.threads:
@@ -165,7 +165,7 @@ def open_kb(config: Config) -> KnowledgeBase:
     """The configured knowledge base. A new one starts on the serving retriever; existing ones were switched
     to it when it was promoted (the store records its embedder, which every process then follows)."""
     kb = KnowledgeBase(config.kb_dir(), config.retrieval)
-    versions = Versions(config.home)
+    versions = Versions(config.models_root)
     retriever = versions.serving_version("retriever")
     if retriever and kb.store.meta("embedder") is None and not kb.store.counts()["entries"]:
         kb.switch_embedder(str(versions.folder(retriever)))
@@ -190,7 +190,7 @@ class SupportBot:
         self._backend_lock = threading.Lock()
         self._progress = progress
         self._fixed = backend is not None or not follows_serving(config)
-        self.reward = RewardScorer(config.home)  # used only when model.best_of > 1 and a reward model serves
+        self.reward = RewardScorer(config.models_root)  # used only when model.best_of > 1 and a reward model serves
         self.scope = ScopeGuard(config.answer)
         self.hours = Schedule.from_settings(config.serve)  # a bad serve.business_hours stops the start
         self.clock = lambda: datetime.now(timezone.utc)  # what business hours and idle closing go by (tests set it)
@@ -201,13 +201,13 @@ class SupportBot:
         up at the next turn, without a restart; replies already streaming finish on the model they began with."""
         if self._fixed and self._backend is not None:
             return self._backend
-        serving = "" if self._fixed else Versions(self.config.home).serving_version("lm")
+        serving = "" if self._fixed else Versions(self.config.models_root).serving_version("lm")
         with self._backend_lock:
             if self._backend is None or serving != self._backend_for:
                 retired, self._backend = self._backend, make_backend(self.config, self._progress)
                 if hasattr(retired, "close"):  # frees its memory once its streaming replies finish
                     retired.close()
-                self._backend_for = Versions(self.config.home).serving_version("lm") if not self._fixed else ""
+                self._backend_for = Versions(self.config.models_root).serving_version("lm") if not self._fixed else ""
             return self._backend
 
     def ask(self, message: str, conversation_id: str | None = None, channel: str = "cli") -> Reply:

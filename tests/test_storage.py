@@ -115,3 +115,27 @@ def test_an_api_key_made_on_one_replica_is_accepted_and_revoked_on_all(replicas)
     second.revoke("helpdesk")
     with pytest.raises(ApiKeyError, match="was revoked"):
         first.check(key)
+
+
+def test_a_version_promoted_through_one_replica_is_served_by_the_other(tmp_path, tiny_embedder_path, tiny_lm_path, capsys):
+    from chatbot import SupportBot
+    from chatbot.versions import Versions
+
+    shared = [f"retrieval.embedder={tiny_embedder_path}", f"model.path={tiny_lm_path}", "model.backend=transformers",
+              "model.max_new_tokens=4", f"storage.models_dir={tmp_path / 'models'}", "answer.handoff_confidence=0.0",
+              "answer.mode=generate", "answer.grounding_min=0.0"]
+    homes = [tmp_path / "a", tmp_path / "b"]
+    flags = [f"--set={s}" for s in shared]
+    faq = tmp_path / "faq.csv"
+    faq.write_text("id,question,answer\ngift,Do gift cards expire?,Gift cards never expire.\n")
+    for home in homes:
+        assert main(["kb", "add", str(faq), "--home", str(home), "-q", *flags]) == 0
+    other = SupportBot(load_config(homes[1], shared, env={}))  # running before the version exists
+    assert main(["train", "sft", "--max-steps", "1", "--home", str(homes[0]), "-q", *flags]) == 0
+    assert main(["models", "promote", "latest", "--force", "--home", str(homes[0]), "-q", *flags,
+                 "--set=gate.questions=2", "--set=gate.max_new_tokens=4"]) == 0
+    capsys.readouterr()
+    promoted = Versions(tmp_path / "models").serving_version("lm")
+    assert promoted.startswith("sft-") and not (homes[0] / "versions").exists()
+    assert other.ask("Do gift cards expire?").model == promoted
+    other.log.close()

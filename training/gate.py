@@ -91,7 +91,7 @@ def set_hash(rows: list[dict], config: Config) -> str:
 
 def evaluate_version(config: Config, version: str, rows: list[dict], progress: Progress | None = None) -> dict:
     """Gate metrics of an lm/adapter version, cached on its card under the evaluation set's hash."""
-    versions = Versions(config.home)
+    versions = Versions(config.models_root)
     key = set_hash(rows, config)
     cached = versions.card(version).metrics.get("gate", {})
     if cached.get("eval_set") == key:
@@ -116,7 +116,7 @@ def evaluate_version(config: Config, version: str, rows: list[dict], progress: P
 
 def _reward(config: Config, bot: SupportBot, rows: list[dict], replies: list[dict]) -> float | None:
     """Mean score of the answered replies by the serving reward model (None when none serves)."""
-    scorer = RewardScorer(config.home)
+    scorer = RewardScorer(config.models_root)
     picked = [(row["question"], reply["answer"]) for row, reply in zip(rows, replies) if not reply["declined"]]
     if not scorer.available() or not picked:
         return None
@@ -127,7 +127,7 @@ def _reward(config: Config, bot: SupportBot, rows: list[dict], replies: list[dic
 
 def reward_accuracy(config: Config, version: str, pairs: list[dict]) -> dict:
     """A reward model's share of held-out pairs where it scores the chosen reply higher."""
-    model, tokenizer = load_version(Versions(config.home), version)
+    model, tokenizer = load_version(Versions(config.models_root), version)
     prompts = [p["prompt"] for p in pairs]
     chosen = score(model, tokenizer, prompts, [p["chosen"][-1]["content"] for p in pairs])
     rejected = score(model, tokenizer, prompts, [p["rejected"][-1]["content"] for p in pairs])
@@ -154,7 +154,7 @@ def compare(serving: dict, candidate: dict, config: Config, metrics: dict[str, b
 
 def promote(config: Config, version: str, force: bool = False, progress: Progress | None = None) -> GateResult:
     """Run the gate and, if it passes (or `force`), point serving at the candidate atomically."""
-    versions = Versions(config.home)
+    versions = Versions(config.models_root)
     versions.ensure_base(config.model.path, progress)
     version = versions.resolve(version)
     card = versions.card(version)
@@ -191,7 +191,7 @@ def promote(config: Config, version: str, force: bool = False, progress: Progres
 
 def rollback(config: Config, role: str = "lm", progress: Progress | None = None) -> str:
     """Serve the previous version of `role`; a retriever first switches the knowledge bases back."""
-    versions = Versions(config.home)
+    versions = Versions(config.models_root)
     if role == "retriever":
         switch_retriever(config, versions.rollback_target(role), progress)
     return versions.rollback(role)
@@ -203,7 +203,7 @@ def rollback(config: Config, role: str = "lm", progress: Progress | None = None)
 def promote_retriever(config: Config, version: str, serving: str, force: bool, progress: Progress | None) -> GateResult:
     """Search with the candidate embedder and with the serving one on a copy of the knowledge base (without
     the held-out variants it is asked), then, if it is not worse, switch every knowledge base to it."""
-    versions = Versions(config.home)
+    versions = Versions(config.models_root)
     kb = KnowledgeBase(config.kb_dir(), config.retrieval)
     try:
         rows, without, eval_set = retriever_queries(config, kb)
@@ -258,7 +258,7 @@ def _retrieval_metrics(kb: KnowledgeBase, rows: list[dict], stage: str, progress
 
 def switch_retriever(config: Config, version: str, progress: Progress | None = None) -> None:
     """Every knowledge base of the home onto the retriever `version` ("" = the configured embedder)."""
-    path = str(Versions(config.home).folder(version)) if version else ""
+    path = str(Versions(config.models_root).folder(version)) if version else ""
     for folder in sorted((config.home / "kb").glob("*/kb.sqlite")):
         kb = KnowledgeBase(folder.parent, config.retrieval)
         try:

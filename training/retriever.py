@@ -402,7 +402,7 @@ def run_retriever(config: Config, settings: RetrieverSettings, parent: str = "",
     retriever version), else from the embedder the knowledge base searches with, and register a new version
     of kind "retriever" (not promoted). Its card holds both embedders' top-1, recall@5 and MRR on the
     held-out variants and logged questions, dense and hybrid."""
-    versions = Versions(config.home)
+    versions = Versions(config.models_root)
     parent = versions.resolve(parent) if parent else versions.serving_version("retriever")
     if parent and versions.card(parent).kind != "retriever":
         raise TrainError(f"version {parent!r} is a {versions.card(parent).kind}, not a retriever")

@@ -106,7 +106,7 @@ def run_training(config: Config, request: RunRequest, progress: Callable[[str, i
     """Train and register a new version (not promoted: `promote` runs the gate)."""
     if request.method not in METHODS:
         raise TrainError(f"unknown method {request.method!r}: expected one of {', '.join(METHODS)}")
-    versions = Versions(config.home)
+    versions = Versions(config.models_root)
     versions.ensure_base(config.model.path, progress)
     bot = SupportBot(config)
     try:

@@ -381,7 +381,7 @@ def train_retriever_command(args, config):
 def models_list(args, config):
     from chatbot.versions import Versions
 
-    versions = Versions(config.home)
+    versions = Versions(config.models_root)
     versions.ensure_base(config.model.path, TerminalProgress(not args.quiet))
     rows = versions.listing()
     if args.json:
@@ -409,7 +409,7 @@ def models_promote(args, config):
 def models_export(args, config):
     from chatbot.versions import Versions
 
-    versions = Versions(config.home)
+    versions = Versions(config.models_root)
     if args.gguf:  # one file for llama.cpp, Ollama or LM Studio
         version = versions.resolve(args.version)
         path, adapter = versions.weights(version)
