@@ -95,7 +95,7 @@ def main() -> None:
         postgres = measure(url, args.runs, args.queue)
     finally:
         if cluster:
-            cluster.stop()
+            cluster.remove()
     print("| operation | SQLite ms (median) | PostgreSQL ms (median) | PostgreSQL / SQLite |")
     print("|---|---|---|---|")
     for name, base in sqlite.items():

@@ -24,7 +24,8 @@ _MIGRATION_LOCK = 0x5B07_DB01
 
 
 class DatabaseError(RuntimeError):
-    """The database is unreachable, or its schema is not one this code knows: one line."""
+    """The database is unreachable (or went away mid-request), or its schema is not one this code knows: one line.
+    Nothing of a request it cuts is committed; the next request reconnects."""
 
 
 def is_url(target: str | Path) -> bool:
@@ -98,14 +99,19 @@ class Database:
             connection = self.engine.connect()
         except sa.exc.OperationalError as err:
             raise DatabaseError(f"database {self}: cannot connect ({_first_line(err)})") from None
-        with connection:
-            connection.execution_options(writing=writing)
-            with connection.begin():
-                self._local.connection = connection
-                try:
-                    yield connection
-                finally:
-                    self._local.connection = None
+        try:
+            with connection:
+                connection.execution_options(writing=writing)
+                with connection.begin():
+                    self._local.connection = connection
+                    try:
+                        yield connection
+                    finally:
+                        self._local.connection = None
+        except sa.exc.DBAPIError as err:
+            if err.connection_invalidated:  # the server went away mid-request: nothing of it was committed
+                raise DatabaseError(f"database {self}: connection lost ({_first_line(err)})") from None
+            raise
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:

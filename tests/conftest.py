@@ -65,7 +65,7 @@ def postgres_cluster():
         (pytest.fail if os.environ.get("CI") else pytest.skip)("PostgreSQL's server is not installed (apt-get install postgresql)")
     cluster = Cluster(bin_dir).start()
     yield cluster
-    cluster.stop()
+    cluster.remove()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -51,15 +51,21 @@ class Cluster:
         subprocess.run([*self._as, *args], check=True, capture_output=True, cwd=self.root)
 
     def start(self) -> Cluster:
-        self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", "supportbot", "--auth=trust", "-E", "UTF8", "--no-sync")
+        """Make the cluster the first time, then (re)start its server."""
+        if not self.data.exists():
+            self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", "supportbot", "--auth=trust", "-E", "UTF8", "--no-sync")
         options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c fsync=off"
                    " -c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.root / "server.log"), "-w", "start")
         return self
 
     def stop(self) -> None:
-        subprocess.run([*self._as, str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"],
+        """Stop the server at once (clients' connections are cut); its data stays for `start`."""
+        subprocess.run([*self._as, str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop"],
                        capture_output=True, cwd=self.root)
+
+    def remove(self) -> None:
+        self.stop()
         shutil.rmtree(self.root, ignore_errors=True)
 
     def url(self, database: str = "postgres") -> str:

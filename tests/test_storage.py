@@ -29,6 +29,14 @@ def test_db_copy_moves_a_homes_log_into_postgresql_and_db_upgrade_finds_it_curre
     assert "table conversations is not empty" in capsys.readouterr().err
 
 
+def test_an_unreachable_database_stops_a_command_with_one_line(tmp_path, capsys):
+    url = "postgresql://bot:s3cret@127.0.0.1:1/support"  # nothing listens on port 1
+    assert main(["db", "upgrade", "--home", str(tmp_path), "--set", f"storage.database_url={url}"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("supportbot: error: database postgresql://bot:***@127.0.0.1:1/support: cannot connect")
+    assert len(err.strip().splitlines()) == 1 and "s3cret" not in err
+
+
 def test_the_url_comes_from_the_environment_and_its_password_is_never_printed(tmp_path):
     url = "postgresql://bot:s3cret@db.internal:5432/support"
     config = load_config(tmp_path, env={"SUPPORTBOT_STORAGE_DATABASE_URL": url})
@@ -139,3 +147,35 @@ def test_a_version_promoted_through_one_replica_is_served_by_the_other(tmp_path,
     assert promoted.startswith("sft-") and not (homes[0] / "versions").exists()
     assert other.ask("Do gift cards expire?").model == promoted
     other.log.close()
+
+
+def test_a_lost_database_fails_requests_clearly_and_the_app_recovers_when_it_returns(tmp_path, tiny_embedder_path, postgres_cluster):
+    from fastapi.testclient import TestClient
+    from gradio_door import GradioError, Page
+
+    from ui.app import build_app
+    from ui.service import UNAVAILABLE, SupportService
+
+    url = postgres_cluster.new_database()
+    config = load_config(tmp_path / "home", [f"retrieval.embedder={tiny_embedder_path}", f"storage.database_url={url}"], env={})
+    service = SupportService(config)  # an empty knowledge base: every question is handed off, no model loads
+
+    def ask(client, text: str):
+        return client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": text}]})
+
+    with TestClient(build_app(config, service)) as client:
+        before = ask(client, "Is my order on its way?").json()["conversation_id"]
+        postgres_cluster.stop()
+        try:
+            down = ask(client, "Hello, anyone there?")
+            assert down.status_code == 503 and down.json()["error"]["message"] == UNAVAILABLE
+            with pytest.raises(GradioError, match="briefly unavailable"):
+                Page(client).call("chat", "Hello, anyone there?", "")
+        finally:
+            postgres_cluster.start()
+        after = ask(client, "Is my order on its way now?").json()["conversation_id"]  # the pool reconnects
+    log = service.bot.log
+    assert [m.text for m in log.history(before)][0] == "Is my order on its way?"
+    assert [m.text for m in log.history(after)][0] == "Is my order on its way now?"
+    assert not [c for c in log.conversations() if c["id"] not in (before, after)]  # what failed left nothing half-written
+    log.close()

@@ -3,14 +3,18 @@ OpenAI-compatible API at /v1."""
 
 from __future__ import annotations
 
+import logging
+
 import gradio as gr
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
 from chatbot import Config
+from retrieval.database import DatabaseError
 
 from .openai_api import add_openai_routes
 from .widget_api import add_widget_routes
-from .service import MAX_UPLOAD_BYTES, SupportService
+from .service import MAX_UPLOAD_BYTES, UNAVAILABLE, SupportService
 from .customer import build_customer_blocks, page_look
 from .daily import start_daily_jobs, start_idle_closing
 from .staff import build_staff_blocks
@@ -19,6 +23,7 @@ from .staff import build_staff_blocks
 def build_app(config: Config, service: SupportService | None = None) -> FastAPI:
     service = service or SupportService(config)
     app = FastAPI(title=f"{config.answer.company} support")
+    app.add_exception_handler(DatabaseError, _unavailable)
     add_openai_routes(app, service)
     add_widget_routes(app, service)  # /widget.js and its API under /api/widget/
     # The staff pages first: the customer page at the root would otherwise take their paths. Each page with its look
@@ -33,6 +38,13 @@ def build_app(config: Config, service: SupportService | None = None) -> FastAPI:
         # here as an upload, have it copied into Gradio's cache and download it from there.
         blocks.has_launched = True
     return app
+
+
+async def _unavailable(request: Request, err: DatabaseError) -> JSONResponse:
+    """The OpenAI route and the widget's API when the shared database cannot be reached: 503, the detail logged."""
+    logging.getLogger("supportbot").error("%s %s: %s", request.method, request.url.path, err)
+    return JSONResponse({"error": {"message": UNAVAILABLE, "type": "service_unavailable"}}, status_code=503,
+                        headers={"Retry-After": "5"})
 
 
 def serve(config: Config, service: SupportService | None = None, overrides: list[str] | None = None) -> None:

@@ -540,3 +540,5 @@ def _number(value) -> str:
 
 # Errors a person can act on: shown as a one-line message, never a stack trace.
 USER_ERRORS = (AuthError, ServiceError, LogError, IngestError, JobError, VersionError, RateLimited)
+# What a person is told when the shared database cannot be reached (the detail goes to the server's log).
+UNAVAILABLE = "the service is briefly unavailable (its database cannot be reached); please try again in a moment"

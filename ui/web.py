@@ -9,18 +9,23 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import types
 import typing
 from datetime import datetime, timezone
 
 import gradio as gr
 
+from retrieval.database import DatabaseError
+
 from .ratelimit import Caller
-from .service import USER_ERRORS, ServiceError, SupportService
+from .service import UNAVAILABLE, USER_ERRORS, ServiceError, SupportService
+
 
 def shown(fn):
-    """Turn a refusal a person can act on into a Gradio error (a one-line toast / API error).
-    Generator handlers stay generators, so Gradio still streams them."""
+    """Turn a refusal a person can act on into a Gradio error (a one-line toast / API error), and a database that
+    cannot be reached into one that says so without its address. Generator handlers stay generators, so Gradio
+    still streams them."""
     if inspect.isgeneratorfunction(fn):
 
         @functools.wraps(fn)
@@ -29,6 +34,8 @@ def shown(fn):
                 yield from fn(*args, **kwargs)
             except USER_ERRORS as err:
                 raise gr.Error(str(err)) from None
+            except DatabaseError as err:
+                raise _unavailable(err) from None
 
         return stream
 
@@ -38,8 +45,15 @@ def shown(fn):
             return fn(*args, **kwargs)
         except USER_ERRORS as err:
             raise gr.Error(str(err)) from None
+        except DatabaseError as err:
+            raise _unavailable(err) from None
 
     return call
+
+
+def _unavailable(err: DatabaseError) -> gr.Error:
+    logging.getLogger("supportbot").error("%s", err)
+    return gr.Error(UNAVAILABLE)
 
 
 def checked(fn):
