@@ -23,12 +23,19 @@ Protocol (the real server as a subprocess, the real bundled models, talking to 1
    messages, the agents' replies), rating and agent action must be stored, and nothing this run did not
    acknowledge (rows of an earlier run in a reused `--home` are left out by id).
 
+5. With `--database URL` (an empty PostgreSQL database), the same load runs again on `--replicas` (default 2)
+   `supportbot serve` processes, each with its own home (and its own copy of the demo knowledge base), all on
+   that database and on one models folder (the first home's, `storage.models_dir`); customer i and agent i
+   go to replica i mod n. The log is checked in that database the same way, and the calls' p50 / p95 are
+   printed against the one replica on SQLite of the same run.
+
 Every loop is bounded by count and by `--timeout` (seconds for the whole load); each request ends by that
 deadline too. Latency is measured at the client, over the calls that succeeded.
 
     HF_HUB_OFFLINE=1 .venv/bin/python bench/load.py [--customers 50] [--turns 10] [--max-new-tokens 100]
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/load.py --database postgresql://user:pw@host:5432/empty --replicas 2
 
-Results go to bench/results/load.json and the server's own output to bench/results/load-server.log; the
+Results go to bench/results/load.json and the servers' own output to bench/results/load-server*.log; the
 tables to stdout, progress to stderr. Exit status 1 when any request failed or anything acknowledged is
 missing from the log.
 """
@@ -43,7 +50,6 @@ import platform
 import random
 import shutil
 import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -65,6 +71,8 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 sys.path.insert(0, str(ROOT))
 
 from chatbot.config import Config, ModelSettings, RateLimits  # noqa: E402
+from chatbot.log import open_database  # noqa: E402
+from retrieval.database import redacted  # noqa: E402
 
 HOST = "127.0.0.1"
 RESULTS = ROOT / "bench" / "results"
@@ -420,13 +428,15 @@ def answer(gradio: Gradio, ledger: Ledger, token: str, conversation: str, action
     return True
 
 
-def run_load(plans: list[CustomerPlan], base_url: str, agents: int, account: tuple[str, str], timeout_s: float, think_s: float) -> Ledger:
+def run_load(plans: list[CustomerPlan], urls: list[str], agents: int, account: tuple[str, str], timeout_s: float, think_s: float) -> Ledger:
+    """Customers and agents spread over the replicas at `urls` in turn (customer i and agent i on replica i mod n)."""
     ledger = Ledger(time.monotonic() + timeout_s)
     customers_done = threading.Event()
     turns = sum(len(p.turns) for p in plans)
     with ThreadPoolExecutor(max_workers=len(plans) + agents) as pool:
-        staff = [pool.submit(run_agent, base_url, ledger, account, customers_done, int(timeout_s / AGENT_POLL_S) + turns) for _ in range(agents)]
-        customers = [pool.submit(run_customer, plan, base_url, ledger, think_s) for plan in plans]
+        staff = [pool.submit(run_agent, urls[i % len(urls)], ledger, account, customers_done, int(timeout_s / AGENT_POLL_S) + turns)
+                 for i in range(agents)]
+        customers = [pool.submit(run_customer, plan, urls[i % len(urls)], ledger, think_s) for i, plan in enumerate(plans)]
         while wait(customers, timeout=30).not_done:
             log(f"{ledger.turns_answered()}/{turns} turns answered, {len(ledger.feedback)} ratings, {len(ledger.actions)} agent replies")
         customers_done.set()
@@ -504,15 +514,14 @@ class Baseline:
     action: int = 0
 
     @classmethod
-    def read(cls, log_file: Path) -> Baseline:
-        if not log_file.exists():
+    def read(cls, database: Path | str) -> Baseline:
+        if isinstance(database, Path) and not database.exists():
             return cls()
-        with _read_only(log_file) as db:
-            return cls(*(db.execute(f"SELECT COALESCE(MAX(id), 0) FROM {t}").fetchone()[0] for t in ("messages", "feedback", "agent_actions")))
-
-
-def _read_only(log_file: Path) -> sqlite3.Connection:
-    return sqlite3.connect(f"file:{log_file}?mode=ro", uri=True)
+        db = open_database(database)
+        try:
+            return cls(*(db.rows(f"SELECT COALESCE(MAX(id), 0) AS n FROM {t}")[0]["n"] for t in ("messages", "feedback", "agent_actions")))
+        finally:
+            db.close()
 
 
 @dataclass
@@ -525,12 +534,18 @@ class Storage:
     unexpected: int  # found, but no acknowledged request accounts for it
 
 
-def verify(log_file: Path, baseline: Baseline, ledger: Ledger) -> tuple[list[Storage], dict[str, int]]:
+def verify(database: Path | str, baseline: Baseline, ledger: Ledger) -> tuple[list[Storage], dict[str, int]]:
     """Each acknowledged item against the log; also the bot replies of this run by how they were made."""
-    with _read_only(log_file) as db:
-        messages = db.execute("SELECT id, conversation_id, role, mode FROM messages WHERE id > ?", (baseline.message,)).fetchall()
-        feedback = {i: (m, r) for i, m, r in db.execute("SELECT id, message_id, rating FROM feedback WHERE id > ?", (baseline.feedback,))}
-        actions = {i: (c, a) for i, c, a in db.execute("SELECT id, conversation_id, action FROM agent_actions WHERE id > ?", (baseline.action,))}
+    db = open_database(database)
+    try:
+        messages = [tuple(r.values()) for r in db.rows("SELECT id, conversation_id, role, mode FROM messages WHERE id > :id ORDER BY id",
+                                                       id=baseline.message)]
+        feedback = {r["id"]: (r["message_id"], r["rating"]) for r in db.rows("SELECT id, message_id, rating FROM feedback WHERE id > :id",
+                                                                             id=baseline.feedback)}
+        actions = {r["id"]: (r["conversation_id"], r["action"])
+                   for r in db.rows("SELECT id, conversation_id, action FROM agent_actions WHERE id > :id", id=baseline.action)}
+    finally:
+        db.close()
     counts = Counter((c, role) for _, c, role, _ in messages)
     where = {i: (c, role) for i, c, role, _ in messages}
     rows = []
@@ -601,6 +616,85 @@ def count_tracebacks(server_log: Path) -> int:
     return server_log.read_text(encoding="utf-8", errors="replace").count("Traceback (most recent call last)")
 
 
+@dataclass
+class Outcome:
+    """One configuration's run: what was acknowledged, what the log holds, how long calls took."""
+
+    name: str
+    ready_s: float
+    load_s: float
+    ledger: Ledger
+    storage: list[Storage]
+    modes: dict[str, int]
+    calls: list[Latency]
+    errors: dict[str, dict]
+    tracebacks: int
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.errors) or self.ledger.skipped_turns > 0 or any(s.lost or s.unexpected for s in self.storage)
+
+
+def run_setup(name: str, homes: list[Path], settings: list[str], database: Path | str, plans: list[CustomerPlan], args) -> Outcome:
+    """Ingest the demo knowledge base into each home, start one `supportbot serve` per home (one after another:
+    the first converts the bundled model the others share), drive the load over all of them, stop them, and
+    check the log in `database`."""
+    for home in homes:
+        log(f"{name}: ingesting {DEMO_KB} into {home}")
+        subprocess.run(cli("kb", "add", str(DEMO_KB), "--home", str(home), "--quiet", *[f"--set={s}" for s in settings]), cwd=ROOT,
+                       env=child_env(), check=True, stdout=subprocess.DEVNULL)
+    baseline = Baseline.read(database)
+    servers, urls, logs, ready_s = [], [], [], 0.0
+    try:
+        for i, home in enumerate(homes):
+            urls.append(f"http://{HOST}:{free_port()}")
+            logs.append(RESULTS / f"load-server{'-' + str(i + 1) if len(homes) > 1 else ''}.log")
+            with logs[-1].open("w", encoding="utf-8") as output:
+                servers.append(start_server(home, int(urls[-1].rsplit(":", 1)[1]), settings, output))
+            ready_s += wait_ready(urls[-1], servers[-1], READY_TIMEOUT_S)
+        log(f"{name}: ready at {', '.join(urls)} after {ready_s:.0f} s; {args.customers} customers x {args.turns} turns, {args.agents} agents")
+        started = time.perf_counter()
+        ledger = run_load(plans, urls, args.agents, tuple(args.agent_account.split(":", 1)), args.timeout, args.think)
+        load_s = time.perf_counter() - started
+    finally:
+        for server in servers:
+            stop_server(server)
+    storage, modes = verify(database, baseline, ledger)
+    return Outcome(name, ready_s, load_s, ledger, storage, modes, latencies(ledger.calls), error_summary(ledger.calls),
+                   sum(count_tracebacks(path) for path in logs))
+
+
+def report(outcome: Outcome, args) -> None:
+    print(f"{outcome.name}: wall {outcome.ready_s + outcome.load_s:.0f} s (load {outcome.load_s:.0f} s, server start "
+          f"{outcome.ready_s:.0f} s), {outcome.ledger.turns_answered() / outcome.load_s:.2f} turns/s")
+    print(f"bot replies by mode: {', '.join(f'{k} {v}' for k, v in sorted(outcome.modes.items()))}")
+    print()
+    print_table(outcome.calls, ["kind", "calls", "errors", "p50_ms", "p95_ms", "max_ms"])
+    print()
+    print_table(outcome.storage, ["item", "sent", "acknowledged", "stored", "lost", "unexpected"])
+    print()
+    for key, group in outcome.errors.items():
+        print(f"errors {key}: {group['count']}, first: {' | '.join(group['first'])}")
+    if outcome.ledger.skipped_turns:
+        print(f"turns not sent (the {args.timeout:.0f} s deadline came first): {outcome.ledger.skipped_turns}")
+    print(f"server logs: {outcome.tracebacks} tracebacks")
+    print(f"result: {'FAIL' if outcome.failed else 'OK'} ({len(outcome.ledger.calls)} requests, "
+          f"{sum(g['count'] for g in outcome.errors.values())} errors, {sum(s.lost for s in outcome.storage)} lost, "
+          f"{sum(s.unexpected for s in outcome.storage)} unexpected)")
+    print()
+
+
+def compare(outcomes: list[Outcome]) -> None:
+    """p50 / p95 of each kind of call, configuration against configuration."""
+    names = [o.name for o in outcomes]
+    print("| call | " + " | ".join(f"{n} p50 ms | {n} p95 ms" for n in names) + " |")
+    print("|---|" + "---|---|" * len(names))
+    by_kind = [{c.kind: c for c in o.calls} for o in outcomes]
+    for kind in by_kind[0]:
+        cells = [(f"{_cell(k[kind].p50_ms)} | {_cell(k[kind].p95_ms)}" if kind in k else "- | -") for k in by_kind]
+        print(f"| {kind} | " + " | ".join(cells) + " |")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--customers", type=int, default=50, help="simulated customers at once, half on each door")
@@ -615,64 +709,46 @@ def main() -> int:
                         help="answer.mode: auto (the default) answers confident FAQ matches from templates, generate always generates")
     parser.add_argument("--think", type=float, default=1.0, help="a customer pauses up to this many seconds between turns")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--database", help="an empty PostgreSQL database: after one replica on SQLite, the same load on "
+                                           "--replicas replicas sharing it (and one models folder)")
+    parser.add_argument("--replicas", type=int, default=2, help="with --database: how many `supportbot serve` processes")
     parser.add_argument("--home", help="use this home (default: a fresh temporary one, removed at the end)")
     parser.add_argument("--out", default=str(RESULTS / "load.json"))
     args = parser.parse_args()
     home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="load-"))
-    log_file, server_log = Config(home=home).log_file, RESULTS / "load-server.log"
     settings = server_settings(args.customers, args.turns, args.max_new_tokens, args.answer_mode)
     plans = plan_customers(args.customers, args.turns, args.seed)
     RESULTS.mkdir(parents=True, exist_ok=True)
 
-    log(f"ingesting {DEMO_KB} into {home}")
-    subprocess.run(cli("kb", "add", str(DEMO_KB), "--home", str(home), "--quiet"), cwd=ROOT, env=child_env(), check=True,
-                   stdout=subprocess.DEVNULL)
-    baseline = Baseline.read(log_file)
-    base_url = f"http://{HOST}:{free_port()}"
-    with server_log.open("w", encoding="utf-8") as output:
-        server = start_server(home, int(base_url.rsplit(":", 1)[1]), settings, output)
-        try:
-            ready_s = wait_ready(base_url, server, READY_TIMEOUT_S)
-            log(f"server ready at {base_url} after {ready_s:.0f} s; {args.customers} customers x {args.turns} turns, {args.agents} agents")
-            started = time.perf_counter()
-            ledger = run_load(plans, base_url, args.agents, tuple(args.agent_account.split(":", 1)), args.timeout, args.think)
-            load_s = time.perf_counter() - started
-        finally:
-            stop_server(server)
-    storage, modes = verify(log_file, baseline, ledger)
-    calls, errors = latencies(ledger.calls), error_summary(ledger.calls)
-    tracebacks = count_tracebacks(server_log)
-    failed = bool(errors) or ledger.skipped_turns > 0 or any(s.lost or s.unexpected for s in storage)
+    outcomes = [run_setup("1 replica, SQLite", [home], settings, Config(home=home).log_file, plans, args)]
+    if args.database:
+        homes = [home.with_name(f"{home.name}-replica-{i + 1}") for i in range(args.replicas)]
+        shared = [*settings, f"storage.database_url={args.database}", f"storage.models_dir={home}"]
+        outcomes.append(run_setup(f"{args.replicas} replicas, PostgreSQL", homes, shared, args.database, plans, args))
 
     openai_customers = sum(p.door == "openai" for p in plans)
     print(f"load: {args.customers} customers x {args.turns} turns ({openai_customers} OpenAI, {args.customers - openai_customers} Gradio), "
-          f"{args.agents} agents; wall {time.perf_counter() - START:.0f} s (load {load_s:.0f} s, server start {ready_s:.0f} s), "
-          f"{ledger.turns_answered() / load_s:.2f} turns/s")
+          f"{args.agents} agents; wall {time.perf_counter() - START:.0f} s")
     print(f"server settings for the load: {' '.join('--set ' + s for s in settings)} (all the load comes from {HOST}: "
           f"the per-address chat limit is raised to cover every message)")
-    print(f"bot replies by mode: {', '.join(f'{k} {v}' for k, v in sorted(modes.items()))}")
     print()
-    print_table(calls, ["kind", "calls", "errors", "p50_ms", "p95_ms", "max_ms"])
-    print()
-    print_table(storage, ["item", "sent", "acknowledged", "stored", "lost", "unexpected"])
-    print()
-    for key, group in errors.items():
-        print(f"errors {key}: {group['count']}, first: {' | '.join(group['first'])}")
-    if ledger.skipped_turns:
-        print(f"turns not sent (the {args.timeout:.0f} s deadline came first): {ledger.skipped_turns}")
-    print(f"server log {server_log.relative_to(ROOT)}: {tracebacks} tracebacks")
-    print(f"result: {'FAIL' if failed else 'OK'} ({len(ledger.calls)} requests, {sum(g['count'] for g in errors.values())} errors, "
-          f"{sum(s.lost for s in storage)} lost, {sum(s.unexpected for s in storage)} unexpected)")
+    for outcome in outcomes:
+        report(outcome, args)
+    if len(outcomes) > 1:
+        compare(outcomes)
 
-    result = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores", "args": vars(args),
-              "server_settings": settings, "server_start_s": round(ready_s, 1), "load_s": round(load_s, 1),
-              "wall_s": round(time.perf_counter() - START, 1), "requests": len(ledger.calls),
-              "bot_modes": modes, "calls": [asdict(c) for c in calls], "storage": [asdict(s) for s in storage],
-              "errors": errors, "skipped_turns": ledger.skipped_turns, "server_tracebacks": tracebacks, "ok": not failed}
+    result = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+              "args": {**vars(args), "database": args.database and redacted(args.database)}, "server_settings": settings,
+              "wall_s": round(time.perf_counter() - START, 1),
+              "setups": [{"name": o.name, "server_start_s": round(o.ready_s, 1), "load_s": round(o.load_s, 1), "requests": len(o.ledger.calls),
+                          "bot_modes": o.modes, "calls": [asdict(c) for c in o.calls], "storage": [asdict(s) for s in o.storage],
+                          "errors": o.errors, "skipped_turns": o.ledger.skipped_turns, "server_tracebacks": o.tracebacks,
+                          "ok": not o.failed} for o in outcomes]}
     Path(args.out).write_text(json.dumps(result, indent=1), encoding="utf-8")
     if not args.home:
-        shutil.rmtree(home)
-    return 1 if failed else 0
+        for folder in [home, *(home.with_name(f"{home.name}-replica-{i + 1}") for i in range(args.replicas))]:
+            shutil.rmtree(folder, ignore_errors=True)
+    return 1 if any(o.failed for o in outcomes) else 0
 
 
 if __name__ == "__main__":
