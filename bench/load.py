@@ -384,8 +384,8 @@ def follow_up(gradio: Gradio, ledger: Ledger, turn: TurnPlan, conversation: str,
             ledger.rated(rated["feedback_id"], message_id, thumbs_up)
     if turn.talk_to_person:
         handed = ledger.timed("talk_to_person", lambda until: gradio.call("talk_to_person", conversation, until=until))
-        if handed is not None:
-            ledger.stored(handed["conversation_id"], bot=1, bot_id=handed["message_id"])
+        if handed is not None:  # asked again while waiting, nothing new is posted (message id 0)
+            ledger.stored(handed["conversation_id"], bot=1 if handed["message_id"] else 0, bot_id=handed["message_id"])
 
 
 def run_agent(base_url: str, ledger: Ledger, account: tuple[str, str], customers_done: threading.Event, max_passes: int) -> None:
