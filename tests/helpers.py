@@ -36,6 +36,7 @@ def start_server(config, service=None):
 
     def stop() -> None:
         server.should_exit = True
+        server.force_exit = True  # no wait for open connections (a browser's, a stream's) to finish
         thread.join(10)
 
     return f"http://127.0.0.1:{port}", stop

@@ -1,5 +1,5 @@
-"""SIGKILL at the worst moments: while the server writes messages, while a large file is ingested, while a
-training run writes a version, and while one of two replicas on one PostgreSQL database takes customers. After
+"""SIGKILL at the worst moments: while the server writes messages, while a large file is ingested, while the
+nightly `learn` trains a version, and while one of two replicas on one PostgreSQL database takes customers. After
 each, the databases pass SQLite's checks, the dense index and the store agree, everything acknowledged before
 the kill is there, and the promoted model (or the other replica) still serves.
 
@@ -279,7 +279,17 @@ def test_an_interrupted_ingest_resumes_from_the_vectors_it_had_embedded(make_kb,
 
 
 def test_sigkill_mid_training_leaves_the_promoted_version_serving(home, overrides, promoted):
-    process = start(cli(home, overrides, "train", "sft", "--max-steps", "500", "--batch-size", "1"))
+    """The nightly `learn` killed while it trains the model: nothing half-applied, the promoted version serves on, and
+    the next run (which finds the killed run's state unwritten) does the work again."""
+    config = load_config(home, overrides, env={})
+    log = ConversationLog(config.log_file)  # an agent's approved reply: what `learn` trains on
+    conversation = log.start("web")
+    log.add_message(conversation, "customer", "Do gift cards expire?")
+    draft = log.add_message(conversation, "bot", "Gift cards never expire and have no fees.")
+    log.add_agent_action(conversation, draft, "Gift cards never expire and have no fees.", "approved", "ann")
+    log.close()
+    learning = [*overrides, "learn.min_new_replies=1", 'learn.roles=["lm"]']
+    process = start(cli(home, [*learning, "learn.max_steps=500"], "learn"))
     wait_for_line(process, "step 2/")  # training, with its unfinished version folder on disk
     assert list(Versions(home).root.glob("*.partial"))
     kill(process)
@@ -287,16 +297,17 @@ def test_sigkill_mid_training_leaves_the_promoted_version_serving(home, override
     versions = Versions(home)
     assert promoted in [c.version for c in versions.cards()] and versions.serving_version("lm") == promoted
     assert versions.resolve("latest") == promoted  # the killed run left no version behind
+    assert not (home / "learn" / "state.json").exists()  # so the next run reads the same replies again
     server = Server(home, overrides)
     try:
         assert server.ask("Do gift cards expire?")["model"] == promoted
     finally:
         kill(server.process)
 
-    # The next run clears the killed run's unfinished folder (it may hold a whole model's weights).
-    assert main(["train", "sft", "--max-steps", "1", "--batch-size", "2", "-q", "--home", str(home),
-                 *[f"--set={o}" for o in overrides]]) == 0
-    assert not list(versions.root.glob("*.partial"))
+    # The next run trains again, and clears the killed run's unfinished folder (it may hold a whole model's weights).
+    assert main(["learn", "-q", "--home", str(home), *[f"--set={o}" for o in [*learning, "learn.max_steps=1"]]]) == 0
+    assert not list(versions.root.glob("*.partial")) and (home / "learn" / "state.json").exists()
+    assert versions.resolve("latest") != promoted
 
 
 # --- two replicas on one PostgreSQL database ---------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 from helpers import write
@@ -345,3 +346,5 @@ def test_learn_trains_and_gates_only_once_agents_have_written_enough(config, bot
     assert lm["version"].startswith("sft-") and isinstance(lm["passed"], bool) and lm["rows"]
     assert "version" in retriever or "held-out" in retriever["skipped"]
     assert lm["promoted"] == (Versions(config.home).serving_version("lm") == lm["version"])
+    report = Path(json.loads(out)["report"])
+    assert (report / "lm.png").read_bytes().startswith(b"\x89PNG") and "(lm.png)" in (report / "report.md").read_text()

@@ -282,25 +282,26 @@ def write_report(result: GateResult, folder: Path) -> Path:
     tmp = folder / "report.md.tmp"
     tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
     tmp.replace(folder / "report.md")
-    _plot(result, folder / "report.png")
+    plot_comparison(result.rows, result.serving, result.candidate, verdict, folder / "report.png")
     return folder
 
 
-def _plot(result: GateResult, path: Path) -> None:
+def plot_comparison(rows: list[dict], serving: str, candidate: str, title: str, path: Path) -> None:
+    """A bar chart of each metric (0-1; latency left out), the serving version against the candidate."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in result.rows if r["serving"] is not None and r["candidate"] is not None and not r["metric"].startswith("latency")]
+    rows = [r for r in rows if r["serving"] is not None and r["candidate"] is not None and not r["metric"].startswith("latency")]
     fig, ax = plt.subplots(figsize=(7, 3.2))
     x = range(len(rows))
-    ax.bar([i - 0.2 for i in x], [r["serving"] for r in rows], 0.4, label=f"serving ({result.serving})")
-    ax.bar([i + 0.2 for i in x], [r["candidate"] for r in rows], 0.4, label=f"candidate ({result.candidate})")
+    ax.bar([i - 0.2 for i in x], [r["serving"] for r in rows], 0.4, label=f"serving ({serving})")
+    ax.bar([i + 0.2 for i in x], [r["candidate"] for r in rows], 0.4, label=f"candidate ({candidate})")
     ax.set_xticks(list(x), [r["metric"] for r in rows], fontsize=8)
     ax.set_ylim(0, 1.05)
     ax.legend(fontsize=7)
-    ax.set_title("promoted" if result.promoted else "refused", fontsize=9)
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
     tmp = path.with_name("tmp-" + path.name)
     fig.savefig(tmp, format="png", dpi=90)

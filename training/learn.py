@@ -3,9 +3,9 @@
 Refresh the suggestions from the log and apply the kinds `learn.auto_accept` allows (the knowledge layer,
 seconds); then, when agents have written at least `learn.min_new_replies` replies since the last run, train
 the language model (SFT on agents' approved and edited replies, continuing from the serving version) and the
-retriever, each behind its gate, promoting what passes. The report (JSON and Markdown) goes to
-`<home>/learn/<time>/`; the log position the run read up to goes to `<home>/learn/state.json`, written last,
-so a run killed midway is simply run again.
+retriever, each behind its gate, promoting what passes. The report (JSON, Markdown and a chart per trained
+role) goes to `<home>/learn/<time>/`; the log position the run read up to goes to `<home>/learn/state.json`,
+written last, so a run killed midway is simply run again.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from chatbot import Config, SupportBot
 from chatbot.versions import VersionError, write_json
 
-from .gate import promote
+from .gate import plot_comparison, promote
 from .runs import RunRequest, TrainError, run_training
 from .suggestions import auto_accept, refresh
 from .trainers import TrainSettings
@@ -54,6 +54,7 @@ class LearnReport:
                 lines.append(f"- {run['role']}: trained {run['version']}, gate {'passed' if run['passed'] else 'refused'}, "
                              f"{'promoted' if run['promoted'] else 'not promoted'}")
                 lines += [f"  - {r['metric']}: {r['serving']} -> {r['candidate']}" for r in run.get("rows", [])]
+                lines.append(f"\n  ![{run['role']}: held-out numbers before and after]({run['role']}.png)\n")
         return "\n".join(lines + [f"\n{self.seconds:.0f} s"]) + "\n"
 
 
@@ -81,6 +82,10 @@ def learn(config: Config, train: bool = True, progress: Progress | None = None,
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / "report.json", report.to_json())
     (folder / "report.md").write_text(report.markdown(), encoding="utf-8")
+    for run in report.trained:  # a chart per trained role: the serving version's held-out numbers against the new one's
+        if "rows" in run:
+            plot_comparison(run["rows"], run["serving"] or "none", run["version"],
+                            f"{run['role']}: {'promoted' if run['promoted'] else 'refused'}", folder / f"{run['role']}.png")
     write_json(state_file, {"agent_action": last_action, "at": report.at, "finished": datetime.now(timezone.utc).isoformat()})
     return report
 
@@ -108,5 +113,5 @@ def _train(config: Config, new_replies: int, progress: Progress | None, log) -> 
 
 
 def _promoted(role: str, result) -> dict:
-    return {"role": role, "version": result.candidate, "passed": result.passed, "promoted": result.promoted,
+    return {"role": role, "version": result.candidate, "serving": result.serving, "passed": result.passed, "promoted": result.promoted,
             "rows": [{k: r[k] for k in ("metric", "serving", "candidate")} for r in result.rows]}
