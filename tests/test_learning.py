@@ -332,6 +332,12 @@ def test_best_of_n_sends_the_reply_the_reward_model_prefers(config, bot):
     assert len(replies) == 3 and reply.mode == "generate"
     best = replies[max(range(3), key=scores.__getitem__)]
     assert best.split()[0] in reply.text + reply.draft
+    # `learn` reports how often the serving reward model ranks held-out preference pairs right.
+    from training.learn import learn
+
+    config.gate.heldout_share = 1.0  # every pair of the log held out, to be judged on
+    measured = learn(config, train=False).reward
+    assert measured["version"] == reward.version and measured["pairs"] >= 2 and 0 <= measured["pair_accuracy"] <= 1
 
 
 def test_learn_trains_and_gates_only_once_agents_have_written_enough(config, bot, overrides, capsys):

@@ -125,6 +125,11 @@ def _reward(config: Config, bot: SupportBot, rows: list[dict], replies: list[dic
     return round(sum(scores) / len(scores), 4)
 
 
+def heldout_pairs(config: Config, bot: SupportBot) -> list[dict]:
+    """The log's preference pairs kept out of training (gate.heldout_share): what a reward model is judged on."""
+    return split(deduplicate(log_examples(bot)["reward"]), config.gate.heldout_share)[1]
+
+
 def reward_accuracy(config: Config, version: str, pairs: list[dict]) -> dict:
     """A reward model's share of held-out pairs where it scores the chosen reply higher."""
     model, tokenizer = load_version(Versions(config.models_root), version)
@@ -172,7 +177,7 @@ def promote(config: Config, version: str, force: bool = False, progress: Progres
         new = evaluate_version(config, version, rows, progress)
         table, n = compare(old, new, config, METRICS), len(rows)
     else:
-        _, pairs = split(deduplicate(log_examples(bot)["reward"]), config.gate.heldout_share)
+        pairs = heldout_pairs(config, bot)
         bot.log.close()
         if not pairs and not force:
             raise VersionError("no held-out preference pairs to evaluate a reward model on yet (use --force to promote anyway)")

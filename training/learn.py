@@ -18,9 +18,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from chatbot import Config, SupportBot
-from chatbot.versions import VersionError, write_json
+from chatbot.versions import Versions, VersionError, write_json
 
-from .gate import plot_comparison, promote
+from .gate import heldout_pairs, plot_comparison, promote, reward_accuracy
 from .runs import RunRequest, TrainError, run_training
 from .suggestions import auto_accept, refresh
 from .trainers import TrainSettings
@@ -35,6 +35,7 @@ class LearnReport:
     auto_accepted: list[int] = field(default_factory=list)
     open_suggestions: dict[str, int] = field(default_factory=dict)  # by kind, waiting for review
     new_replies: int = 0  # agents' approved and edited replies since the last run
+    reward: dict = field(default_factory=dict)  # the serving reward model on held-out pairs: version, pair_accuracy, pairs; or skipped
     trained: list[dict] = field(default_factory=list)  # per role: version, passed, promoted, rows; or skipped: why
     seconds: float = 0.0
     report: str = ""
@@ -47,6 +48,11 @@ class LearnReport:
                  f"- new suggestions: {len(self.new_suggestions)}; applied without review: {len(self.auto_accepted)}",
                  f"- waiting for review: {', '.join(f'{n} {k}' for k, n in self.open_suggestions.items()) or 'none'}",
                  f"- agents' approved and edited replies since the last run: {self.new_replies}"]
+        if "pair_accuracy" in self.reward:
+            lines.append(f"- reward model {self.reward['version']}: ranks {self.reward['pair_accuracy']:.0%} of {self.reward['pairs']} "
+                         "held-out preference pairs right (50% is chance)")
+        elif self.reward:
+            lines.append(f"- reward model: not measured ({self.reward['skipped']})")
         for run in self.trained:
             if "skipped" in run:
                 lines.append(f"- {run['role']}: not trained ({run['skipped']})")
@@ -70,6 +76,7 @@ def learn(config: Config, train: bool = True, progress: Progress | None = None,
         report.auto_accepted = auto_accept(bot, config.learn)
         report.open_suggestions = dict(Counter(s["kind"] for s in bot.log.suggestions("open")))
         actions = bot.log.agent_actions()
+        report.reward = _reward_check(config, bot)
     finally:
         bot.log.close()
     last_action = max((a["id"] for a in actions), default=0)
@@ -88,6 +95,18 @@ def learn(config: Config, train: bool = True, progress: Progress | None = None,
                             f"{run['role']}: {'promoted' if run['promoted'] else 'refused'}", folder / f"{run['role']}.png")
     write_json(state_file, {"agent_action": last_action, "at": report.at, "finished": datetime.now(timezone.utc).isoformat()})
     return report
+
+
+def _reward_check(config: Config, bot: SupportBot) -> dict:
+    """Whether the reward module earns its place: the serving reward model's share of held-out preference pairs
+    (agents' replies against the drafts they replaced, rated replies) it ranks the right way round."""
+    serving = Versions(config.models_root).serving_version("reward")
+    if not serving:
+        return {"skipped": "no reward model serves (`supportbot train reward`, then `models promote`)"}
+    pairs = heldout_pairs(config, bot)
+    if not pairs:
+        return {"version": serving, "skipped": "no held-out preference pairs in the log yet"}
+    return {"version": serving, **reward_accuracy(config, serving, pairs)}
 
 
 def _train(config: Config, new_replies: int, progress: Progress | None, log) -> list[dict]:
