@@ -194,6 +194,10 @@ class LearnSettings:
     epochs: float = 1.0  # SFT epochs over the log's examples
     max_steps: int = -1  # caps each training run of `learn` (>0; quick trials)
     daily_at: str = ""  # "HH:MM" (the server's local time): `supportbot serve` runs `learn` once a day; "" = never
+    # `learn` refits answer.handoff_confidence from agents' actions and ratings (training/thresholds.py) so that at
+    # least this share of hand-offs needed a person, once there are min_outcomes labelled decisions.
+    handoff_precision: float = 0.7
+    min_outcomes: int = 40
 
 
 @dataclass

@@ -258,6 +258,23 @@ class ConversationLog:
                WHERE b.reason = '' AND b.handed_off = 0 AND b.sources != '[]' ORDER BY f.id"""
         )
 
+    def decision_outcomes(self) -> list[dict]:
+        """What people said of the bot's answer-or-hand-off decisions (not evaluation ones), oldest first: the
+        reply's retrieval confidence, whether it handed off for low confidence, and the outcome: the agent's action
+        on it ("approved", "edited", "rejected") or the customer's rating ("up", "down")."""
+        return self.db.rows(
+            """SELECT b.id, b.confidence, b.handed_off, a.action AS outcome
+               FROM agent_actions a JOIN conversations c ON c.id = a.conversation_id AND c.channel != 'eval'
+               JOIN messages b ON b.id = (SELECT MAX(id) FROM messages WHERE conversation_id = a.conversation_id
+                                          AND role = 'bot' AND id < a.reply_message_id)
+               WHERE b.confidence IS NOT NULL AND b.reason IN ('', 'low_confidence')
+               UNION ALL
+               SELECT b.id, b.confidence, b.handed_off, CASE WHEN f.rating = 1 THEN 'up' ELSE 'down' END
+               FROM feedback f JOIN messages b ON b.id = f.message_id
+               JOIN conversations c ON c.id = b.conversation_id AND c.channel != 'eval'
+               WHERE b.confidence IS NOT NULL AND b.reason = '' AND b.handed_off = 0
+               ORDER BY 1""")
+
     def answers_by_entry(self, recent: int = -1) -> Counter:
         """How many of the bot's latest `recent` answers (all: -1; not evaluation ones) each entry was the first
         source of."""

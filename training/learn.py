@@ -1,7 +1,7 @@
 """`supportbot learn`: the nightly loop in one command.
 
 Refresh the suggestions from the log and apply the kinds `learn.auto_accept` allows (the knowledge layer,
-seconds); then, when agents have written at least `learn.min_new_replies` replies since the last run, train
+seconds), and refit the hand-off threshold from agents' and customers' verdicts (training/thresholds.py); then, when agents have written at least `learn.min_new_replies` replies since the last run, train
 the language model (SFT on agents' approved and edited replies, continuing from the serving version) and the
 retriever, each behind its gate, promoting what passes. The report (JSON, Markdown and a chart per trained
 role) goes to `<home>/learn/<time>/`; the log position the run read up to goes to `<home>/learn/state.json`,
@@ -23,6 +23,7 @@ from chatbot.versions import Versions, VersionError, write_json
 from .gate import heldout_pairs, plot_comparison, promote, reward_accuracy
 from .runs import RunRequest, TrainError, run_training
 from .suggestions import auto_accept, refresh
+from .thresholds import refit as refit_handoff
 from .trainers import TrainSettings
 
 Progress = Callable[[str, int, int], None]
@@ -36,6 +37,7 @@ class LearnReport:
     open_suggestions: dict[str, int] = field(default_factory=dict)  # by kind, waiting for review
     new_replies: int = 0  # agents' approved and edited replies since the last run
     reward: dict = field(default_factory=dict)  # the serving reward model on held-out pairs: version, pair_accuracy, pairs; or skipped
+    handoff: dict = field(default_factory=dict)  # answer.handoff_confidence refitted from outcomes (training/thresholds.py)
     trained: list[dict] = field(default_factory=list)  # per role: version, passed, promoted, rows; or skipped: why
     seconds: float = 0.0
     report: str = ""
@@ -48,6 +50,12 @@ class LearnReport:
                  f"- new suggestions: {len(self.new_suggestions)}; applied without review: {len(self.auto_accepted)}",
                  f"- waiting for review: {', '.join(f'{n} {k}' for k, n in self.open_suggestions.items()) or 'none'}",
                  f"- agents' approved and edited replies since the last run: {self.new_replies}"]
+        refit = self.handoff
+        if refit.get("applied"):
+            lines.append(f"- hand-off threshold: {refit['current']} -> {refit['proposed']} (held-out: hand-off precision "
+                         f"{refit['precision']}, right decisions {refit['right_before']} -> {refit['right']}; {refit['outcomes']} outcomes)")
+        elif refit:
+            lines.append(f"- hand-off threshold: stays {refit['current']} ({refit['why']})")
         if "pair_accuracy" in self.reward:
             lines.append(f"- reward model {self.reward['version']}: ranks {self.reward['pair_accuracy']:.0%} of {self.reward['pairs']} "
                          "held-out preference pairs right (50% is chance)")
@@ -77,6 +85,7 @@ def learn(config: Config, train: bool = True, progress: Progress | None = None,
         report.open_suggestions = dict(Counter(s["kind"] for s in bot.log.suggestions("open")))
         actions = bot.log.agent_actions()
         report.reward = _reward_check(config, bot)
+        report.handoff = refit_handoff(config, bot.log).to_json()
     finally:
         bot.log.close()
     last_action = max((a["id"] for a in actions), default=0)
