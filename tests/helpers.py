@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 
@@ -40,3 +42,30 @@ def start_server(config, service=None):
         thread.join(10)
 
     return f"http://127.0.0.1:{port}", stop
+
+
+def start_inference_server(backend) -> ThreadingHTTPServer:
+    """A minimal OpenAI-compatible inference server (as vLLM or TGI serve) in front of a real in-process backend,
+    on a free loopback port, in a thread; `.requests` counts the completions it streamed. Stop it with
+    `.shutdown()`."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            generation = backend.generate(body["messages"], body["max_tokens"], body.get("temperature", 0))
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            for piece in generation:
+                self.wfile.write(f"data: {json.dumps({'choices': [{'delta': {'content': piece}}]})}\n\n".encode())
+            usage = {"prompt_tokens": generation.prompt_tokens, "completion_tokens": generation.completion_tokens}
+            self.wfile.write(f"data: {json.dumps({'choices': [], 'usage': usage})}\n\ndata: [DONE]\n\n".encode())
+            server.requests += 1
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.requests = 0
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server

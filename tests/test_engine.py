@@ -3,12 +3,10 @@ bad input, and the OpenAI-compatible backend against a real local HTTP server.""
 
 from __future__ import annotations
 
-import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from helpers import write
+from helpers import start_inference_server, write
 
 from chatbot import LogError, SupportBot, Turn, system_prompt
 from chatbot.backends import OpenAIBackend, TransformersBackend
@@ -172,30 +170,8 @@ def test_a_follow_up_is_read_by_its_own_words_within_its_topic(tmp_path, real_em
     kb.close()
 
 
-class _OpenAIHandler(BaseHTTPRequestHandler):
-    """A minimal OpenAI-compatible server in front of the real in-process backend."""
-
-    backend: TransformersBackend
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        generation = self.backend.generate(body["messages"], body["max_tokens"], body.get("temperature", 0))
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.end_headers()
-        for piece in generation:
-            self.wfile.write(f"data: {json.dumps({'choices': [{'delta': {'content': piece}}]})}\n\n".encode())
-        usage = {"prompt_tokens": generation.prompt_tokens, "completion_tokens": generation.completion_tokens}
-        self.wfile.write(f"data: {json.dumps({'choices': [], 'usage': usage})}\n\ndata: [DONE]\n\n".encode())
-
-    def log_message(self, *args):
-        pass
-
-
 def test_the_openai_compatible_backend_streams_from_a_server(bot, tiny_lm_path):
-    _OpenAIHandler.backend = TransformersBackend.from_folder(tiny_lm_path, "tiny")
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _OpenAIHandler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = start_inference_server(TransformersBackend.from_folder(tiny_lm_path, "tiny"))
     try:
         remote = OpenAIBackend(f"http://127.0.0.1:{server.server_port}/v1", "tiny")
         bot.settings.mode, bot.settings.grounding_min = "generate", 0.0

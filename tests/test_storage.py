@@ -179,3 +179,31 @@ def test_a_lost_database_fails_requests_clearly_and_the_app_recovers_when_it_ret
     assert [m.text for m in log.history(after)][0] == "Is my order on its way now?"
     assert not [c for c in log.conversations() if c["id"] not in (before, after)]  # what failed left nothing half-written
     log.close()
+
+
+def test_replicas_generate_on_one_inference_server(tmp_path, tiny_embedder_path, tiny_lm_path, postgres_cluster):
+    """Generation on a GPU server (vLLM, TGI: OpenAI-compatible), here a stand-in serving the tiny model."""
+    from helpers import start_inference_server
+
+    from chatbot import SupportBot
+    from chatbot.backends import TransformersBackend
+
+    server = start_inference_server(TransformersBackend.from_folder(tiny_lm_path, "tiny"))
+    settings = [f"retrieval.embedder={tiny_embedder_path}", "model.backend=openai", "model.openai_model=tiny",
+                f"model.openai_url=http://127.0.0.1:{server.server_port}/v1", "model.max_new_tokens=6",
+                "answer.mode=generate", "answer.handoff_confidence=0.0", "answer.grounding_min=0.0",
+                f"storage.database_url={postgres_cluster.new_database()}"]
+    faq = tmp_path / "faq.csv"
+    faq.write_text("id,question,answer\ngift,Do gift cards expire?,Gift cards never expire.\n")
+    try:
+        bots = []
+        for name in ("a", "b"):
+            assert main(["kb", "add", str(faq), "--home", str(tmp_path / name), "-q", *[f"--set={s}" for s in settings]]) == 0
+            bots.append(SupportBot(load_config(tmp_path / name, settings, env={})))
+        replies = [bot.ask("Do gift cards expire?", channel="web") for bot in bots]
+        assert [(r.model, r.mode) for r in replies] == [("openai:tiny", "generate")] * 2 and server.requests == 2
+        assert {c["id"] for c in bots[0].log.conversations()} >= {r.conversation_id for r in replies}  # one log
+    finally:
+        server.shutdown()
+        for bot in bots:
+            bot.log.close()
