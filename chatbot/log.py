@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from retrieval.database import Database, copy_tables, migrate
+from retrieval.database import Database, copy_tables, import_file, migrate
 
 from .redact import redact
 
@@ -23,7 +23,11 @@ ACTIONS = ("approved", "edited", "rejected")
 MAX_TEXT_CHARS = 10_000
 
 MIGRATIONS = Path(__file__).parent / "migrations"  # the schema: Alembic scripts, run when a log is opened
-TABLES = ("conversations", "messages", "feedback", "agent_actions", "suggestions", "csat", "after_hours", "contact_emails")
+# What `db copy` moves (parents before children); staff sessions, rate-limit windows and leases are left behind.
+TABLES = ("conversations", "messages", "feedback", "agent_actions", "suggestions", "csat", "after_hours", "contact_emails",
+          "api_keys", "webhook_deliveries")
+# Tables older versions kept in files of their own under the home: moved into the app's database once.
+LEGACY_FILES = {"api_keys": "apikeys.sqlite", "webhook_deliveries": "webhooks.sqlite"}
 
 
 class LogError(ValueError):
@@ -64,6 +68,12 @@ def open_database(target: Path | str) -> Database:
         db.close()
         raise
     return db
+
+
+def import_legacy(db: Database, home: Path) -> None:
+    """Move the tables an older version kept in their own files under `home` into `db` (once)."""
+    for table, name in LEGACY_FILES.items():
+        import_file(db, home / name, table)
 
 
 class ConversationLog:
@@ -420,11 +430,13 @@ def upgrade(target: Path | str) -> dict:
 
 
 def copy_log(source: Path, target: str) -> dict:
-    """`supportbot db copy --to URL`: the home's SQLite log into a new, empty database (PostgreSQL), checked by
-    each table's row count and checksum; {database, tables: {name: {rows, checksum}}}."""
+    """`supportbot db copy --to URL`: the home's SQLite database (the log, API keys, webhook deliveries) into a new,
+    empty database (PostgreSQL), checked by each table's row count and checksum; {database, tables: {name: {rows,
+    checksum}}}."""
     if not source.exists():
         raise LogError(f"{source}: no conversation log to copy")
     logs = [ConversationLog(source, redact_kinds=()), ConversationLog(target, redact_kinds=())]
+    import_legacy(logs[0].db, source.parent)
     try:
         return {"database": str(logs[1].db), "tables": copy_tables(logs[0].db, logs[1].db, list(TABLES))}
     finally:

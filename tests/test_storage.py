@@ -4,6 +4,7 @@ one PostgreSQL database sharing the conversation log (the agents' queue, agents'
 from __future__ import annotations
 
 import json
+import sqlite3
 
 import pytest
 
@@ -19,10 +20,17 @@ def test_db_copy_moves_a_homes_log_into_postgresql_and_db_upgrade_finds_it_curre
     conversation = log.start("web")
     log.add_message(conversation, "customer", "Where is my parcel?")
     log.close()
+    legacy = sqlite3.connect(home / "apikeys.sqlite")
+    legacy.execute("CREATE TABLE api_keys(name TEXT PRIMARY KEY, key_hash TEXT NOT NULL UNIQUE, per_minute INTEGER,"
+                   " created_at TEXT NOT NULL, last_used TEXT, revoked_at TEXT)")
+    legacy.execute("INSERT INTO api_keys VALUES ('crm', 'abc123', NULL, '2026-11-01T09:00:00+00:00', NULL, NULL)")
+    legacy.commit()
+    legacy.close()
     url = postgres_cluster.new_database()
     assert main(["db", "copy", "--to", url, "--home", str(home), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["tables"]["conversations"]["rows"] == 1 and report["tables"]["messages"]["rows"] == 1
+    assert report["tables"]["api_keys"]["rows"] == 1  # kept by an older version in apikeys.sqlite: moved, then copied
     assert main(["db", "upgrade", "--home", str(home), "--set", f"storage.database_url={url}", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == {"database": url, "from": head(MIGRATIONS), "to": head(MIGRATIONS)}
     assert main(["db", "copy", "--to", url, "--home", str(home)]) == 1  # a second copy would duplicate: refused
@@ -117,7 +125,7 @@ def test_a_daily_job_is_claimed_by_one_replica_only(replicas):
 def test_an_api_key_made_on_one_replica_is_accepted_and_revoked_on_all(replicas):
     from ui.apikeys import ApiKeyError, ApiKeys
 
-    first, second = (ApiKeys(service.bot.log.db, service.config.home) for service in replicas)
+    first, second = (ApiKeys(service.bot.log.db) for service in replicas)
     key = first.add("helpdesk", limit=50)
     assert second.check(key).limit == 50
     second.revoke("helpdesk")

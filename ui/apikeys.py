@@ -14,9 +14,8 @@ import re
 import secrets
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
-from retrieval.database import Database, import_file
+from retrieval.database import Database
 
 from .ratelimit import Caller
 
@@ -52,10 +51,8 @@ def _now() -> datetime:
 
 
 class ApiKeys:
-    def __init__(self, db: Database, home: Path):
-        """`home`: where an older version kept the keys (`apikeys.sqlite`), moved into `db` the first time."""
+    def __init__(self, db: Database):
         self.db = db
-        import_file(db, Path(home) / "apikeys.sqlite", "api_keys")
 
     def add(self, name: str, limit: int | None = None) -> str:
         """Make a key called `name` and return it (the only time it is seen). A revoked key's name may be

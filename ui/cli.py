@@ -469,11 +469,13 @@ def user_add(args, config):
 
 
 def _api_keys(config: Config):
-    from chatbot.log import open_database
+    from chatbot.log import import_legacy, open_database
 
     from .apikeys import ApiKeys
 
-    return ApiKeys(open_database(config.log_database), config.home)
+    db = open_database(config.log_database)
+    import_legacy(db, config.home)
+    return ApiKeys(db)
 
 
 @command("apikey add")
@@ -696,7 +698,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     db = sub.add_parser("db", help="the database (storage.database_url)").add_subparsers(dest="db_cmd", required=True, metavar="ACTION")
     add(db, "upgrade", "bring the database's schema to this version's (the app also does it when it starts)")
-    p = add(db, "copy", "copy the home's SQLite conversation log into a new PostgreSQL database, checked by counts and checksums")
+    p = add(db, "copy", "copy the home's SQLite database (the log, API keys, webhook deliveries) into a new PostgreSQL "
+                        "database, checked by counts and checksums")
     p.add_argument("--to", required=True, metavar="URL", help="postgresql://user:password@host:5432/name (an empty database)")
 
     add(sub, "config", "print the effective configuration", json_flag=False)

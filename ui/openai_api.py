@@ -44,7 +44,7 @@ class ChatRequest:
 
 
 def add_openai_routes(app: FastAPI, service: SupportService) -> None:
-    api_keys = ApiKeys(service.bot.log.db, service.config.home)
+    api_keys = ApiKeys(service.bot.log.db)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):

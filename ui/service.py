@@ -19,6 +19,7 @@ from pathlib import Path
 from chatbot import Config, ConfigError, LogError, Response, SupportBot, save_settings
 from chatbot.analytics import analytics
 from chatbot.evaluate import load_evals
+from chatbot.log import import_legacy
 from chatbot.policy import clean_message
 from chatbot.redact import find_personal_data
 from chatbot.versions import Versions, VersionError, is_plain_name
@@ -67,6 +68,7 @@ class SupportService:
         self.jobs = Jobs(config.home)
         self.overrides = list(overrides or [])  # the `--set` flags this app was started with
         self.limiter = RateLimiter(config.limits, self.bot.log.db, clock)
+        import_legacy(self.bot.log.db, config.home)  # API keys and webhook deliveries an older version kept in files
         self.webhooks = Webhooks(config, self.bot.log.db)  # serve.webhooks: each receiver sent events by its own background worker
 
     def warm_up(self) -> None:

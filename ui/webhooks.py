@@ -37,7 +37,7 @@ import sqlalchemy as sa
 from chatbot import Config, ConfigError, ConversationLog
 from chatbot.log import now
 from chatbot.review import REASONS
-from retrieval.database import Database, import_file
+from retrieval.database import Database
 
 EVENTS = ("handoff", "agent_reply", "closed", "rated")
 STATUSES = ("pending", "delivered", "failed")
@@ -271,7 +271,6 @@ class Webhooks:
             raise ConfigError(f"serve.webhook_timeout {serve.webhook_timeout!r}: expected seconds above 0")
         if any(not (0 <= s < 86_400) for s in serve.webhook_backoff):
             raise ConfigError(f"serve.webhook_backoff {serve.webhook_backoff!r}: expected seconds from 0 to below a day, one per retry")
-        import_file(db, config.home / "webhooks.sqlite", "webhook_deliveries")  # where an older version kept them
         self.deliveries = DeliveryLog(db, f"{socket.gethostname()}:{config.home.resolve()}")
         self._workers = {r.url: _Worker(r, self.deliveries, serve.webhook_timeout, list(serve.webhook_backoff)) for r in self.receivers}
         for row in self.deliveries.pending():  # left pending when the server last stopped
