@@ -11,7 +11,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -58,8 +60,23 @@ def _engine(target: str | Path, timeout: float) -> Engine:
 def _sqlite_connect(dbapi_connection, _record) -> None:
     # The driver's own transaction handling off: `_sqlite_begin` says when a transaction starts and how.
     dbapi_connection.isolation_level = None
-    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON"):
+    _write_ahead(dbapi_connection)
+    for pragma in ("synchronous=NORMAL", "foreign_keys=ON"):
         dbapi_connection.execute(f"PRAGMA {pragma}")
+
+
+def _write_ahead(dbapi_connection, patience: float = 30.0) -> None:
+    """WAL mode. Switching a new file to it needs the file to itself for a moment, and SQLite can report that
+    lock at once instead of through the busy timeout: processes opening a new file together wait their turn."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            dbapi_connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def _sqlite_begin(conn: Connection) -> None:

@@ -178,3 +178,18 @@ def test_copy_moves_every_row_and_ids_continue_after_them(tmp_path, postgres_clu
         copy_tables(source.db, target.db, tables)
     source.close()
     target.close()
+
+
+def test_opening_a_new_file_another_process_is_writing_waits_for_it(tmp_path):
+    """Switching a file to WAL is refused at once, not after the busy timeout, while another connection writes it
+    (before it is WAL): the opener waits its turn instead of failing."""
+    path = tmp_path / "log.sqlite"
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("CREATE TABLE early(x)")
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("INSERT INTO early VALUES (1)")
+    threading.Timer(0.3, lambda: writer.execute("COMMIT")).start()
+    log = ConversationLog(path)
+    assert log.db.rows("PRAGMA journal_mode")[0]["journal_mode"] == "wal"
+    log.close()
+    writer.close()
