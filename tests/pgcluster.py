@@ -54,13 +54,15 @@ class Cluster:
         """Make the cluster the first time, then (re)start its server."""
         if not self.data.exists():
             self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", "supportbot", "--auth=trust", "-E", "UTF8", "--no-sync")
+        # fsync off: nothing survives a crash of the machine, which a test never is; but each commit is written
+        # (synchronous_commit stays on), so what was acknowledged survives the server being killed (`stop`).
         options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c fsync=off"
-                   " -c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+                   " -c full_page_writes=off -c max_connections=200")
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.root / "server.log"), "-w", "start")
         return self
 
     def stop(self) -> None:
-        """Stop the server at once (clients' connections are cut); its data stays for `start`."""
+        """Kill the server at once, as a crash would (clients' connections are cut); its data stays for `start`."""
         subprocess.run([*self._as, str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop"],
                        capture_output=True, cwd=self.root)
 
