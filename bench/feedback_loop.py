@@ -137,7 +137,7 @@ def run_group(name: str, week1_home: Path, answers: dict, held: set, traffic: li
         started = time.perf_counter()
         report = learn(config, train=train, progress=progress)
         learned = {"seconds": round(time.perf_counter() - started, 1), "auto_accepted": len(report.auto_accepted),
-                   "open": report.open_suggestions, "trained": report.trained}
+                   "open": report.open_suggestions, "trained": report.trained, "handoff": report.handoff}
     service = open_service(home, args)  # a fresh process's view: the promoted versions and the grown KB
     week2 = play(service, [t for t in traffic if t["week"] == 2], answers, args.threshold, False, progress, f"{name}: week 2")
     close(service)
@@ -169,6 +169,12 @@ def main() -> int:
         w = r["week2"]
         print(f"{r['group']:10} {w['held_back_resolved']:>19.3f} {w['present_resolved']:>17.3f} {w['held_back_similarity']:>14.3f} "
               f"{w['present_similarity']:>12.3f} {w['out_of_scope_declined']:>13.3f} {r['learn'].get('seconds', 0):>8.1f}")
+    for r in results:  # what `learn` did to the hand-off threshold (training/thresholds.py)
+        refit = r["learn"].get("handoff")
+        if refit:
+            change = f"{refit['current']} -> {refit['proposed']}" if refit["applied"] else f"stays {refit['current']} ({refit['why']})"
+            print(f"{r['group']}: hand-off threshold {change}; {refit['outcomes']} outcomes, held-out right decisions "
+                  f"{refit['right_before']} -> {refit['right']}")
     result = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores", "args": vars(args),
               "held_back": sorted(held), "week1": summary(week1, held), "groups": results}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
