@@ -198,6 +198,9 @@ class LearnSettings:
     # least this share of hand-offs needed a person, once there are min_outcomes labelled decisions.
     handoff_precision: float = 0.7
     min_outcomes: int = 40
+    # Off: the refitted threshold is reported, not written. On bench/feedback_loop.py it moved 0.3 -> 0.651 and
+    # fewer week-2 questions were resolved (docs/learning-loop.md): ratings of imperfect answers push it up.
+    apply_handoff_refit: bool = False
 
 
 @dataclass

@@ -37,6 +37,9 @@ def test_the_threshold_moves_to_where_agents_say_a_person_was_needed(tmp_path):
         confidence = 0.1 + (i * 7 % 60) / 100
         handed_off = confidence < config.answer.handoff_confidence
         decision(log, confidence, handed_off, "rejected" if confidence < 0.45 else "approved")
+    proposed = refit(config, log)  # by default proposed, not written
+    assert 0.44 < proposed.proposed <= 0.46 and not proposed.applied and not config.config_file.exists()
+    config.learn.apply_handoff_refit = True
     result = refit(config, log)
     assert result.applied and 0.44 < result.proposed <= 0.46 and result.right > result.right_before
     saved = tomllib.loads(config.config_file.read_text())["answer"]["handoff_confidence"]

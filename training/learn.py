@@ -54,6 +54,8 @@ class LearnReport:
         if refit.get("applied"):
             lines.append(f"- hand-off threshold: {refit['current']} -> {refit['proposed']} (held-out: hand-off precision "
                          f"{refit['precision']}, right decisions {refit['right_before']} -> {refit['right']}; {refit['outcomes']} outcomes)")
+        elif refit.get("proposed") is not None:
+            lines.append(f"- hand-off threshold: stays {refit['current']}; the outcomes ask for {refit['proposed']} ({refit['why']})")
         elif refit:
             lines.append(f"- hand-off threshold: stays {refit['current']} ({refit['why']})")
         if "pair_accuracy" in self.reward:

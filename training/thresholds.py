@@ -6,7 +6,9 @@ or replaced did. A confident reply the agent rejected or the customer rated down
 one approved or rated up should not. `refit` picks, among the thresholds whose hand-offs hold
 `learn.handoff_precision` (that share of them needed a person) on the older outcomes, the one with the most
 right decisions there, and applies it only when the newest outcomes, held out, agree: its hand-off precision
-within `gate.tolerance` of the target and no fewer right decisions than the current threshold.
+within `gate.tolerance` of the target and no fewer right decisions than the current threshold, and only with
+`learn.apply_handoff_refit` on (off by default: on the feedback-loop bench the threshold it found resolved fewer
+questions; the report shows the proposal either way).
 """
 
 from __future__ import annotations
@@ -87,6 +89,8 @@ def refit(config: Config, log: ConversationLog) -> Refit:
         result.why = f"held-out right decisions {result.right:.2f} against {result.right_before:.2f} now"
     elif result.proposed == current:
         result.why = "the current threshold is the one the outcomes ask for"
+    elif not config.learn.apply_handoff_refit:
+        result.why = "proposed only: learn.apply_handoff_refit is off"
     else:
         save_settings(config, {"answer.handoff_confidence": result.proposed})
         result.applied = True
