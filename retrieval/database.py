@@ -240,22 +240,20 @@ def copy_tables(source: Database, target: Database, tables: list[str], batch: in
         for table in tables:
             if connection.execute(sa.text(f"SELECT COUNT(*) FROM {table}")).scalar_one():
                 raise DatabaseError(f"database {target}: table {table} is not empty; copy only into a new database")
+        expected = {}
         for table in tables:
             rows = source.rows(f"SELECT * FROM {table} ORDER BY 1")
-            if rows:
-                columns = list(rows[0])
-                insert = sa.text(f"INSERT INTO {table}({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)})")
-                for start in range(0, len(rows), batch):
-                    connection.execute(insert, rows[start:start + batch])
+            _insert_rows(connection, table, rows, batch)
+            expected[table] = _checksum(rows)
         if target.dialect == "postgresql":
             for table in tables:
                 _advance_sequence(connection, table)
         report = {}
         for table in tables:
-            expected, got = _checksum(source, table), _checksum(target, table)
-            if expected != got:
+            got = _checksum(target.rows(f"SELECT * FROM {table} ORDER BY 1"))
+            if expected[table] != got:
                 raise DatabaseError(f"database {target}: table {table} differs after the copy "
-                                    f"({got['rows']} rows against {expected['rows']}); nothing was copied")
+                                    f"({got['rows']} rows against {expected[table]['rows']}); nothing was copied")
             report[table] = got
     return report
 
@@ -271,9 +269,8 @@ def import_file(db: Database, path: Path, table: str) -> int:
     finally:
         old.close()
     with db.transaction() as connection:
-        if rows and not connection.execute(sa.text(f"SELECT COUNT(*) FROM {table}")).scalar_one():
-            columns = list(rows[0])
-            connection.execute(sa.text(f"INSERT INTO {table}({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)})"), rows)
+        if not connection.execute(sa.text(f"SELECT COUNT(*) FROM {table}")).scalar_one():
+            _insert_rows(connection, table, rows)
     path.rename(path.with_name(path.name + ".imported"))
     return len(rows)
 
@@ -287,9 +284,17 @@ def _advance_sequence(connection: Connection, table: str) -> None:
                            {"s": sequence})
 
 
-def _checksum(db: Database, table: str) -> dict:
+def _insert_rows(connection: Connection, table: str, rows: list[dict], batch: int = 1000) -> None:
+    if not rows:
+        return
+    columns = list(rows[0])
+    insert = sa.text(f"INSERT INTO {table}({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)})")
+    for start in range(0, len(rows), batch):
+        connection.execute(insert, rows[start:start + batch])
+
+
+def _checksum(rows: list[dict]) -> dict:
     digest = hashlib.sha256()
-    rows = db.rows(f"SELECT * FROM {table} ORDER BY 1")
     for row in rows:
         digest.update(json.dumps(list(row.values()), default=str).encode())
     return {"rows": len(rows), "checksum": digest.hexdigest()[:16]}
