@@ -32,6 +32,9 @@ Run from the repository root:
     HF_HUB_OFFLINE=1 .venv/bin/python bench/retrieval.py            # full: 1k and 100k entries (10+ minutes)
     HF_HUB_OFFLINE=1 .venv/bin/python bench/retrieval.py --quick    # 1k and 10k entries (a few minutes)
 
+With `--database postgresql://...` every size of sections 3 and 4 is measured twice side by side, the knowledge
+base in a SQLite file and then in that PostgreSQL database (each in a new schema, dropped afterwards).
+
 Options: `--out PATH` (JSON results, default bench/results/retrieval.json), `--sizes 1000,100000`,
 `--queries 200`, `--approximate-above N` (override the IVF threshold, e.g. to see IVF in a quick run),
 `--torch-threads N`, `--runtime onnx|torch` (the embedder runtime for sections 1-4). The machine is shared and noisy: a CPU probe (embedding rate of a fixed batch) is
@@ -70,7 +73,8 @@ import numpy as np  # noqa: E402
 
 from retrieval import Embedder, KnowledgeBase, RetrievalSettings, evaluate_perturbed, evaluate_retrieval, load_queries  # noqa: E402
 from retrieval.embedder import RUNTIMES  # noqa: E402
-from retrieval.store import Store  # noqa: E402
+from retrieval.database import Database  # noqa: E402
+from retrieval.store import schema_name  # noqa: E402
 
 MODES = ("dense", "lexical", "hybrid")
 MODE_LABELS = {"dense": "dense-only", "lexical": "lexical-only", "hybrid": "hybrid"}
@@ -369,6 +373,7 @@ class ProbeRow:
 
 @dataclass
 class Scale:
+    engine: str  # where the knowledge base's store is: "sqlite" or "postgresql"
     entries: int
     vectors: int
     index_kind: str
@@ -407,14 +412,18 @@ class Bench:
         return RetrievalSettings(approximate_above=self.args.approximate_above)
 
     @contextmanager
-    def fresh_kb(self, label: str, embedder: Embedder | None = None) -> Iterator[tuple[KnowledgeBase, Path]]:
-        """A knowledge base in its own new temporary folder (removed afterwards), and that folder."""
+    def fresh_kb(self, label: str, embedder: Embedder | None = None, database: str = "") -> Iterator[tuple[KnowledgeBase, Path]]:
+        """A knowledge base in its own new temporary folder (removed afterwards), and that folder; with a
+        `database` URL its store is a new schema there (dropped afterwards)."""
         with tempfile.TemporaryDirectory(prefix=f"supportbot-bench-{label}-") as tmp:
-            kb = KnowledgeBase(Path(tmp) / "kb", self.settings(), embedder=embedder or self.embedder)
+            folder = Path(tmp) / (f"bench-{Path(tmp).name[-8:]}" if database else "kb")
+            kb = KnowledgeBase(folder, self.settings(), embedder=embedder or self.embedder, database=database)
             try:
                 yield kb, Path(tmp)
             finally:
                 kb.close()
+                if database:
+                    drop_schema(database, schema_name(folder.name))
 
     def ingest(self, kb: KnowledgeBase, paths: list[Path], label: str) -> IngestRun:
         clock = IngestClock(label)
@@ -428,6 +437,14 @@ class Bench:
             run = self.ingest(kb, [path], label)
             ingest.reingest_seconds.append(run.seconds)
             ingest.reingest_embedded.append(run.embedded)
+
+
+def drop_schema(url: str, schema: str) -> None:
+    db = Database(url)
+    try:
+        db.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        db.close()
 
 
 def warm_up(kb: KnowledgeBase, queries: list[str]) -> None:
@@ -542,7 +559,7 @@ def probe_dense_index(kb: KnowledgeBase, queries: list[str], nprobes: tuple[int,
     """Recall@10 of the product's dense index against an exact flat search over the same stored vectors."""
     dim = kb.embedder.dim
     with kb.store.snapshot() as db:
-        uids, matrix = Store.vectors_for(db, Store.all_dense_units(db), dim)
+        uids, matrix = db.vectors_for(db.all_dense_units(), dim)
     qvecs = kb.embedder.encode(queries)
     exact = faiss.IndexFlatIP(dim)
     exact.add(matrix)
@@ -572,17 +589,18 @@ def probe_dense_index(kb: KnowledgeBase, queries: list[str], nprobes: tuple[int,
     return out
 
 
-def bench_scale(bench: Bench, n: int, queries: list[str]) -> Scale:
-    with bench.fresh_kb(f"scale{n}") as (kb, tmp):
+def bench_scale(bench: Bench, n: int, queries: list[str], database: str = "") -> Scale:
+    engine = "postgresql" if database else "sqlite"
+    with bench.fresh_kb(f"scale{n}", database=database) as (kb, tmp):
         path = bench.synthetic.write_csv(tmp / "faq.csv", n)
-        log(f"scale {n:,}: cold ingest")
+        log(f"scale {n:,} ({engine}): cold ingest")
         build = Ingest(n, [bench.ingest(kb, [path], f"scale {n:,}")], [], [])
         log(f"scale {n:,}: {build.runs[0].per_second:.0f} entries/s; re-ingesting unchanged x{bench.args.repeats}")
         bench.reingest(kb, path, f"re-ingest {n:,}", build)
         stats = kb.stats()
         warm_up(kb, queries[:WARMUP_QUERIES])
         log(f"scale {n:,}: timing {len(queries) - WARMUP_QUERIES} queries")
-        result = Scale(n, stats["vectors"], stats["index_kind"], build, measure_latency(kb, queries[WARMUP_QUERIES:]))
+        result = Scale(engine, n, stats["vectors"], stats["index_kind"], build, measure_latency(kb, queries[WARMUP_QUERIES:]))
         result.peak_rss_mib, result.rss_mib, result.disk_bytes = peak_rss_mib(), current_rss_mib(), stats["disk_bytes"]
         log(f"scale {n:,}: dense index ({stats['index_kind']}) against exact search")
         result.probes = probe_dense_index(kb, queries[WARMUP_QUERIES:], NPROBES)
@@ -658,27 +676,27 @@ def render(env: dict, encoders: Encoders, qualities: list[Quality], ingests: lis
 
     out.append(table(
         f"3. Query latency of hybrid kb.search, ms ({scales[0].latency['hybrid'].n} queries after {WARMUP_QUERIES} warm-up; parts timed alone)",
-        ["entries", "index", "hybrid p50", "hybrid p95", "embed p50", "embed p95", "dense p50", "dense p95",
+        ["engine", "entries", "index", "hybrid p50", "hybrid p95", "embed p50", "embed p95", "dense p50", "dense p95",
          "lexical p50", "lexical p95", "other p50", "other p95"],
-        [[sc.entries, sc.index_kind] + [v for part in ("hybrid", "embed", "dense", "lexical", "other")
+        [[sc.engine, sc.entries, sc.index_kind] + [v for part in ("hybrid", "embed", "dense", "lexical", "other")
                                         for v in (sc.latency[part].p50, sc.latency[part].p95)] for sc in scales],
     ))
-    largest = scales[-1]
+    largest = max((sc for sc in scales if sc.engine == "sqlite"), key=lambda sc: sc.entries)
     at = "" if largest.entries >= LATENCY_TARGET_SIZE else f" (measured at {largest.entries:,}, not {LATENCY_TARGET_SIZE:,}: indicative only)"
     out.append(f"target p50 <= {LATENCY_TARGET_MS:.0f} ms at {LATENCY_TARGET_SIZE:,} entries: "
                f"{verdict(largest.latency['hybrid'].p50 <= LATENCY_TARGET_MS)} ({largest.latency['hybrid'].p50:.2f} ms){at}")
     out.append(table(
         "3b. Dense index vs exact flat search over the same vectors (recall@10, single-query ms)",
-        ["entries", "index", "nprobe", "recall@10", "p50 ms", "p95 ms"],
-        [[sc.entries, p.index, "-" if p.nprobe is None else p.nprobe, p.recall_at_10, p.latency.p50, p.latency.p95]
+        ["engine", "entries", "index", "nprobe", "recall@10", "p50 ms", "p95 ms"],
+        [[sc.engine, sc.entries, p.index, "-" if p.nprobe is None else p.nprobe, p.recall_at_10, p.latency.p50, p.latency.p95]
          for sc in scales for p in sc.probes],
     ))
 
     out.append(table(
         "4. Build, memory and disk per size (cold build is one run; re-ingest of the unchanged file is a median)",
-        ["entries", "vectors", "build entries/s", "build s", "embed s", "index s", "re-ingest s", "re-ingest embedded",
+        ["engine", "entries", "vectors", "build entries/s", "build s", "embed s", "index s", "re-ingest s", "re-ingest embedded",
          "peak RSS MiB", "RSS MiB", "disk MiB"],
-        [[sc.entries, sc.vectors, round(sc.build.runs[0].per_second, 1), sc.build.runs[0].seconds, sc.build.runs[0].embed_seconds,
+        [[sc.engine, sc.entries, sc.vectors, round(sc.build.runs[0].per_second, 1), sc.build.runs[0].seconds, sc.build.runs[0].embed_seconds,
           sc.build.runs[0].index_seconds, statistics.median(sc.build.reingest_seconds), max(sc.build.reingest_embedded),
           sc.peak_rss_mib, sc.rss_mib, round(sc.disk_bytes / 2**20, 1)] for sc in scales],
     ))
@@ -687,7 +705,7 @@ def render(env: dict, encoders: Encoders, qualities: list[Quality], ingests: lis
 
 
 def to_json(env: dict, encoders: Encoders, qualities: list[Quality], ingests: list[Ingest], scales: list[Scale]) -> dict:
-    largest = scales[-1]
+    largest = max((sc for sc in scales if sc.engine == "sqlite"), key=lambda sc: sc.entries)
     return {
         "environment": env,
         "encoders": asdict(encoders),
@@ -726,6 +744,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ingest-entries", type=int, help="N for the ingest-throughput runs")
     parser.add_argument("--repeats", type=int, default=3, help="cold ingest runs and unchanged re-ingests")
     parser.add_argument("--approximate-above", type=int, help="override RetrievalSettings.approximate_above")
+    parser.add_argument("--database", default="", help="a postgresql:// URL: sections 3-4 on it too, beside SQLite")
     parser.add_argument("--torch-threads", type=int, help="torch.set_num_threads (default: torch's own choice)")
     parser.add_argument("--runtime", choices=RUNTIMES, default=RetrievalSettings().embedder_runtime,
                         help="embedder runtime for the quality, ingest and latency sections (default: the product's)")
@@ -760,6 +779,8 @@ def main(argv: list[str] | None = None) -> int:
     for n in args.sizes:
         bench.probe_cpu(f"before {n:,}")
         scales.append(bench_scale(bench, n, queries))
+        if args.database:
+            scales.append(bench_scale(bench, n, queries, args.database))
     bench.probe_cpu("end")
     env["cpu_probes_sentences_per_s"] = bench.cpu_probes
 

@@ -30,7 +30,7 @@ sys.path.insert(1, str(ROOT / "tests"))
 
 from chatbot import ConversationLog  # noqa: E402
 from chatbot.config import RateLimits  # noqa: E402
-from ui.auth import Sessions, parse_accounts  # noqa: E402
+from ui.auth import Accounts, Sessions  # noqa: E402
 from ui.ratelimit import Caller, RateLimiter  # noqa: E402
 
 
@@ -48,7 +48,7 @@ def median_ms(call: Callable[[int], object], runs: int) -> float:
 def measure(target, runs: int, queue: int) -> dict[str, float]:
     log = ConversationLog(target)
     limiter = RateLimiter(RateLimits(chat_per_session=10**9, chat_per_address=10**9), log.db)
-    sessions = Sessions(parse_accounts([]), 60, log.db)
+    sessions = Sessions(Accounts([], log.db), 60, log.db)
     token, _ = sessions.login("agent", "agent")
     for n in range(queue):  # conversations waiting for a person
         conversation = log.start("web")

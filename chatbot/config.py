@@ -19,6 +19,7 @@ from pathlib import Path
 from retrieval import RetrievalSettings
 from retrieval.crawl import CrawlOptions
 from retrieval.database import redacted
+from retrieval.store import stored_names
 
 ENV_PREFIX = "SUPPORTBOT_"
 
@@ -98,8 +99,9 @@ class AnswerSettings:
 class ServeSettings:
     host: str = "127.0.0.1"
     port: int = 7860
-    # Accounts as "name:role:password-hash" (role agent or ops; add them with `supportbot user add`).
-    # With none, the demo accounts agent/agent and ops/ops exist, which production mode refuses.
+    # More accounts as "name:role:password-hash" (role agent or ops), e.g. provisioned through the environment;
+    # `supportbot user add` keeps accounts in the database instead, where every replica finds them. With no
+    # account either way, the demo accounts agent/agent and ops/ops exist, which production mode refuses.
     users: list[str] = field(default_factory=list)
     production: bool = False
     session_minutes: int = 480
@@ -234,6 +236,14 @@ class Config:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name) or ".." in name:
             raise ConfigError(f"knowledge base name {name!r}: use letters, digits, '-', '_' or '.'")
         return self.home / "kb" / name
+
+    def kb_names(self) -> list[str]:
+        """The home's knowledge bases: those in the shared database when one is set, else the folders with a store."""
+        return stored_names(self.storage.database_url) if self.storage.database_url else self.local_kb_names()
+
+    def local_kb_names(self) -> list[str]:
+        """The knowledge bases kept in SQLite files under the home."""
+        return sorted(p.parent.name for p in (self.home / "kb").glob("*/kb.sqlite"))
 
     @property
     def config_file(self) -> Path:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from retrieval import KnowledgeBase, SearchHit, fast_tokenizer
+from retrieval import KnowledgeBase, RetrievalSettings, SearchHit, fast_tokenizer
 
 from .backends import Backend, BackendError, Generation, OpenAIBackend, TransformersBackend
 from .business_hours import Schedule, away_text
@@ -161,10 +161,11 @@ def llama_cpp_backend(config: Config, name: str, path: Path, adapter: str | Path
                            draft_tokens=settings.draft_tokens)
 
 
-def open_kb(config: Config) -> KnowledgeBase:
-    """The configured knowledge base. A new one starts on the serving retriever; existing ones were switched
-    to it when it was promoted (the store records its embedder, which every process then follows)."""
-    kb = KnowledgeBase(config.kb_dir(), config.retrieval)
+def open_kb(config: Config, name: str | None = None, settings: RetrievalSettings | None = None) -> KnowledgeBase:
+    """The configured knowledge base (or `name`), in the shared database when one is set. A new one starts on the
+    serving retriever; existing ones were switched to it when it was promoted (the store records its embedder,
+    which every process then follows)."""
+    kb = KnowledgeBase(config.kb_dir(name), settings or config.retrieval, database=config.storage.database_url)
     versions = Versions(config.models_root)
     retriever = versions.serving_version("retriever")
     if retriever and kb.store.meta("embedder") is None and not kb.store.counts()["entries"]:

@@ -25,7 +25,7 @@ MAX_TEXT_CHARS = 10_000
 MIGRATIONS = Path(__file__).parent / "migrations"  # the schema: Alembic scripts, run when a log is opened
 # What `db copy` moves (parents before children); staff sessions, rate-limit windows and leases are left behind.
 TABLES = ("conversations", "messages", "feedback", "agent_actions", "suggestions", "csat", "after_hours", "contact_emails",
-          "api_keys", "webhook_deliveries")
+          "api_keys", "webhook_deliveries", "staff_accounts")
 # Tables older versions kept in files of their own under the home: moved into the app's database once.
 LEGACY_FILES = {"api_keys": "apikeys.sqlite", "webhook_deliveries": "webhooks.sqlite"}
 
@@ -433,8 +433,10 @@ def copy_log(source: Path, target: str) -> dict:
     """`supportbot db copy --to URL`: the home's SQLite database (the log, API keys, webhook deliveries) into a new,
     empty database (PostgreSQL), checked by each table's row count and checksum; {database, tables: {name: {rows,
     checksum}}}."""
-    if not source.exists():
-        raise LogError(f"{source}: no conversation log to copy")
+    if not source.exists():  # a home with no conversations yet: the tables are made, empty
+        log = ConversationLog(target, redact_kinds=())
+        log.close()
+        return {"database": str(log.db), "tables": {}}
     logs = [ConversationLog(source, redact_kinds=()), ConversationLog(target, redact_kinds=())]
     import_legacy(logs[0].db, source.parent)
     try:

@@ -10,6 +10,10 @@ up a few cached arrays.
 Query words are turned into FTS5 terms by FTS5 itself (an in-memory table with the same tokenizer), so a
 word matches exactly the rows it matches in FTS5. A word that FTS5 splits into several tokens ("wi_fi") is a
 phrase there; `QueryTerms.terms` returns None for such a query and the caller asks FTS5.
+
+On PostgreSQL the store keeps the same postings in tables of its own, made by the same tokenizer
+(`Tokenizer.postings`), so that both engines score alike; there a phrase's words are searched as separate
+terms (no positions are kept).
 """
 
 from __future__ import annotations
@@ -65,13 +69,10 @@ class Bm25Index:
         return [(int(unique[i]), float(total[i])) for i in top]
 
 
-def read_lengths(db: sqlite3.Connection, docsize: str) -> tuple[np.ndarray, np.ndarray]:
-    """(rowids, tokens per row over all columns) from an FTS5 docsize table (one varint per column)."""
-    rowids, lengths = [], []
-    for rowid, blob in db.execute(f"SELECT id, sz FROM {docsize}"):
-        rowids.append(rowid)
-        lengths.append(sum(_varints(blob)))
-    return np.asarray(rowids, dtype=np.int64), np.asarray(lengths, dtype=np.float64)
+def docsize_lengths(rows: list[tuple[int, bytes]]) -> tuple[np.ndarray, np.ndarray]:
+    """(rowids, tokens per row over all columns) from the rows of an FTS5 docsize table (one varint per column)."""
+    return (np.fromiter((rowid for rowid, _ in rows), dtype=np.int64, count=len(rows)),
+            np.fromiter((sum(_varints(blob)) for _, blob in rows), dtype=np.float64, count=len(rows)))
 
 
 def _varints(blob: bytes) -> list[int]:
@@ -86,19 +87,14 @@ def _varints(blob: bytes) -> list[int]:
     return out
 
 
-def fetch_postings(db_call: Callable, vocab: str, weights: dict[str, float]) -> Fetch:
-    """A Fetch over an FTS5 'instance' fts5vocab table; `db_call(sql, args)` runs a query."""
-
-    def fetch(term: str) -> tuple[np.ndarray, np.ndarray]:
-        rows = db_call(f"SELECT doc, col FROM {vocab} WHERE term = ?", (term,))
-        if not rows:
-            return np.zeros(0, dtype=np.int64), np.zeros(0)
-        docs = np.fromiter((d for d, _ in rows), dtype=np.int64, count=len(rows))
-        weight = np.fromiter((weights.get(c, 1.0) for _, c in rows), dtype=np.float64, count=len(rows))
-        unique, inverse = np.unique(docs, return_inverse=True)
-        return unique, np.bincount(inverse, weights=weight)
-
-    return fetch
+def summed(rows: list[tuple[int, float]]) -> tuple[np.ndarray, np.ndarray]:
+    """(rowids ascending, weight summed per rowid) from (rowid, weight) rows, one per occurrence or per row."""
+    if not rows:
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    docs = np.fromiter((d for d, _ in rows), dtype=np.int64, count=len(rows))
+    weight = np.fromiter((w for _, w in rows), dtype=np.float64, count=len(rows))
+    unique, inverse = np.unique(docs, return_inverse=True)
+    return unique, np.bincount(inverse, weights=weight)
 
 
 def rarest(items: list[str], unit_count: Callable[[str], int], budget: int) -> list[str]:
@@ -121,6 +117,16 @@ class QueryTerms:
         self._db.execute("CREATE VIRTUAL TABLE q_vocab USING fts5vocab(q, 'instance')")
         self._lock = threading.Lock()
 
+    def close(self) -> None:
+        self._db.close()
+
+    def tokens(self, words: list[str]) -> list[str]:
+        """Every term of the words in order, a phrase's words each on its own."""
+        with self._lock:
+            self._db.execute("DELETE FROM q")
+            self._db.executemany("INSERT INTO q(rowid, w) VALUES (?, ?)", list(enumerate(words, 1)))
+            return [term for (term,) in self._db.execute("SELECT term FROM q_vocab ORDER BY doc, offset")]
+
     def terms(self, words: list[str]) -> list[str] | None:
         """One term per word (words with no token dropped), or None when a word is several tokens to FTS5
         (a phrase)."""
@@ -134,3 +140,31 @@ class QueryTerms:
         if any(len(v) > 1 for v in by_word.values()):
             return None
         return [by_word[i][0] for i in sorted(by_word)]
+
+
+class Tokenizer:
+    """Units -> the postings FTS5 would hold for them, by FTS5's own tokenizer in a private in-memory table: for a
+    store that keeps its postings itself (PostgreSQL)."""
+
+    def __init__(self, tokenize: str, weights: dict[str, float]):
+        self._db = sqlite3.connect(":memory:", check_same_thread=False)
+        self._db.execute(f"CREATE VIRTUAL TABLE d USING fts5(title, text, tokenize={tokenize!r})")
+        self._db.execute("CREATE VIRTUAL TABLE d_vocab USING fts5vocab(d, 'instance')")
+        self._weights = weights
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._db.close()
+
+    def postings(self, units: list[tuple[int, str, str]]) -> tuple[list[tuple[int, int]], list[tuple[str, int, float]]]:
+        """(uid, tokens) for each unit and (term, uid, weighted count) for each term of each, from (uid, title, text)."""
+        with self._lock:
+            self._db.execute("DELETE FROM d")
+            self._db.executemany("INSERT INTO d(rowid, title, text) VALUES (?, ?, ?)", units)
+            rows = self._db.execute("SELECT doc, term, col FROM d_vocab").fetchall()
+        sizes: dict[int, int] = {uid: 0 for uid, _, _ in units}
+        weight: dict[tuple[str, int], float] = {}
+        for doc, term, col in rows:
+            sizes[doc] += 1
+            weight[term, doc] = weight.get((term, doc), 0.0) + self._weights.get(col, 1.0)
+        return list(sizes.items()), [(term, doc, w) for (term, doc), w in weight.items()]

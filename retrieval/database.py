@@ -39,7 +39,7 @@ def redacted(target: str | Path) -> str:
     return sa.make_url(target).render_as_string(hide_password=True) if is_url(target) else str(target)
 
 
-def _engine(target: str | Path, timeout: float) -> Engine:
+def _engine(target: str | Path, timeout: float, schema: str = "") -> Engine:
     if not is_url(target):
         path = Path(target)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -53,15 +53,18 @@ def _engine(target: str | Path, timeout: float) -> Engine:
         raise DatabaseError(f"database URL {redacted(target)}: expected postgresql://...")
     # psycopg 3, not SQLAlchemy's default driver for the name; pre-ping: a server restarted under a running
     # app costs the first request after it nothing but a reconnect.
-    return sa.create_engine(url.set(drivername="postgresql+psycopg"), pool_pre_ping=True,
-                            connect_args={"connect_timeout": max(1, round(timeout))})
+    connect_args: dict = {"connect_timeout": max(1, round(timeout))}
+    if schema:
+        connect_args["options"] = f"-csearch_path={schema}"
+    return sa.create_engine(url.set(drivername="postgresql+psycopg"), pool_pre_ping=True, connect_args=connect_args)
 
 
 def _sqlite_connect(dbapi_connection, _record) -> None:
     # The driver's own transaction handling off: `_sqlite_begin` says when a transaction starts and how.
     dbapi_connection.isolation_level = None
     _write_ahead(dbapi_connection)
-    for pragma in ("synchronous=NORMAL", "foreign_keys=ON"):
+    # journal_size_limit: the WAL shrinks back after a large write (an ingest) instead of keeping its peak size.
+    for pragma in ("synchronous=NORMAL", "foreign_keys=ON", "journal_size_limit=67108864"):
         dbapi_connection.execute(f"PRAGMA {pragma}")
 
 
@@ -92,26 +95,35 @@ def _statement(sql: str, params: dict) -> sa.TextClause:
 
 
 class Database:
-    """A SQLite file (a path) or a PostgreSQL database (a postgresql:// URL): transactions, rows, writes."""
+    """A SQLite file (a path) or a PostgreSQL database (a postgresql:// URL): transactions, rows, writes.
 
-    def __init__(self, target: str | Path, timeout: float = 60):
+    On PostgreSQL, `schema` names the schema (created if missing) that unqualified table names mean: one
+    database holds several stores side by side (the app's tables, each knowledge base's)."""
+
+    def __init__(self, target: str | Path, timeout: float = 60, schema: str = ""):
         self.target = target
-        self.engine = _engine(target, timeout)
+        if schema and is_url(target):
+            _create_schema(target, schema, timeout)
+        self.engine = _engine(target, timeout, schema)
         self.dialect = self.engine.dialect.name  # "sqlite" or "postgresql"
         self._local = threading.local()
+        self.closed = False
 
     def close(self) -> None:
+        self.closed = True
         self.engine.dispose()
 
     def __str__(self) -> str:
         return redacted(self.target)
 
     @contextmanager
-    def _connect(self, writing: bool) -> Iterator[Connection]:
+    def _connect(self, writing: bool, isolation: str = "") -> Iterator[Connection]:
         current = getattr(self._local, "connection", None)
         if current is not None:
             yield current
             return
+        if self.closed:  # a background thread outliving its owner: it must not reopen (or re-create) the database
+            raise DatabaseError(f"database {self}: closed")
         try:
             connection = self.engine.connect()
         except sa.exc.OperationalError as err:
@@ -119,6 +131,8 @@ class Database:
         try:
             with connection:
                 connection.execution_options(writing=writing)
+                if isolation and self.dialect == "postgresql":
+                    connection.execution_options(isolation_level=isolation)
                 with connection.begin():
                     self._local.connection = connection
                     try:
@@ -136,14 +150,31 @@ class Database:
         with self._connect(writing=True) as connection:
             yield connection
 
+    @contextmanager
+    def snapshot(self) -> Iterator[Connection]:
+        """Reads that all see one state of the database (PostgreSQL: repeatable read; SQLite: any transaction)."""
+        with self._connect(writing=False, isolation="REPEATABLE READ") as connection:
+            yield connection
+
     def rows(self, sql: str, **params) -> list[dict]:
         with self._connect(writing=False) as connection:
             return [dict(row._mapping) for row in connection.execute(_statement(sql, params), params)]
+
+    def tuples(self, sql: str, **params) -> list[tuple]:
+        """`rows` as tuples, in the order selected (columns need no names)."""
+        with self._connect(writing=False) as connection:
+            return [tuple(row) for row in connection.execute(_statement(sql, params), params)]
 
     def execute(self, sql: str, **params) -> int:
         """Run one write; returns how many rows it changed."""
         with self._connect(writing=True) as connection:
             return connection.execute(_statement(sql, params), params).rowcount
+
+    def execute_many(self, sql: str, rows: list[dict]) -> None:
+        """Run one write for each row of parameters (in one round of the driver's batching)."""
+        if rows:
+            with self._connect(writing=True) as connection:
+                connection.execute(sa.text(sql), rows)
 
     def insert(self, sql: str, **params) -> int:
         """Run one INSERT and return the new row's `id`."""
@@ -156,6 +187,23 @@ class Database:
         marks = ", ".join(f":{c}" for c in values)
         sets = ", ".join(f"{c} = excluded.{c}" for c in values if c != key)
         self.execute(f"INSERT INTO {table}({columns}) VALUES ({marks}) ON CONFLICT({key}) DO UPDATE SET {sets}", **values)
+
+
+def _create_schema(target: str, schema: str, timeout: float) -> None:
+    """Before the schema's own engine first connects: SQLAlchemy reads the default schema then, once."""
+    engine = _engine(target, timeout)
+    try:
+        with engine.begin() as connection:
+            exists = "SELECT 1 FROM pg_namespace WHERE nspname = :s"
+            if connection.execute(sa.text(exists), {"s": schema}).first():
+                return  # no CREATE right needed to use one that exists
+            # Replicas opening a new knowledge base together: one creates it, the others wait and find it.
+            connection.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:s))"), {"s": schema})
+            connection.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+    except sa.exc.OperationalError as err:
+        raise DatabaseError(f"database {redacted(target)}: cannot connect ({_first_line(err)})") from None
+    finally:
+        engine.dispose()
 
 
 def _first_line(err: Exception) -> str:
@@ -277,11 +325,13 @@ def import_file(db: Database, path: Path, table: str) -> int:
 
 def _advance_sequence(connection: Connection, table: str) -> None:
     """After rows are copied with their ids, a serial id continues after the largest one."""
-    sequence = connection.execute(sa.text("SELECT pg_get_serial_sequence(:t, column_name) FROM information_schema.columns"
-                                          " WHERE table_name = :t AND column_name = 'id'"), {"t": table}).scalar_one_or_none()
-    if sequence:
-        connection.execute(sa.text(f"SELECT setval(:s, COALESCE((SELECT MAX(id) FROM {table}), 0) + 1, false)"),
-                           {"s": sequence})
+    serials = connection.execute(sa.text(
+        "SELECT column_name, pg_get_serial_sequence(:t, column_name) FROM information_schema.columns"
+        " WHERE table_schema = current_schema() AND table_name = :t"), {"t": table}).all()
+    for column, sequence in serials:
+        if sequence:
+            connection.execute(sa.text(f"SELECT setval(:s, COALESCE((SELECT MAX({column}) FROM {table}), 0) + 1, false)"),
+                               {"s": sequence})
 
 
 def _insert_rows(connection: Connection, table: str, rows: list[dict], batch: int = 1000) -> None:
@@ -294,7 +344,9 @@ def _insert_rows(connection: Connection, table: str, rows: list[dict], batch: in
 
 
 def _checksum(rows: list[dict]) -> dict:
+    """Count and digest of the rows in an order of their own: the engines sort text differently (PostgreSQL by its
+    locale's collation, SQLite byte by byte)."""
     digest = hashlib.sha256()
-    for row in rows:
-        digest.update(json.dumps(list(row.values()), default=str).encode())
+    for line in sorted(json.dumps(list(row.values()), default=str) for row in rows):
+        digest.update(line.encode())
     return {"rows": len(rows), "checksum": digest.hexdigest()[:16]}

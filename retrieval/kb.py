@@ -1,5 +1,8 @@
-"""KnowledgeBase: ingest files, remove entries, search. One folder holds one knowledge base:
-`kb.sqlite` (the source of truth) and `dense-<token>.faiss` (the vector index matching it).
+"""KnowledgeBase: ingest files, remove entries, search. One folder holds one knowledge base: `kb.sqlite` (the
+source of truth) and `dense-<token>.faiss` (the vector index matching it). With a database URL the source of
+truth is that PostgreSQL database (the knowledge base named as its folder, in a schema of its own), shared by
+every replica; the folder keeps each replica's index file, rebuilt from the stored vectors when another
+replica has written.
 
 The store records which embedder its vectors come from once a retriever has been switched in
 (`switch_embedder`); until then it is the configured one. Every process reads it from the store, so an
@@ -8,7 +11,6 @@ app serving while ops promote a retriever follows the switch, as it follows inge
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 import threading
 import time
 from collections import OrderedDict
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .database import DatabaseError
 from .dense import DenseIndex
 from .embedder import Embedder
 from .entry_classifier import EntryClassifier, Scoring, fit_entry_classifier
@@ -61,10 +64,12 @@ EMBED_CHUNK = 2048
 
 
 class KnowledgeBase:
-    def __init__(self, folder: str | Path, settings: RetrievalSettings | None = None, embedder: Embedder | None = None):
+    def __init__(self, folder: str | Path, settings: RetrievalSettings | None = None, embedder: Embedder | None = None,
+                 database: str = ""):
         self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
         self.settings = settings or RetrievalSettings()
-        self.store = Store(self.folder / "kb.sqlite")
+        self.store = Store(database or self.folder / "kb.sqlite", self.folder.name)
         self.cache_dir = self.folder  # where embedders keep their ONNX export
         self._given = embedder  # used for the configured embedder ("") whatever the runtime
         self._embedders: dict[tuple[str, str], Embedder] = {}
@@ -110,7 +115,7 @@ class KnowledgeBase:
 
     def _runtime_in(self, db) -> str:
         configured = self.settings.embedder_runtime
-        recorded = Store.meta_in(db, "embedder_runtime") or ("onnx" if Store.has_vectors(db) else configured)
+        recorded = db.meta("embedder_runtime") or ("onnx" if db.has_vectors() else configured)
         return configured if configured.endswith("int8") == recorded.endswith("int8") else recorded
 
     def close(self) -> None:
@@ -178,11 +183,11 @@ class KnowledgeBase:
             removed: list[int] = []
             for source, read in reads:
                 if read.complete:
-                    for entry_id in sorted(Store.source_entry_ids(db, source.name) - entries.keys()):
-                        removed += Store.delete_entry(db, entry_id)
+                    for entry_id in sorted(db.source_entry_ids(source.name) - entries.keys()):
+                        removed += db.delete_entry(entry_id)
                         report.removed += 1
-                Store.put_source(db, source)
-            Store.set_sources(db, {e.id: e.source for e in entries.values()})
+                db.put_source(source)
+            db.set_sources({e.id: e.source for e in entries.values()})
             return removed
 
         label = ", ".join(s.location for s in sources)
@@ -218,15 +223,11 @@ class KnowledgeBase:
                                                          for us in units.values() for u in us if u.vector_key}, progress)
 
         def apply(db):
-            if (Store.meta_in(db, "embedder") or "") != embedder_path:
+            if (db.meta("embedder") or "") != embedder_path:
                 raise IngestError(f"{label}: the knowledge base switched embedders during this ingest; run it again")
-            if not Store.meta_in(db, "embedder_runtime"):  # the first vectors: their precision stays with the store
-                Store.set_meta(db, "embedder_runtime", embedder.runtime)
-            removed, added = [], []
-            for entry in changed:
-                r, a = Store.put_entry(db, entry, units[entry.id])
-                removed += r
-                added += a
+            if not db.meta("embedder_runtime"):  # the first vectors: their precision stays with the store
+                db.set_meta("embedder_runtime", embedder.runtime)
+            removed, added = db.put_entries(changed, units)
             if also:
                 removed += also(db)
             return removed, added
@@ -240,7 +241,7 @@ class KnowledgeBase:
         """Delete one entry; False when there is no such id."""
         if self.store.entry(entry_id) is None:
             return False
-        self._commit(lambda db: (Store.delete_entry(db, entry_id), []), _no_progress)
+        self._commit(lambda db: (db.delete_entry(entry_id), []), _no_progress)
         return True
 
     def trial_copy(self, folder: str | Path, without: list[tuple[str, str]] = ()) -> KnowledgeBase:
@@ -248,11 +249,11 @@ class KnowledgeBase:
         `without` (entry id, text): held-out queries must not find themselves in the index."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        self.store.copy_to(folder / "kb.sqlite")
         trial = KnowledgeBase(folder, self.settings)
         trial._given, trial._embedders, trial.cache_dir = self._given, self._embedders, self.cache_dir  # loaded once
+        self.store.copy_to(trial.store)
         if without:
-            trial._commit(lambda db: (Store.delete_variants(db, list(without)), []), _no_progress)
+            trial._commit(lambda db: (db.delete_variants(list(without)), []), _no_progress)
         return trial
 
     def switch_embedder(self, path: str, progress: Progress | None = None) -> int:
@@ -265,7 +266,7 @@ class KnowledgeBase:
         embedder = self.embedder_at(path, self.settings.embedder_runtime)
 
         def keys(db) -> dict[int, tuple[str, str]]:
-            return {uid: (vector_key(embedder, text), text) for uid, text in Store.dense_unit_texts(db, embed_text)}
+            return {uid: (vector_key(embedder, text), text) for uid, text in db.dense_unit_texts(embed_text)}
 
         with self.store.snapshot() as db:
             texts = dict(keys(db).values())
@@ -275,10 +276,10 @@ class KnowledgeBase:
             now = keys(db)  # again: an ingest may have added units since
             missing = self.store.missing_vectors([key for key, _ in now.values()])
             late = {key: text for key, text in now.values() if key in missing}
-            Store.put_vectors(db, dict(zip(late, embedder.encode(list(late.values())))))
-            Store.set_vector_keys(db, {uid: key for uid, (key, _) in now.items()})
-            Store.set_meta(db, "embedder", path)
-            Store.set_meta(db, "embedder_runtime", embedder.runtime)
+            db.put_vectors(dict(zip(late, embedder.encode(list(late.values())))))
+            db.set_vector_keys({uid: key for uid, (key, _) in now.items()})
+            db.set_meta("embedder", path)
+            db.set_meta("embedder_runtime", embedder.runtime)
             return None  # a new index for the new vectors, not a change to the current one
 
         self._commit(apply, progress)
@@ -303,7 +304,7 @@ class KnowledgeBase:
             matrix = embedder.encode([texts[k] for k in keys],
                                      progress=lambda done, _: progress("embed", start + done, len(missing)))
             with self.store.write() as db:
-                Store.put_vectors(db, dict(zip(keys, matrix)))
+                db.put_vectors(dict(zip(keys, matrix)))
         return len(missing)
 
     def _commit(self, apply: Callable, progress: Progress) -> None:
@@ -311,9 +312,9 @@ class KnowledgeBase:
         None for a new index); the new index file exists before the transaction commits, so every
         committed token has its file (until a later commit replaces it)."""
         with self._index_lock, self.store.write() as db:
-            index = self._load_index(db, Store.meta_in(db, "index_token"))
+            index = self._load_index(db, db.meta("index_token"))
             delta = apply(db)
-            token = Store.new_index_token(db)
+            token = db.new_index_token()
             progress("index", 0, 1)
             if delta is None:
                 index = self._build_index(db)
@@ -321,11 +322,11 @@ class KnowledgeBase:
                 removed, added = delta
                 index.remove(removed)
                 if added:
-                    index.add(*Store.vectors_for(db, added, self.embedder_in(db).dim))
+                    index.add(*db.vectors_for(added, self.embedder_in(db).dim))
                 if not index.suits(self.settings.approximate_above):
                     index = self._build_index(db)
             index.save(self.folder / f"dense-{token}.faiss")
-            Store.set_meta(db, "index_kind", index.kind)
+            db.set_meta("index_kind", index.kind)
             self._set_index(db, index, token)
         progress("index", 1, 1)
         for stale in self.folder.glob("dense-*.faiss*"):
@@ -340,7 +341,7 @@ class KnowledgeBase:
         if token == self._loaded[1] and self._loaded[0] is not None:
             return self._loaded[0]
         with self._index_lock, self.store.snapshot() as db:
-            return self._load_index(db, Store.meta_in(db, "index_token"))
+            return self._load_index(db, db.meta("index_token"))
 
     def _load_index(self, db, token: str) -> DenseIndex:
         if token == self._loaded[1] and self._loaded[0] is not None:
@@ -354,11 +355,11 @@ class KnowledgeBase:
         return index
 
     def _set_index(self, db, index: DenseIndex, token: str) -> None:
-        self._loaded = (index, token, Store.meta_in(db, "embedder") or "", self._runtime_in(db))
+        self._loaded = (index, token, db.meta("embedder") or "", self._runtime_in(db))
 
     def _build_index(self, db) -> DenseIndex:
         dim = self.embedder_in(db).dim
-        uids, matrix = Store.vectors_for(db, Store.all_dense_units(db), dim)
+        uids, matrix = db.vectors_for(db.all_dense_units(), dim)
         return DenseIndex.build(uids, matrix, dim, self.settings.approximate_above, self.settings.ivf_nprobe)
 
     def _loaded_index(self) -> tuple[DenseIndex, str, Embedder]:
@@ -396,14 +397,14 @@ class KnowledgeBase:
     def _build_aside(self, name: str, token: str) -> None:
         try:
             self._build_derived(name, token)
-        except sqlite3.ProgrammingError:  # the knowledge base was closed meanwhile: nobody needs it any more
+        except DatabaseError:  # the knowledge base was closed meanwhile: nobody needs it any more
             pass
 
     def _build_derived(self, name: str, token: str):
         """Read in one read transaction, made outside it; None if the store has moved on from `token`."""
         read, make, _ = self._derivations[name]
         with self.store.snapshot() as db:
-            current = Store.meta_in(db, "index_token") == token
+            current = db.meta("index_token") == token
             data = read(db) if current else None
         value = make(data) if current else None  # a classifier that does not help is None, and kept as such
         with self._derived_lock:
@@ -423,8 +424,8 @@ class KnowledgeBase:
 
     def _question_vectors_in(self, db) -> tuple[list[str], np.ndarray]:
         """(entry id of each question variant, their vectors)."""
-        units = Store.question_entries(db)
-        _, matrix = Store.vectors_for(db, [(uid, key) for uid, key, _ in units], self.embedder_in(db).dim)
+        units = db.question_entries()
+        _, matrix = db.vectors_for([(uid, key) for uid, key, _ in units], self.embedder_in(db).dim)
         return [entry_id for _, _, entry_id in units], matrix
 
     def _fit_classifier(self, read: tuple[list[str], np.ndarray]) -> EntryClassifier | None:
@@ -449,18 +450,18 @@ class KnowledgeBase:
         return votes
 
     def embedder_in(self, db) -> Embedder:
-        return self.embedder_at(Store.meta_in(db, "embedder") or "", self._runtime_in(db))
+        return self.embedder_at(db.meta("embedder") or "", self._runtime_in(db))
 
     def question_vectors(self, limit: int = 0) -> tuple[str, Embedder, np.ndarray]:
         """(index token, embedder, vectors of the FAQ question variants; at most `limit`, a random sample), read
         together so that none is from before an embedder switch and another from after it: what the knowledge
         base is about, for the out-of-scope guard."""
         with self.store.snapshot() as db:
-            units = [(uid, key) for uid, key, _ in Store.question_entries(db)]
+            units = [(uid, key) for uid, key, _ in db.question_entries()]
             if limit and len(units) > limit:
                 units = [units[i] for i in sorted(np.random.default_rng(0).choice(len(units), limit, replace=False))]
             embedder = self.embedder_in(db)
-            return Store.meta_in(db, "index_token") or "", embedder, Store.vectors_for(db, units, embedder.dim)[1]
+            return db.meta("index_token") or "", embedder, db.vectors_for(units, embedder.dim)[1]
 
     # --- reading ----------------------------------------------------------------------------------
 
@@ -534,7 +535,7 @@ class KnowledgeBase:
 
 
 def _texts(db) -> list[str]:
-    return list(Store.unit_texts(db))
+    return list(db.unit_texts())
 
 
 def _registered(source: Source, known: dict[str, Source]) -> Source:

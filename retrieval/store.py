@@ -1,13 +1,16 @@
-"""The knowledge base's SQLite store: entries, their searchable units, the BM25 index and cached vectors.
+"""The knowledge base's store: entries, their searchable units, the lexical index and cached vectors, in a
+SQLite file or in a schema of its own in a PostgreSQL database (retrieval.database).
 
-The store is the source of truth. The FAISS file beside it is named by the store's `index_token`, so a
-reader can always tell whether a file matches the rows it sees, and rebuild from the cached vectors when
-it does not (a crash between writing the two leaves nothing inconsistent).
+The store is the source of truth. The FAISS file beside it (in the knowledge base's folder, one per process's
+home) is named by the store's `index_token`, so a reader can always tell whether a file matches the rows it
+sees, and rebuild from the cached vectors when it does not (a crash between writing the two, or another
+replica's write, leaves nothing inconsistent).
 """
 
 from __future__ import annotations
 
-import sqlite3
+import hashlib
+import re
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -18,66 +21,60 @@ from pathlib import Path
 
 import numpy as np
 
-from .bm25 import Bm25Index, QueryTerms, fetch_postings, rarest, read_lengths
+from .bm25 import Bm25Index, QueryTerms, Tokenizer, docsize_lengths, rarest, summed
+from .database import Database, DatabaseError, copy_tables, is_url, migrate
 from .records import Entry, Passage, Source
 from .text import content_words
 
 TOKENIZE = "porter unicode61 remove_diacritics 2"  # FTS5's tokenizer, also for query terms (retrieval.bm25)
 BM25_WEIGHTS = {"title": 0.5, "text": 1.0}  # a word in a unit's title counts half one in its text
+MIGRATIONS = Path(__file__).parent / "migrations"
+# The tables a copy moves, parents first (the lexical index is rebuilt from the units where it lands).
+TABLES = ["sources", "entries", "units", "vectors"]
+IN_CHUNK = 500  # values per IN (...) list: SQLite's variable limit, and statements of a sane size
 
-SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS entries(
-    id TEXT PRIMARY KEY,
-    kind TEXT NOT NULL,
-    title TEXT NOT NULL,
-    answer TEXT NOT NULL,
-    category TEXT NOT NULL DEFAULT '',
-    url TEXT NOT NULL DEFAULT '',
-    source TEXT NOT NULL DEFAULT '',
-    content_hash TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL
-);
--- What search matches: an entry's question variants and its passages. vector_key is NULL for units
--- that only the lexical index holds.
-CREATE TABLE IF NOT EXISTS units(
-    uid INTEGER PRIMARY KEY AUTOINCREMENT,
-    entry_id TEXT NOT NULL REFERENCES entries(id) ON DELETE CASCADE,
-    kind TEXT NOT NULL CHECK (kind IN ('question', 'passage')),
-    ordinal INTEGER NOT NULL,
-    title TEXT NOT NULL,
-    text TEXT NOT NULL,
-    vector_key TEXT
-);
-CREATE INDEX IF NOT EXISTS units_entry ON units(entry_id);
-CREATE VIRTUAL TABLE IF NOT EXISTS units_fts USING fts5(
-    title, text, content='units', content_rowid='uid', tokenize='{TOKENIZE}'
-);
-CREATE VIRTUAL TABLE IF NOT EXISTS units_vocab USING fts5vocab(units_fts, 'row');
-CREATE VIRTUAL TABLE IF NOT EXISTS units_instance USING fts5vocab(units_fts, 'instance');
-CREATE TRIGGER IF NOT EXISTS units_ai AFTER INSERT ON units BEGIN
-    INSERT INTO units_fts(rowid, title, text) VALUES (new.uid, new.title, new.text);
-END;
-CREATE TRIGGER IF NOT EXISTS units_ad AFTER DELETE ON units BEGIN
-    INSERT INTO units_fts(units_fts, rowid, title, text) VALUES ('delete', old.uid, old.title, old.text);
-END;
--- Embedding cache by content: key = hash(model id, text). Kept after an entry is removed so that
--- re-adding it embeds nothing.
-CREATE TABLE IF NOT EXISTS vectors(key TEXT PRIMARY KEY, vector BLOB NOT NULL);
--- Where entries came from, so that `kb sync` can read it again: entries.source names the source.
-CREATE TABLE IF NOT EXISTS sources(
-    name TEXT PRIMARY KEY,
-    kind TEXT NOT NULL,
-    location TEXT NOT NULL,
-    max_pages INTEGER NOT NULL DEFAULT 0,
-    pages INTEGER NOT NULL DEFAULT 0,
-    added_at TEXT NOT NULL,
-    synced_at TEXT NOT NULL DEFAULT '',
-    error TEXT NOT NULL DEFAULT ''
-);
-"""
 
+def schema_name(name: str) -> str:
+    """The PostgreSQL schema of the knowledge base `name` (a folder name: letters, digits, '-', '_', '.'): readable,
+    and within PostgreSQL's 63 characters. Two names that read alike here ("FAQ", "faq") are told apart by the
+    name each schema records (`Store` refuses the second)."""
+    readable = re.sub(r"[^a-z0-9_]", "_", name.lower())
+    if len(readable) > 50:
+        readable = f"{readable[:40]}_{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+    return "kb_" + readable
+
+
+def stored_names(url: str) -> list[str]:
+    """The names of the knowledge bases a PostgreSQL database holds (each in its schema)."""
+    db = Database(url)
+    try:
+        schemas = [r[0] for r in db.tuples(
+            "SELECT n.nspname FROM pg_namespace n JOIN pg_class c ON c.relnamespace = n.oid"
+            " WHERE n.nspname LIKE 'kb\\_%' AND c.relname = 'meta' ORDER BY 1")]
+        names = [db.tuples(f'SELECT value FROM "{schema}".meta WHERE key = \'name\'') for schema in schemas]
+        return [rows[0][0] for rows in names if rows]  # a schema whose store was never opened has no name yet
+    finally:
+        db.close()
+
+
+def copy_store(source: Path, target: str, name: str) -> dict[str, dict]:
+    """`supportbot db copy`: the knowledge base `name` from its SQLite file into the database `target`, where it
+    must not hold that knowledge base yet; {table: {rows, checksum}}, checked."""
+    stores = [Store(source, name), Store(target, name)]
+    try:
+        return stores[0].copy_to(stores[1])
+    finally:
+        for store in stores:
+            store.close()
+
+
+def upgrade_store(target: Path | str, name: str) -> tuple[str | None, str]:
+    """`supportbot db upgrade`: the knowledge base's schema to the newest; (revision before, after)."""
+    db = Database(target, schema=schema_name(name) if is_url(target) else "")
+    try:
+        return migrate(db, MIGRATIONS)
+    finally:
+        db.close()
 
 
 @dataclass
@@ -106,294 +103,306 @@ class EntrySummary:
 
 
 class Store:
-    """One knowledge base's SQLite file. Safe to share between threads; WAL lets readers run during writes."""
+    """One knowledge base's tables. Safe to share between threads: each transaction has its own connection, a
+    write takes the store's lock when it begins (SQLite: BEGIN IMMEDIATE; PostgreSQL: an advisory lock), and
+    readers never wait for writers."""
 
-    def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self._lock = threading.RLock()
+    def __init__(self, target: Path | str, name: str = "default"):
+        """`target`: a SQLite file, or a postgresql:// URL (the knowledge base `name` in its own schema)."""
+        self.db = Database(target, schema=schema_name(name) if is_url(target) else "")
+        self.name = name
+        self.postgres = self.db.dialect == "postgresql"
+        self._write_lock = f"supportbot {schema_name(name)}"
+        try:
+            migrate(self.db, MIGRATIONS)
+            if self.meta("name") is None:  # a new store (or one from before names were kept): name it once
+                with self.write():
+                    self.db.execute("INSERT INTO meta VALUES ('index_token', :t) ON CONFLICT(key) DO NOTHING", t=uuid.uuid4().hex)
+                    self.db.execute("INSERT INTO meta VALUES ('name', :n) ON CONFLICT(key) DO NOTHING", n=name)
+            if self.postgres and self.meta("name") != name:
+                raise DatabaseError(f"knowledge base {name!r}: its schema {schema_name(name)} already holds knowledge base "
+                                    f"{self.meta('name')!r}; give one of them another name")
+        except BaseException:
+            self.db.close()
+            raise
         self._df: dict[str, int] = {}  # term -> unit count, for choosing the rarest query terms
         self._df_token: str | None = None  # the index version `_df` was read at
         self._bm25: Bm25Index | None = None  # for `lexical`
         self._bm25_token: str | None = None  # the index version `_bm25` was read at
         self._bm25_lock = threading.Lock()
         self._query_terms = QueryTerms(TOKENIZE)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=60)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.execute("PRAGMA journal_size_limit=67108864")  # the WAL shrinks back after a large ingest
-        token = uuid.uuid4().hex
-        self._db.executescript(f"BEGIN IMMEDIATE; {SCHEMA} INSERT OR IGNORE INTO meta VALUES ('index_token', '{token}'); COMMIT;")
+        self._tokenizer = Tokenizer(TOKENIZE, BM25_WEIGHTS) if self.postgres else None
 
     def close(self) -> None:
-        self._db.close()
+        self.db.close()
+        self._query_terms.close()
+        if self._tokenizer:
+            self._tokenizer.close()
 
     @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction that takes the database lock at once (no upgrade deadlocks)."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+    def write(self) -> Iterator[Store]:
+        """A write transaction that holds the store's write lock from its start (no upgrade deadlocks; writers
+        in other processes and replicas wait their turn, and then see each other's commits)."""
+        with self.db.transaction():
+            if self.postgres:
+                self.db.rows("SELECT pg_advisory_xact_lock(hashtext(:k))", k=self._write_lock)
+            yield self
 
     @contextmanager
-    def snapshot(self) -> Iterator[sqlite3.Connection]:
+    def snapshot(self) -> Iterator[Store]:
         """A read transaction: every query inside sees the same state."""
-        with self._lock:
-            self._db.execute("BEGIN")
-            try:
-                yield self._db
-            finally:
-                self._db.execute("COMMIT")
+        with self.db.snapshot():
+            yield self
 
     # --- meta -------------------------------------------------------------------------------------
 
     def meta(self, key: str, default: str | None = None) -> str | None:
-        row = self._query("SELECT value FROM meta WHERE key = ?", (key,))
+        row = self._all("SELECT value FROM meta WHERE key = :k", k=key)
         return row[0][0] if row else default
 
     def index_token(self) -> str:
         return self.meta("index_token")
 
-    @staticmethod
-    def meta_in(db: sqlite3.Connection, key: str) -> str | None:
-        row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return row[0] if row else None
+    def has_vectors(self) -> bool:
+        return bool(self._all("SELECT 1 FROM units WHERE vector_key IS NOT NULL LIMIT 1"))
 
-    @staticmethod
-    def has_vectors(db: sqlite3.Connection) -> bool:
-        return db.execute("SELECT 1 FROM units WHERE vector_key IS NOT NULL LIMIT 1").fetchone() is not None
+    def set_meta(self, key: str, value: str) -> None:
+        self.db.execute("INSERT INTO meta VALUES (:k, :v) ON CONFLICT(key) DO UPDATE SET value = excluded.value", k=key, v=value)
 
-    @staticmethod
-    def set_meta(db: sqlite3.Connection, key: str, value: str) -> None:
-        db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
-
-    @staticmethod
-    def new_index_token(db: sqlite3.Connection) -> str:
+    def new_index_token(self) -> str:
         token = uuid.uuid4().hex
-        Store.set_meta(db, "index_token", token)
+        self.set_meta("index_token", token)
         return token
 
     # --- writing (inside `write()`) ---------------------------------------------------------------
 
-    @staticmethod
-    def put_entry(db: sqlite3.Connection, entry: Entry, units: list[Unit]) -> tuple[list[int], list[tuple[int, str]]]:
-        """Insert or replace an entry; returns (uids removed, (uid, vector key) added with vectors)."""
-        removed = Store.delete_entry(db, entry.id, keep_row=True)
+    def put_entries(self, entries: list[Entry], units: dict[str, list[Unit]]) -> tuple[list[int], list[tuple[int, str]]]:
+        """Insert or replace entries with their units (entry id -> units), a few statements per batch rather than
+        per unit; returns (uids removed, (uid, vector key) added with vectors)."""
+        ids = [e.id for e in entries]
+        removed = [r[0] for r in self._all_in("SELECT uid FROM units WHERE vector_key IS NOT NULL AND entry_id IN :values", ids)]
+        for start in range(0, len(ids), IN_CHUNK):
+            self.db.execute("DELETE FROM units WHERE entry_id IN :values", values=ids[start : start + IN_CHUNK])
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        db.execute(
+        self.db.execute_many(
             """INSERT INTO entries(id, kind, title, answer, category, url, source, content_hash, created_at, updated_at)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+               VALUES (:id, :kind, :title, :answer, :category, :url, :source, :hash, :now, :now)
                ON CONFLICT(id) DO UPDATE SET kind=excluded.kind, title=excluded.title, answer=excluded.answer,
                    category=excluded.category, url=excluded.url, source=excluded.source,
                    content_hash=excluded.content_hash, updated_at=excluded.updated_at""",
-            (entry.id, entry.kind, entry.title, entry.answer, entry.category, entry.url, entry.source,
-             entry.content_hash(), now, now),
+            [{"id": e.id, "kind": e.kind, "title": e.title, "answer": e.answer, "category": e.category, "url": e.url,
+              "source": e.source, "hash": e.content_hash(), "now": now} for e in entries],
         )
-        added = []
-        for unit in units:
-            cur = db.execute(
-                "INSERT INTO units(entry_id, kind, ordinal, title, text, vector_key) VALUES (?, ?, ?, ?, ?, ?)",
-                (entry.id, unit.kind, unit.ordinal, unit.title, unit.text, unit.vector_key),
-            )
-            if unit.vector_key:
-                added.append((cur.lastrowid, unit.vector_key))
-        return removed, added
+        self.db.execute_many(
+            "INSERT INTO units(entry_id, kind, ordinal, title, text, vector_key) VALUES (:entry, :kind, :ordinal, :title, :text, :key)",
+            [{"entry": e.id, "kind": u.kind, "ordinal": u.ordinal, "title": u.title, "text": u.text, "key": u.vector_key}
+             for e in entries for u in units[e.id]],
+        )
+        added = self._all_in("SELECT uid, title, text, vector_key FROM units WHERE entry_id IN :values", ids)
+        self._index_lexically([(uid, title, text) for uid, title, text, _ in added])
+        return removed, [(uid, key) for uid, _, _, key in added if key]
 
-    @staticmethod
-    def delete_entry(db: sqlite3.Connection, entry_id: str, keep_row: bool = False) -> list[int]:
-        """Delete an entry's units (and the entry unless keep_row); returns the uids that had vectors."""
-        uids = [r[0] for r in db.execute("SELECT uid FROM units WHERE entry_id = ? AND vector_key IS NOT NULL", (entry_id,))]
-        db.execute("DELETE FROM units WHERE entry_id = ?", (entry_id,))
-        if not keep_row:
-            db.execute("DELETE FROM entries WHERE id = ?", (entry_id,))
+    def _index_lexically(self, units: list[tuple[int, str, str]], chunk: int = 5000) -> None:
+        """PostgreSQL: the postings of new units (SQLite's FTS5 triggers do this there)."""
+        if not self.postgres:
+            return
+        for start in range(0, len(units), chunk):
+            sizes, postings = self._tokenizer.postings(units[start : start + chunk])
+            self.db.execute_many("INSERT INTO unit_sizes(uid, tokens) VALUES (:uid, :tokens)",
+                                 [{"uid": uid, "tokens": n} for uid, n in sizes])
+            self.db.execute_many("INSERT INTO postings(term, uid, weight) VALUES (:term, :uid, :weight)",
+                                 [{"term": t, "uid": uid, "weight": w} for t, uid, w in postings])
+
+    def delete_entry(self, entry_id: str) -> list[int]:
+        """Delete an entry and its units; returns the uids that had vectors."""
+        uids = [r[0] for r in self._all("SELECT uid FROM units WHERE entry_id = :e AND vector_key IS NOT NULL", e=entry_id)]
+        self.db.execute("DELETE FROM units WHERE entry_id = :e", e=entry_id)
+        self.db.execute("DELETE FROM entries WHERE id = :e", e=entry_id)
         return uids
 
-    @staticmethod
-    def put_source(db: sqlite3.Connection, source: Source) -> None:
-        db.execute(
-            """INSERT INTO sources(name, kind, location, max_pages, pages, added_at, synced_at, error)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-               ON CONFLICT(name) DO UPDATE SET kind=excluded.kind, location=excluded.location, max_pages=excluded.max_pages,
-                   pages=excluded.pages, synced_at=excluded.synced_at, error=excluded.error""",
-            (source.name, source.kind, source.location, source.max_pages, source.pages, source.added_at, source.synced_at, source.error),
-        )
+    def put_source(self, source: Source) -> None:
+        self.db.upsert("sources", "name", **{k: getattr(source, k) for k in
+                       ("name", "kind", "location", "max_pages", "pages", "added_at", "synced_at", "error")})
 
-    @staticmethod
-    def source_entry_ids(db: sqlite3.Connection, name: str) -> set[str]:
-        return {r[0] for r in db.execute("SELECT id FROM entries WHERE source = ?", (name,))}
+    def source_entry_ids(self, name: str) -> set[str]:
+        return {r[0] for r in self._all("SELECT id FROM entries WHERE source = :s", s=name)}
 
-    @staticmethod
-    def set_sources(db: sqlite3.Connection, sources: dict[str, str]) -> None:
+    def set_sources(self, sources: dict[str, str]) -> None:
         """Record which source each entry (id -> source name) came from: an unchanged entry read from another
         source is not rewritten, only re-labelled."""
-        db.executemany("UPDATE entries SET source = ? WHERE id = ? AND source != ?", [(s, i, s) for i, s in sources.items()])
+        self.db.execute_many("UPDATE entries SET source = :s WHERE id = :i AND source != :s",
+                             [{"s": s, "i": i} for i, s in sources.items()])
 
     def sources(self) -> list[Source]:
-        rows = self._query("SELECT name, kind, location, max_pages, pages, added_at, synced_at, error FROM sources ORDER BY added_at, name")
+        rows = self._all("SELECT name, kind, location, max_pages, pages, added_at, synced_at, error FROM sources ORDER BY added_at, name")
         return [Source(*row) for row in rows]
 
     def record_source_error(self, name: str, error: str) -> None:
         """A sync that failed changes no entry; the source remembers why, for `kb sources` and the console."""
-        with self.write() as db:
-            db.execute("UPDATE sources SET error = ? WHERE name = ?", (error, name))
+        with self.write():
+            self.db.execute("UPDATE sources SET error = :e WHERE name = :n", e=error, n=name)
 
-    @staticmethod
-    def delete_variants(db: sqlite3.Connection, variants: list[tuple[str, str]]) -> list[int]:
+    def delete_variants(self, variants: list[tuple[str, str]]) -> list[int]:
         """Delete question variants given as (entry id, text); returns the uids that had vectors."""
         uids = []
         for entry_id, text in variants:
-            rows = db.execute("SELECT uid, vector_key FROM units WHERE entry_id = ? AND kind = 'question' AND text = ?", (entry_id, text))
-            found = rows.fetchall()
-            db.executemany("DELETE FROM units WHERE uid = ?", [(uid,) for uid, _ in found])
+            found = self._all("SELECT uid, vector_key FROM units WHERE entry_id = :e AND kind = 'question' AND text = :t",
+                              e=entry_id, t=text)
+            self.db.execute_many("DELETE FROM units WHERE uid = :u", [{"u": uid} for uid, _ in found])
             uids += [uid for uid, key in found if key]
         return uids
 
-    def copy_to(self, path: Path) -> None:
-        """A consistent copy of the whole database (SQLite's online backup), while others read and write."""
-        target = sqlite3.connect(path)
-        try:
-            with self._lock:
-                self._db.backup(target)
-        finally:
-            target.close()
+    def copy_to(self, target: Store) -> dict[str, dict]:
+        """Copy this store's rows into the empty store `target` (either engine), checked by counts and checksums
+        ({table: {rows, checksum}}); its lexical index is built there from the units, its meta (index version,
+        embedder) set to this one's."""
+        with self.snapshot(), target.write():
+            report = copy_tables(self.db, target.db, TABLES)
+            target._index_lexically(target._all("SELECT uid, title, text FROM units"))
+            for key, value in self._all("SELECT key, value FROM meta WHERE key != 'name'"):
+                target.set_meta(key, value)
+        return report
 
     def import_vectors(self, other: Path) -> None:
-        """Add the cached vectors of another store (a copy that embedded with a new model) to this one's."""
-        with self._lock:
-            self._db.execute("ATTACH DATABASE ? AS other", (str(other),))
-            try:
-                self._db.execute("INSERT OR IGNORE INTO vectors SELECT key, vector FROM other.vectors")
-            finally:
-                self._db.execute("DETACH DATABASE other")
+        """Add the cached vectors of another store's SQLite file (a trial copy that embedded with a new model) to
+        this one's."""
+        source = Database(other)
+        try:
+            rows = source.rows("SELECT key, vector FROM vectors")
+        finally:
+            source.close()
+        with self.write():
+            self.db.execute_many("INSERT INTO vectors(key, vector) VALUES (:key, :vector) ON CONFLICT(key) DO NOTHING", rows)
 
-    @staticmethod
-    def put_vectors(db: sqlite3.Connection, vectors: dict[str, np.ndarray]) -> None:
-        db.executemany(
-            "INSERT OR REPLACE INTO vectors VALUES (?, ?)",
-            [(key, np.asarray(v, dtype=np.float32).tobytes()) for key, v in vectors.items()],
+    def put_vectors(self, vectors: dict[str, np.ndarray]) -> None:
+        self.db.execute_many(
+            "INSERT INTO vectors(key, vector) VALUES (:k, :v) ON CONFLICT(key) DO UPDATE SET vector = excluded.vector",
+            [{"k": key, "v": np.asarray(v, dtype=np.float32).tobytes()} for key, v in vectors.items()],
         )
 
     # --- reading ----------------------------------------------------------------------------------
 
     def content_hashes(self, ids: list[str]) -> dict[str, str]:
-        return dict(self._query_in("SELECT id, content_hash FROM entries WHERE id IN ({})", ids))
+        return dict(self._all_in("SELECT id, content_hash FROM entries WHERE id IN :values", ids))
 
     def entry_info(self, ids: list[str]) -> dict[str, tuple[str, str, str]]:
         """id -> (title, category, url)."""
-        rows = self._query_in("SELECT id, title, category, url FROM entries WHERE id IN ({})", ids)
+        rows = self._all_in("SELECT id, title, category, url FROM entries WHERE id IN :values", ids)
         return {r[0]: r[1:] for r in rows}
 
     def missing_vectors(self, keys: list[str]) -> set[str]:
-        return set(keys) - {r[0] for r in self._query_in("SELECT key FROM vectors WHERE key IN ({})", keys)}
+        return set(keys) - {r[0] for r in self._all_in("SELECT key FROM vectors WHERE key IN :values", keys)}
 
-    @staticmethod
-    def vectors_for(db: sqlite3.Connection, pairs: list[tuple[int, str]], dim: int) -> tuple[np.ndarray, np.ndarray]:
+    def vectors_for(self, pairs: list[tuple[int, str]], dim: int) -> tuple[np.ndarray, np.ndarray]:
         """(uids, matrix) for (uid, vector key) pairs, read from the cache."""
-        blobs = dict(_select_in(db, "SELECT key, vector FROM vectors WHERE key IN ({})", list({k for _, k in pairs})))
+        blobs = dict(self._all_in("SELECT key, vector FROM vectors WHERE key IN :values", list({k for _, k in pairs})))
         matrix = np.zeros((len(pairs), dim), dtype=np.float32)
         for row, (_, key) in enumerate(pairs):
             matrix[row] = np.frombuffer(blobs[key], dtype=np.float32)
         return np.array([uid for uid, _ in pairs], dtype=np.int64), matrix
 
-    @staticmethod
-    def dense_unit_texts(db: sqlite3.Connection, text_of: Callable[[str, str, str], str]) -> list[tuple[int, str]]:
+    def dense_unit_texts(self, text_of: Callable[[str, str, str], str]) -> list[tuple[int, str]]:
         """(uid, the text its vector encodes) of every embedded unit; text_of(kind, title, text) says which."""
-        rows = db.execute("SELECT uid, kind, title, text FROM units WHERE vector_key IS NOT NULL ORDER BY uid")
+        rows = self._all("SELECT uid, kind, title, text FROM units WHERE vector_key IS NOT NULL ORDER BY uid")
         return [(uid, text_of(kind, title, text)) for uid, kind, title, text in rows]
 
-    @staticmethod
-    def set_vector_keys(db: sqlite3.Connection, keys: dict[int, str]) -> None:
-        db.executemany("UPDATE units SET vector_key = ? WHERE uid = ?", [(key, uid) for uid, key in keys.items()])
+    def set_vector_keys(self, keys: dict[int, str]) -> None:
+        self.db.execute_many("UPDATE units SET vector_key = :k WHERE uid = :u", [{"k": key, "u": uid} for uid, key in keys.items()])
 
-    @staticmethod
-    def all_dense_units(db: sqlite3.Connection) -> list[tuple[int, str]]:
-        return db.execute("SELECT uid, vector_key FROM units WHERE vector_key IS NOT NULL ORDER BY uid").fetchall()
+    def all_dense_units(self) -> list[tuple[int, str]]:
+        return self._all("SELECT uid, vector_key FROM units WHERE vector_key IS NOT NULL ORDER BY uid")
 
-    @staticmethod
-    def unit_texts(db: sqlite3.Connection) -> Iterator[str]:
+    def unit_texts(self) -> list[str]:
         """The title and text of every unit (variants and passages): the knowledge base's vocabulary."""
-        for title, text in db.execute("SELECT title, text FROM units"):
-            yield f"{title} {text}"
+        return [f"{title} {text}" for title, text in self._all("SELECT title, text FROM units")]
 
-    @staticmethod
-    def question_entries(db: sqlite3.Connection) -> list[tuple[int, str, str]]:
+    def question_entries(self) -> list[tuple[int, str, str]]:
         """(uid, vector key, entry id) of every embedded question variant."""
-        return db.execute("SELECT uid, vector_key, entry_id FROM units WHERE kind = 'question' AND vector_key IS NOT NULL ORDER BY uid").fetchall()
+        return self._all("SELECT uid, vector_key, entry_id FROM units WHERE kind = 'question' AND vector_key IS NOT NULL ORDER BY uid")
 
     def unit_entries(self, uids: list[int]) -> dict[int, tuple[str, str]]:
         """uid -> (entry id, unit text) for the uids that still exist."""
-        rows = self._query_in("SELECT uid, entry_id, text FROM units WHERE uid IN ({})", uids)
+        rows = self._all_in("SELECT uid, entry_id, text FROM units WHERE uid IN :values", uids)
         return {uid: (entry_id, text) for uid, entry_id, text in rows}
 
     def lexical(self, query: str, limit: int, budget: int = 0) -> list[tuple[int, float]]:
         """BM25 over variants and passages: (uid, score) best first, score positive (higher is better).
 
-        Scored in numpy over FTS5's postings (see retrieval.bm25: FTS5's own scores, faster on a large
-        knowledge base); a query with a word FTS5 reads as a phrase goes to FTS5 itself. With a `budget`,
-        only the query's rarest terms are scored, as many as match at most `budget` units in all (and at
-        least the two rarest): a term found in thousands of units costs time while its IDF, and so its
-        effect on the ranking, is small. A small knowledge base never reaches the budget."""
+        Scored in numpy over the postings (see retrieval.bm25: FTS5's own scores, faster on a large knowledge
+        base); on SQLite a query with a word FTS5 reads as a phrase goes to FTS5 itself. With a `budget`, only
+        the query's rarest terms are scored, as many as match at most `budget` units in all (and at least the
+        two rarest): a term found in thousands of units costs time while its IDF, and so its effect on the
+        ranking, is small. A small knowledge base never reaches the budget."""
         words = list(dict.fromkeys(content_words(query)))
         if not words:
             return []
         terms = self._query_terms.terms(words)
+        if terms is None and self.postgres:
+            terms = list(dict.fromkeys(self._query_terms.tokens(words)))
         if terms is not None:
-            index, frequency = self.bm25_index(), self._frequencies()
+            token = self.index_token()  # read once: a query to the database costs about as much as scoring
+            index, frequency = self.bm25_index(token), self._frequencies(token)
             return index.search(rarest(terms, lambda t: frequency.get(t, 0), budget) if budget else terms, limit)
         if budget:
             words = self._rarest(words, budget)
         match = " OR ".join(f'"{t}"' for t in words)
-        rows = self._query(
+        return self._all(
             # Order by the weighted score itself: FTS5's `rank` is the unweighted bm25().
             f"SELECT rowid, -bm25(units_fts, {BM25_WEIGHTS['title']}, {BM25_WEIGHTS['text']}) AS score FROM units_fts"
-            " WHERE units_fts MATCH ? ORDER BY score DESC LIMIT ?",
-            (match, limit),
+            " WHERE units_fts MATCH :m ORDER BY score DESC LIMIT :n",
+            m=match, n=limit,
         )
-        return [(uid, score) for uid, score in rows]
 
     def _rarest(self, words: list[str], budget: int) -> list[str]:
         """`rarest` for words FTS5 will stem: FTS5's vocabulary holds each (Porter-stemmed) term's unit
         count; a stem is almost always a prefix of its word (or ends in "i" for a "y"), so the longest such
         prefix found stands for the word. A word with no entry counts 0."""
         candidates = {w: [w[:-1] + "i"] * w.endswith("y") + [w[:n] for n in range(len(w), 2, -1)] for w in words}
-        frequency = self._frequencies()
+        frequency = self._frequencies(self.index_token())
         df = {w: next((frequency[c] for c in cs if c in frequency), 0) for w, cs in candidates.items()}
         return rarest(words, df.get, budget)
 
-    def bm25_index(self) -> Bm25Index:
-        """BM25 for the index version now: row lengths read once per version (every write makes a new one;
-        about 0.3 s at 200,000 units), postings as queries need them."""
+    def bm25_index(self, token: str) -> Bm25Index:
+        """BM25 for the index version `token` (now): row lengths read once per version (every write makes a new
+        one; about 0.3 s at 200,000 units), postings as queries need them."""
         with self._bm25_lock:
-            if self._bm25_token != self.index_token():
-                with self.snapshot() as db:
-                    self._bm25 = Bm25Index(*read_lengths(db, "units_fts_docsize"),
-                                           fetch_postings(self._query, "units_instance", BM25_WEIGHTS))
-                    self._bm25_token = Store.meta_in(db, "index_token")
+            if self._bm25_token != token:
+                with self.snapshot():
+                    if self.postgres:
+                        rows = self._all("SELECT uid, tokens FROM unit_sizes")
+                        lengths = (np.array([r[0] for r in rows], dtype=np.int64), np.array([r[1] for r in rows], dtype=np.float64))
+                    else:
+                        lengths = docsize_lengths(self._all("SELECT id, sz FROM units_fts_docsize"))
+                    self._bm25 = Bm25Index(*lengths, self._postings)
+                    self._bm25_token = self.meta("index_token")
             return self._bm25
 
-    def _frequencies(self) -> dict[str, int]:
-        """Every indexed term's unit count, read once per index version (every write makes a new one):
-        FTS5's vocabulary table counts a term's postings on each look-up, milliseconds per query term on a
+    def _postings(self, term: str) -> tuple[np.ndarray, np.ndarray]:
+        """A term's (uids ascending, weighted counts): FTS5's instance vocabulary on SQLite, the postings table
+        on PostgreSQL."""
+        if self.postgres:
+            return summed(self._all("SELECT uid, weight FROM postings WHERE term = :t", t=term))
+        rows = self._all("SELECT doc, col FROM units_instance WHERE term = :t", t=term)
+        return summed([(doc, BM25_WEIGHTS.get(col, 1.0)) for doc, col in rows])
+
+    def _frequencies(self, token: str) -> dict[str, int]:
+        """Every indexed term's unit count, read once per index version (`token`, now; every write makes a new
+        one): FTS5's vocabulary table counts a term's postings on each look-up, milliseconds per query term on a
         large knowledge base, while reading it whole once costs about as much as a few queries."""
-        token = self.index_token()
         if self._df_token != token:
-            with self.snapshot() as db:
-                self._df = dict(db.execute("SELECT term, doc FROM units_vocab"))
-                self._df_token = Store.meta_in(db, "index_token")
+            with self.snapshot():
+                sql = ("SELECT term, COUNT(*) FROM postings GROUP BY term" if self.postgres
+                       else "SELECT term, doc FROM units_vocab")
+                self._df = dict(self._all(sql))
+                self._df_token = self.meta("index_token")
         return self._df
 
     def entry(self, entry_id: str) -> Entry | None:
-        rows = self._query("SELECT id, kind, title, answer, category, url, source FROM entries WHERE id = ?", (entry_id,))
+        rows = self._all("SELECT id, kind, title, answer, category, url, source FROM entries WHERE id = :e", e=entry_id)
         if not rows:
             return None
         eid, kind, title, answer, category, url, source = rows[0]
-        units = self._query("SELECT kind, title, text FROM units WHERE entry_id = ? ORDER BY kind, ordinal", (eid,))
+        units = self._all("SELECT kind, title, text FROM units WHERE entry_id = :e ORDER BY kind, ordinal", e=eid)
         return Entry(
             id=eid, kind=kind, title=title, answer=answer, category=category, url=url, source=source,
             questions=[text for k, _, text in units if k == "question"],
@@ -402,46 +411,42 @@ class Store:
 
     def entries(self, category: str | None = None, contains: str | None = None, limit: int | None = None) -> list[EntrySummary]:
         sql = """SELECT e.id, e.kind, e.title, e.category, e.url, e.source,
-                        SUM(u.kind = 'question'), SUM(u.kind = 'passage'), e.updated_at
-                 FROM entries e LEFT JOIN units u ON u.entry_id = e.id WHERE 1"""
-        args: list = []
+                        SUM(CASE WHEN u.kind = 'question' THEN 1 ELSE 0 END),
+                        SUM(CASE WHEN u.kind = 'passage' THEN 1 ELSE 0 END), e.updated_at
+                 FROM entries e LEFT JOIN units u ON u.entry_id = e.id WHERE 1 = 1"""
+        args: dict = {}
         if category:
-            sql += " AND e.category = ?"
-            args.append(category)
+            sql += " AND e.category = :category"
+            args["category"] = category
         if contains:
-            sql += " AND (e.title LIKE ? OR e.id LIKE ?)"
-            args += [f"%{contains}%"] * 2
+            sql += " AND (LOWER(e.title) LIKE :contains OR LOWER(e.id) LIKE :contains)"
+            args["contains"] = f"%{contains.lower()}%"
         sql += " GROUP BY e.id ORDER BY e.category, e.id"
         if limit:
             sql += f" LIMIT {int(limit)}"
-        return [EntrySummary(*(r[:6]), int(r[6] or 0), int(r[7] or 0), r[8]) for r in self._query(sql, args)]
+        return [EntrySummary(*(r[:6]), int(r[6] or 0), int(r[7] or 0), r[8]) for r in self._all(sql, **args)]
 
     def counts(self) -> dict[str, int]:
-        (entries, documents), = self._query("SELECT COUNT(*), COALESCE(SUM(kind = 'document'), 0) FROM entries")
-        (variants, passages, dense), = self._query(
-            "SELECT COALESCE(SUM(kind = 'question'), 0), COALESCE(SUM(kind = 'passage'), 0),"
-            " COALESCE(SUM(vector_key IS NOT NULL), 0) FROM units"
-        )
-        (cached,) = self._query("SELECT COUNT(*) FROM vectors")[0]
-        categories = self._query("SELECT COUNT(DISTINCT category) FROM entries WHERE category != ''")[0][0]
+        with self.snapshot():
+            (entries, documents), = self._all(
+                "SELECT COUNT(*), COALESCE(SUM(CASE WHEN kind = 'document' THEN 1 ELSE 0 END), 0) FROM entries")
+            (variants, passages, dense), = self._all(
+                "SELECT COALESCE(SUM(CASE WHEN kind = 'question' THEN 1 ELSE 0 END), 0),"
+                " COALESCE(SUM(CASE WHEN kind = 'passage' THEN 1 ELSE 0 END), 0), COUNT(vector_key) FROM units"
+            )
+            (cached,), = self._all("SELECT COUNT(*) FROM vectors")
+            (categories,), = self._all("SELECT COUNT(DISTINCT category) FROM entries WHERE category != ''")
         return {
             "entries": entries, "documents": documents, "categories": categories, "variants": variants,
             "passages": passages, "vectors": dense, "cached_vectors": cached,
         }
 
-    def _query(self, sql: str, args=()) -> list[tuple]:
-        with self._lock:
-            return self._db.execute(sql, args).fetchall()
+    def _all(self, sql: str, **params) -> list[tuple]:
+        return self.db.tuples(sql, **params)
 
-    def _query_in(self, sql: str, values: list) -> list[tuple]:
-        with self._lock:
-            return _select_in(self._db, sql, values)
-
-
-def _select_in(db: sqlite3.Connection, sql: str, values: list) -> list[tuple]:
-    """Run `sql` whose `{}` is an IN list, in chunks that stay under SQLite's variable limit."""
-    rows: list[tuple] = []
-    for start in range(0, len(values), 500):
-        chunk = values[start : start + 500]
-        rows += db.execute(sql.format(",".join("?" * len(chunk))), chunk).fetchall()
-    return rows
+    def _all_in(self, sql: str, values: list) -> list[tuple]:
+        """Run `sql` whose `:values` is an IN list, in chunks of a sane size."""
+        rows: list[tuple] = []
+        for start in range(0, len(values), IN_CHUNK):
+            rows += self._all(sql, values=values[start : start + IN_CHUNK])
+        return rows

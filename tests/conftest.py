@@ -76,6 +76,13 @@ def database(request, tmp_path):
     return request.getfixturevalue("postgres_cluster").new_database()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def kb_database(request) -> str:
+    """Where a knowledge base keeps its store, once per engine: "" (its folder's SQLite file), then a fresh
+    PostgreSQL database."""
+    return "" if request.param == "sqlite" else request.getfixturevalue("postgres_cluster").new_database()
+
+
 @pytest.fixture
 def settings():
     from retrieval import RetrievalSettings
@@ -90,10 +97,10 @@ def make_kb(tmp_path, tiny_embedder, settings):
 
     made = []
 
-    def make(name: str = "kb", embedder=None, **overrides):
+    def make(name: str = "kb", embedder=None, database: str = "", **overrides):
         for key, value in overrides.items():
             setattr(settings, key, value)
-        kb = KnowledgeBase(tmp_path / name, settings, embedder or tiny_embedder)
+        kb = KnowledgeBase(tmp_path / name, settings, embedder or tiny_embedder, database)
         made.append(kb)
         return kb
 

@@ -170,10 +170,11 @@ def test_expired_sessions_are_refused_at_every_door(tmp_path):
 
 def test_sessions_expire_after_their_lifetime(tmp_path):
     from chatbot import ConversationLog
-    from ui.auth import AuthError, Sessions, parse_accounts
+    from ui.auth import Accounts, AuthError, Sessions
 
     now = [1000.0]
-    sessions = Sessions(parse_accounts([]), minutes=30, db=ConversationLog(tmp_path / "log.sqlite").db, clock=lambda: now[0])
+    db = ConversationLog(tmp_path / "log.sqlite").db
+    sessions = Sessions(Accounts([], db), minutes=30, db=db, clock=lambda: now[0])
     token, _ = sessions.login("ops", "ops")
     now[0] += 30 * 60
     assert sessions.require(token, "ops").user == "ops"
@@ -182,11 +183,11 @@ def test_sessions_expire_after_their_lifetime(tmp_path):
         sessions.require(token, "ops")
 
 
-def test_passwords_are_stored_as_salted_scrypt_hashes(tmp_path, monkeypatch, capsys):
+def test_passwords_are_stored_as_salted_scrypt_hashes_and_an_added_account_replaces_the_demo_ones(tmp_path, monkeypatch):
     import io
-    import tomllib
 
-    from ui.auth import _SCRYPT, hash_password, verify_password
+    from chatbot import ConversationLog
+    from ui.auth import _SCRYPT, Accounts, AuthError, Sessions, hash_password, verify_password
     from ui.cli import main
 
     first, second = hash_password("correct horse"), hash_password("correct horse")
@@ -195,17 +196,23 @@ def test_passwords_are_stored_as_salted_scrypt_hashes(tmp_path, monkeypatch, cap
     assert 128 * _SCRYPT["r"] * _SCRYPT["n"] >= 16 * 2**20  # memory-hard: 16 MiB per guess
     monkeypatch.setattr("sys.stdin", io.StringIO("correct horse\n"))
     assert main(["user", "add", "kim", "--role", "ops", "--home", str(tmp_path)]) == 0
-    (entry,) = tomllib.loads((tmp_path / "config.toml").read_text())["serve"]["users"]
-    name, role, stored = entry.split(":", 2)
-    assert (name, role) == ("kim", "ops") and "correct horse" not in entry and verify_password("correct horse", stored)
+    db = ConversationLog(tmp_path / "conversations.sqlite").db  # the home's database, as every replica's is
+    (row,) = db.rows("SELECT * FROM staff_accounts")
+    assert (row["name"], row["role"]) == ("kim", "ops") and verify_password("correct horse", row["password_hash"])
+    assert "correct horse" not in str(row)
+    sessions = Sessions(Accounts([], db), minutes=30, db=db)
+    assert sessions.login("kim", "correct horse")[1].role == "ops"
+    with pytest.raises(AuthError, match="wrong user name or password"):
+        sessions.login("ops", "ops")  # the demo accounts exist only while there are no others
 
 
 def test_an_unknown_user_name_costs_as_much_as_a_wrong_password(tmp_path):
     """So that the time of a refusal does not tell which user names exist."""
     from chatbot import ConversationLog
-    from ui.auth import AuthError, Sessions, parse_accounts
+    from ui.auth import Accounts, AuthError, Sessions
 
-    sessions = Sessions(parse_accounts([]), minutes=30, db=ConversationLog(tmp_path / "log.sqlite").db)
+    db = ConversationLog(tmp_path / "log.sqlite").db
+    sessions = Sessions(Accounts([], db), minutes=30, db=db)
 
     def seconds(name: str) -> float:
         started = time.perf_counter()

@@ -96,10 +96,10 @@ def assert_index_agrees(config) -> int:
     try:
         index = kb.dense_index().index
         indexed = faiss.vector_to_array(index.id_map)
-        with kb.store.snapshot() as db:
-            units = db.execute("SELECT uid, vector_key FROM units WHERE vector_key IS NOT NULL").fetchall()
-            vectors = {k: np.frombuffer(v, dtype=np.float32) for k, v in db.execute("SELECT key, vector FROM vectors")}
-            titles = db.execute("SELECT id, title FROM entries").fetchall()
+        with kb.store.snapshot() as store:
+            units = store.db.tuples("SELECT uid, vector_key FROM units WHERE vector_key IS NOT NULL")
+            vectors = {k: np.frombuffer(v, dtype=np.float32) for k, v in store.db.tuples("SELECT key, vector FROM vectors")}
+            titles = store.db.tuples("SELECT id, title FROM entries")
         assert sorted(indexed.tolist()) == sorted(uid for uid, _ in units)
         for _, key in units[:: max(1, len(units) // 200)]:
             scores, _ = index.search(vectors[key].reshape(1, -1), 1)
@@ -317,8 +317,10 @@ def test_two_replicas_share_the_queue_and_sessions_and_a_killed_one_loses_nothin
     import shutil
     from concurrent.futures import ThreadPoolExecutor
 
-    shared = [*overrides, f"storage.database_url={postgres_cluster.new_database()}"]
-    other_home = shutil.copytree(home, home.parent / "home-b")  # each replica its own home (models, knowledge base)
+    url = postgres_cluster.new_database()
+    shared = [*overrides, f"storage.database_url={url}"]
+    assert main(["db", "copy", "--to", url, "--home", str(home), "-q"]) == 0  # the home's knowledge base and log
+    other_home = shutil.copytree(home, home.parent / "home-b")  # each replica its own home (models, index files)
     with ThreadPoolExecutor(2) as pool:  # started together: they migrate the new database once between them
         first, second = pool.map(lambda h: Server(h, shared), (home, other_home))
     try:
@@ -327,6 +329,10 @@ def test_two_replicas_share_the_queue_and_sessions_and_a_killed_one_loses_nothin
             token = rest_call(on_second, "login", "agent", "agent")["token"]
             queue = rest_call(on_first, "queue", token)["items"]  # the other replica's queue, with this replica's session
         assert [item["conversation_id"] for item in queue] == [handed_off["conversation_id"]]
+        lockers = "id,question,answer\nlockers,Can I pick up my parcel from a locker?,Yes: any parcel locker within 7 days.\n"
+        assert main(["kb", "add", str(write(home.parent / "lockers.csv", lockers)), "--home", str(home), "-q",
+                     *[f"--set={o}" for o in shared]]) == 0  # a knowledge-base change made on the first replica's home
+        assert second.ask("Can I pick up my parcel from a locker?")["sources"][0]["id"] == "lockers"
 
         acknowledged = kill_while_busy([first.url, second.url], first.process)  # its customers have requests in flight
         after = second.ask("Do gift cards expire?")  # the other replica serves on

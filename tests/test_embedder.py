@@ -103,7 +103,7 @@ def test_a_knowledge_base_from_before_int8_keeps_float_vectors(tiny_embedder_pat
     kb = KnowledgeBase(tmp_path / "kb", RetrievalSettings(embedder=str(tiny_embedder_path), embedder_runtime="onnx"))
     kb.add([_faq(tmp_path)])
     with kb.store.write() as db:
-        db.execute("DELETE FROM meta WHERE key = 'embedder_runtime'")  # as a store written before it was recorded
+        db.db.execute("DELETE FROM meta WHERE key = 'embedder_runtime'")  # as a store written before it was recorded
     kb.close()
     kb = KnowledgeBase(tmp_path / "kb", RetrievalSettings(embedder=str(tiny_embedder_path)))
     try:

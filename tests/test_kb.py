@@ -1,5 +1,7 @@
 """The knowledge base: upsert/remove with a consistent index, the embedding cache, refusals that leave
-the KB unchanged, recovery from a missing index file, approximate index, readers beside a writer."""
+the KB unchanged, recovery from a missing index file, approximate index, readers beside a writer. The tests
+taking `kb_database` run on both engines: the store in a SQLite file, then in PostgreSQL with each reader a
+replica of its own (another folder, the same database)."""
 
 from __future__ import annotations
 
@@ -25,8 +27,8 @@ def faq_rows(n: int, start: int = 0) -> str:
     )
 
 
-def test_add_then_search_returns_entries_not_variants(make_kb, tmp_path):
-    kb = make_kb()
+def test_add_then_search_returns_entries_not_variants(make_kb, tmp_path, kb_database):
+    kb = make_kb(database=kb_database)
     report = kb.add([write(tmp_path / "faq.csv", FAQ)])
     assert (report.entries, report.added, report.updated, report.unchanged) == (3, 3, 0, 0)
     assert report.embedded == 4  # the question variants; short answers are lexical-only by default
@@ -45,8 +47,8 @@ def test_reingesting_an_unchanged_file_embeds_nothing(make_kb, tmp_path):
     assert (again.unchanged, again.embedded, again.added, again.updated) == (3, 0, 0, 0)
 
 
-def test_upsert_replaces_the_entry_and_its_index_rows(make_kb, tmp_path):
-    kb = make_kb()
+def test_upsert_replaces_the_entry_and_its_index_rows(make_kb, tmp_path, kb_database):
+    kb = make_kb(database=kb_database)
     kb.add([write(tmp_path / "faq.csv", FAQ)])
     changed = FAQ.replace("Gift cards never expire and have no fees.", "Gift cards now include a ribbon.")
     report = kb.add([write(tmp_path / "faq.csv", changed)])
@@ -57,8 +59,8 @@ def test_upsert_replaces_the_entry_and_its_index_rows(make_kb, tmp_path):
     assert kb.dense_index().size == kb.stats()["vectors"] == 4
 
 
-def test_remove_deletes_entry_everywhere(make_kb, tmp_path):
-    kb = make_kb()
+def test_remove_deletes_entry_everywhere(make_kb, tmp_path, kb_database):
+    kb = make_kb(database=kb_database)
     kb.add([write(tmp_path / "faq.csv", FAQ)])
     assert kb.remove("ship-ca") and not kb.remove("ship-ca")
     assert kb.entry("ship-ca") is None
@@ -67,8 +69,8 @@ def test_remove_deletes_entry_everywhere(make_kb, tmp_path):
     assert kb.dense_index().size == 2
 
 
-def test_a_refused_batch_leaves_the_kb_unchanged(make_kb, tmp_path):
-    kb = make_kb()
+def test_a_refused_batch_leaves_the_kb_unchanged(make_kb, tmp_path, kb_database):
+    kb = make_kb(database=kb_database)
     kb.add([write(tmp_path / "faq.csv", FAQ)])
     before = kb.stats()
     good = write(tmp_path / "more.csv", faq_rows(5))
@@ -78,24 +80,23 @@ def test_a_refused_batch_leaves_the_kb_unchanged(make_kb, tmp_path):
     assert kb.stats() == before
 
 
-def test_index_file_lost_in_a_crash_is_rebuilt_from_the_store(make_kb, tmp_path, settings, tiny_embedder):
+def test_index_file_lost_in_a_crash_is_rebuilt_from_the_store(make_kb, tmp_path, settings, tiny_embedder, kb_database):
     from retrieval import KnowledgeBase
 
-    kb = make_kb()
+    kb = make_kb(database=kb_database)
     kb.add([write(tmp_path / "faq.csv", FAQ)])
     expected = [h.entry_id for h in kb.search("gift card fees")]
     for f in kb.folder.glob("dense-*.faiss"):
         f.unlink()
-    fresh = KnowledgeBase(kb.folder, settings, tiny_embedder)
+    fresh = KnowledgeBase(kb.folder, settings, tiny_embedder, kb_database)
     assert [h.entry_id for h in fresh.search("gift card fees")] == expected
     assert fresh.dense_index().size == 4
+    fresh.close()
 
 
-def test_a_second_instance_sees_writes_of_the_first(make_kb, tmp_path, settings, tiny_embedder):
-    from retrieval import KnowledgeBase
-
-    writer = make_kb()
-    reader = KnowledgeBase(writer.folder, settings, tiny_embedder)
+def test_a_second_instance_sees_writes_of_the_first(make_kb, tmp_path, kb_database):
+    writer = make_kb(database=kb_database)
+    reader = make_kb("replica/kb" if kb_database else "kb", database=kb_database)
     assert reader.search("gift cards") == []
     writer.add([write(tmp_path / "faq.csv", FAQ)])
     assert reader.search("gift cards expire")[0].entry_id == "gift-exp"
@@ -173,10 +174,11 @@ def other_embedder_path(tmp_path_factory, tiny_embedder_path):
     return path
 
 
-def test_switching_the_embedder_reindexes_every_unit_and_readers_follow(make_kb, tmp_path, other_embedder_path):
-    kb = make_kb()
+def test_switching_the_embedder_reindexes_every_unit_and_readers_follow(make_kb, tmp_path, other_embedder_path, kb_database):
+    kb = make_kb(database=kb_database)
     kb.add([write(tmp_path / "faq.csv", FAQ)])
-    reader = make_kb("kb")  # another process's view of the same folder, opened before the switch
+    # another process's view of the same store (a replica's, on PostgreSQL), opened before the switch
+    reader = make_kb("replica/kb" if kb_database else "kb", database=kb_database)
     assert reader.search("Do you ship to Toronto?", mode="dense")[0].dense > 0.999
 
     assert kb.switch_embedder(str(other_embedder_path)) == 4  # every embedded unit, under the new model
@@ -219,3 +221,30 @@ def test_an_entry_is_scored_by_the_mean_of_its_variants_and_readers_follow_an_up
     three = two + ["Can I get a parcel sent to Vancouver?"]
     assert score(reader) == pytest.approx(mean_cosine(three), abs=1e-5) and score(writer) == pytest.approx(score(reader), abs=1e-6)
     reader.close()
+
+
+def test_a_trial_copy_is_a_sqlite_copy_without_the_held_out_variants(make_kb, tmp_path, kb_database):
+    """What a retriever's gate searches: the whole store copied (from either engine) into a local file, checked,
+    less the variants it asks; the original is untouched."""
+    kb = make_kb(database=kb_database)
+    kb.add([write(tmp_path / "faq.csv", FAQ)])
+    trial = kb.trial_copy(tmp_path / "trial", without=[("ship-ca", "Do you ship to Toronto?")])
+    try:
+        assert trial.store.db.dialect == "sqlite" and trial.store.index_token() != kb.store.index_token()
+        assert trial.entry("ship-ca").questions == ["How long does delivery to Canada take?"]
+        assert trial.stats()["variants"] == kb.stats()["variants"] - 1 and trial.dense_index().size == 3
+        assert [h.entry_id for h in trial.search("gift cards", mode="lexical")] == [h.entry_id for h in kb.search("gift cards", mode="lexical")]
+    finally:
+        trial.close()
+    assert kb.entry("ship-ca").questions == ["How long does delivery to Canada take?", "Do you ship to Toronto?"]
+
+
+def test_two_names_that_share_a_postgresql_schema_are_told_apart(make_kb, postgres_cluster):
+    from retrieval.database import DatabaseError
+    from retrieval.store import schema_name
+
+    url = postgres_cluster.new_database()
+    make_kb("Returns", database=url)
+    assert schema_name("Returns") == schema_name("returns") and len(schema_name("x" * 64)) <= 63
+    with pytest.raises(DatabaseError, match="its schema kb_returns already holds knowledge base 'Returns'"):
+        make_kb("returns", database=url)

@@ -193,3 +193,11 @@ def test_opening_a_new_file_another_process_is_writing_waits_for_it(tmp_path):
     assert log.db.rows("PRAGMA journal_mode")[0]["journal_mode"] == "wal"
     log.close()
     writer.close()
+
+
+def test_a_copy_checksum_does_not_depend_on_the_order_rows_come_in():
+    """PostgreSQL sorts text by its locale's collation and SQLite byte by byte: the same rows must check alike."""
+    from retrieval.database import _checksum
+
+    rows = [{"id": "priv-contact", "n": 1}, {"id": "privacy-policy", "n": 2}, {"id": "Zebra", "n": 3}]
+    assert _checksum(rows) == _checksum(rows[::-1]) != _checksum(rows[:2])

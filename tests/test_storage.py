@@ -1,10 +1,12 @@
 """The shared database as operators use it: `db copy` and `db upgrade`, the URL setting, and two app replicas on
-one PostgreSQL database sharing the conversation log (the agents' queue, agents' replies) and staff sessions."""
+one PostgreSQL database sharing the conversation log (the agents' queue, agents' replies), staff sessions and the
+knowledge base."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
+import time
 
 import pytest
 
@@ -14,8 +16,16 @@ from retrieval.database import head
 from ui.cli import main
 
 
-def test_db_copy_moves_a_homes_log_into_postgresql_and_db_upgrade_finds_it_current(tmp_path, postgres_cluster, capsys):
+def test_db_copy_moves_a_homes_log_into_postgresql_and_db_upgrade_finds_it_current(tmp_path, postgres_cluster, capsys,
+                                                                                   tiny_embedder):
+    from retrieval import KnowledgeBase
+    from retrieval.store import MIGRATIONS as KB_MIGRATIONS
+
     home = tmp_path / "home"
+    kb = KnowledgeBase(home / "kb" / "default", embedder=tiny_embedder)
+    kb.put("lockers", "Parcel lockers", "Collect a parcel from any locker within 7 days.", ["Can I use a parcel locker?"])
+    before = [(h.entry_id, round(h.score, 6)) for h in kb.search("parcel locker collect")]
+    kb.close()
     log = ConversationLog(home / "conversations.sqlite")
     conversation = log.start("web")
     log.add_message(conversation, "customer", "Where is my parcel?")
@@ -31,10 +41,16 @@ def test_db_copy_moves_a_homes_log_into_postgresql_and_db_upgrade_finds_it_curre
     report = json.loads(capsys.readouterr().out)
     assert report["tables"]["conversations"]["rows"] == 1 and report["tables"]["messages"]["rows"] == 1
     assert report["tables"]["api_keys"]["rows"] == 1  # kept by an older version in apikeys.sqlite: moved, then copied
+    assert report["knowledge_bases"]["default"]["units"]["rows"] == 2  # the variant and the answer's passage
+    copied = KnowledgeBase(tmp_path / "replica" / "default", embedder=tiny_embedder, database=url)
+    assert [(h.entry_id, round(h.score, 6)) for h in copied.search("parcel locker collect")] == before  # no re-embedding
+    copied.close()
     assert main(["db", "upgrade", "--home", str(home), "--set", f"storage.database_url={url}", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out) == {"database": url, "from": head(MIGRATIONS), "to": head(MIGRATIONS)}
+    assert json.loads(capsys.readouterr().out) == {
+        "database": url, "from": head(MIGRATIONS), "to": head(MIGRATIONS),
+        "knowledge_bases": {"default": {"from": head(KB_MIGRATIONS), "to": head(KB_MIGRATIONS)}}}
     assert main(["db", "copy", "--to", url, "--home", str(home)]) == 1  # a second copy would duplicate: refused
-    assert "table conversations is not empty" in capsys.readouterr().err
+    assert "already holds knowledge base 'default'; copy only into a new database" in capsys.readouterr().err
 
 
 def test_an_unreachable_database_stops_a_command_with_one_line(tmp_path, capsys):
@@ -78,6 +94,57 @@ def test_a_hand_off_taken_by_one_replica_is_answered_from_the_other(replicas):
     seen = customer_side.history(conversation)[-1]
     assert (seen["role"], seen["text"]) == ("agent", "Hi, Sam here: how can I help?")
     assert customer_side.status(conversation) == agent_side.status(conversation)
+
+
+def test_an_entry_added_through_one_replica_is_searched_by_the_other(replicas):
+    first, second = replicas
+    first.bot.kb.put("lockers", "Parcel lockers", "Collect a parcel from any locker within 7 days.",
+                     ["Can I pick up my parcel from a locker?"])
+    assert second.bot.kb.search("pick up parcel from a locker")[0].entry_id == "lockers"
+    assert second.bot.kb.dense_index().size == first.bot.kb.dense_index().size  # rebuilt from the stored vectors
+    second.bot.kb.remove("lockers")
+    assert all(hit.entry_id != "lockers" for hit in first.bot.kb.search("pick up parcel from a locker"))
+
+
+def test_one_job_runs_at_a_time_across_replicas_and_a_killed_one_frees_the_lock(replicas, capsys):
+    import subprocess
+    import sys
+
+    from ui.jobs import JobError, exclusive_job, running_elsewhere
+
+    first, second = replicas
+    url = second.config.storage.database_url
+    with exclusive_job(first.bot.log.db, "supportbot learn"):
+        with pytest.raises(JobError, match="a job is already running [(]supportbot learn on .*[)]"):
+            second.start_learning()
+        assert main(["kb", "sync", "--all", "--home", str(second.config.home), "--set", f"storage.database_url={url}"]) == 1
+        assert "a job is already running (supportbot learn on" in capsys.readouterr().err
+    assert running_elsewhere(second.bot.log.db) is None
+    holder = subprocess.Popen(  # a job process that dies holding the lock
+        [sys.executable, "-c", "import sys, time\nfrom chatbot.log import open_database\nfrom ui.jobs import exclusive_job\n"
+         f"with exclusive_job(open_database({url!r}), 'supportbot train'):\n    print('held', flush=True)\n    time.sleep(600)"],
+        stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    assert running_elsewhere(first.bot.log.db).startswith("supportbot train on")
+    holder.kill()
+    holder.wait()
+    deadline = time.monotonic() + 10
+    while running_elsewhere(first.bot.log.db) is not None and time.monotonic() < deadline:
+        time.sleep(0.1)  # the server notices the closed connection
+    assert running_elsewhere(first.bot.log.db) is None
+
+
+def test_an_account_added_on_one_machine_signs_in_on_every_replica(tmp_path, postgres_cluster, monkeypatch):
+    import io
+
+    from ui.auth import Accounts, Sessions
+
+    url = postgres_cluster.new_database()
+    monkeypatch.setattr("sys.stdin", io.StringIO("correct horse\n"))
+    assert main(["user", "add", "kim", "--role", "agent", "--home", str(tmp_path / "a"), "--set", f"storage.database_url={url}"]) == 0
+    replica = ConversationLog(url)  # another machine's app: its own home, no config entry for kim
+    assert Sessions(Accounts([], replica.db), 30, replica.db).login("kim", "correct horse")[1].role == "agent"
+    replica.close()
 
 
 def test_a_staff_sign_in_on_one_replica_holds_on_the_other_until_signed_out(replicas):

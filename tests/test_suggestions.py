@@ -1,6 +1,7 @@
 """Suggestions from the log (training/suggestions.py) on a real log and a real knowledge base with the real
 embedder (grouping reads meaning): each kind's extraction, accept / edit / reject / revert, auto-accept,
-redaction, decisions taken once, and the CLI."""
+redaction, decisions taken once, and the CLI. The tests parametrized over `bot` run on both engines: the log and
+the knowledge base in SQLite files, then in PostgreSQL."""
 
 from __future__ import annotations
 
@@ -19,12 +20,16 @@ ship-ca,How long does delivery to Canada take?,Canada orders arrive in 5-10 busi
 ship-ca,Do you ship to Toronto?,Canada orders arrive in 5-10 business days.,Canada shipping,Shipping,
 gift-exp,Do gift cards expire?,Gift cards never expire and have no fees.,Gift card expiry,Gift cards,
 """
+ENGINES = ["sqlite", "postgresql"]
 SHARPENING = "We sharpen Tidewell knives for free at the Port Alder warehouse; bring them in on a weekday."
 
 
 @pytest.fixture
-def bot(home_config, real_embedder, tmp_path):
-    kb = KnowledgeBase(home_config.kb_dir(), home_config.retrieval, real_embedder)
+def bot(home_config, real_embedder, tmp_path, request):
+    """A bot on a fresh home; on PostgreSQL where a test asks for it (`parametrize("bot", ENGINES, indirect=True)`)."""
+    if getattr(request, "param", "sqlite") == "postgresql":
+        home_config.storage.database_url = request.getfixturevalue("postgres_cluster").new_database()
+    kb = KnowledgeBase(home_config.kb_dir(), home_config.retrieval, real_embedder, database=home_config.storage.database_url)
     kb.add([write(tmp_path / "faq.csv", FAQ)])
     bot = SupportBot(home_config, kb)
     yield bot
@@ -50,6 +55,7 @@ def answered(bot: SupportBot, question: str, entry_id: str, mode: str = "templat
     return conversation, message
 
 
+@pytest.mark.parametrize("bot", ENGINES, indirect=True)
 def test_handed_off_questions_agents_answered_become_one_new_entry_that_is_searchable_once_accepted(bot, home_config):
     for question in ("Do you sharpen knives?", "can you sharpen my kitchen knives", "Is there a knife sharpening service?"):
         handed_off(bot, question, SHARPENING)
@@ -197,14 +203,20 @@ def test_the_daily_run_is_due_once_a_day_after_its_time():
     assert not due(datetime(2026, 12, 7, 9, 0), at, datetime(2026, 12, 7, 2, 31))  # already ran today
 
 
-def test_two_processes_accepting_the_same_suggestion_apply_it_once(bot, home_config):
+@pytest.mark.parametrize("bot", ENGINES, indirect=True)
+def test_two_processes_accepting_the_same_suggestion_apply_it_once(bot, home_config, real_embedder, tmp_path):
     from chatbot import ConversationLog
 
     handed_off(bot, "Do you sharpen knives?", SHARPENING)
     (sid,) = refresh(bot, home_config.learn)
-    other = SupportBot(home_config, bot.kb, log=ConversationLog(home_config.log_file))  # its own connection, as another process has
+    url = home_config.storage.database_url  # on PostgreSQL the other is a replica: its own home, the same database
+    kb = KnowledgeBase(tmp_path / "replica" / home_config.kb, home_config.retrieval, real_embedder, database=url) if url else bot.kb
+    other = SupportBot(home_config, kb, log=ConversationLog(home_config.log_database))  # its own connections, as another process has
     accept(other, sid, by="ops-a")
     with pytest.raises(SuggestionError, match=f"suggestion {sid} is already accepted"):
         accept(bot, sid, by="ops-b")
     assert bot.log.suggestion(sid)["decided_by"] == "ops-a" and len([e for e in bot.kb.entries() if e.source == f"learned:{sid}"]) == 1
+    assert bot.kb.search("can you sharpen my knives", k=1)[0].entry_id == kb.search("can you sharpen my knives", k=1)[0].entry_id
     other.log.close()
+    if url:
+        kb.close()

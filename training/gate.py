@@ -209,7 +209,7 @@ def promote_retriever(config: Config, version: str, serving: str, force: bool, p
     """Search with the candidate embedder and with the serving one on a copy of the knowledge base (without
     the held-out variants it is asked), then, if it is not worse, switch every knowledge base to it."""
     versions = Versions(config.models_root)
-    kb = KnowledgeBase(config.kb_dir(), config.retrieval)
+    kb = KnowledgeBase(config.kb_dir(), config.retrieval, database=config.storage.database_url)
     try:
         rows, without, eval_set = retriever_queries(config, kb)
         if not rows:
@@ -264,10 +264,10 @@ def _retrieval_metrics(kb: KnowledgeBase, rows: list[dict], stage: str, progress
 def switch_retriever(config: Config, version: str, progress: Progress | None = None) -> None:
     """Every knowledge base of the home onto the retriever `version` ("" = the configured embedder)."""
     path = str(Versions(config.models_root).folder(version)) if version else ""
-    for folder in sorted((config.home / "kb").glob("*/kb.sqlite")):
-        kb = KnowledgeBase(folder.parent, config.retrieval)
+    for name in config.kb_names():
+        kb = KnowledgeBase(config.kb_dir(name), config.retrieval, database=config.storage.database_url)
         try:
-            kb.switch_embedder(path, lambda stage, d, t: progress and progress(f"{folder.parent.name}: {stage}", d, t))
+            kb.switch_embedder(path, lambda stage, d, t: progress and progress(f"{name}: {stage}", d, t))
         finally:
             kb.close()
 

@@ -407,7 +407,7 @@ def run_retriever(config: Config, settings: RetrieverSettings, parent: str = "",
     if parent and versions.card(parent).kind != "retriever":
         raise TrainError(f"version {parent!r} is a {versions.card(parent).kind}, not a retriever")
     # PyTorch for the comparison: an ONNX export of every trained model would land in the home's KB folder.
-    kb = KnowledgeBase(config.kb_dir(), replace(config.retrieval, embedder_runtime="torch"))
+    kb = KnowledgeBase(config.kb_dir(), replace(config.retrieval, embedder_runtime="torch"), database=config.storage.database_url)
     try:
         base = versions.folder(parent) if parent else kb.embedder.path
         entries = [kb.entry(row.id) for row in kb.entries()]

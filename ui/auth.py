@@ -1,4 +1,5 @@
-"""Agent and ops accounts, password hashing (scrypt: memory-hard) and expiring sessions (in the shared database).
+"""Agent and ops accounts and expiring sessions (both in the shared database), password hashing (scrypt:
+memory-hard).
 
 Roles are checked on the server by every handler that needs one (`Sessions.require`), not by hiding tabs.
 """
@@ -12,6 +13,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from retrieval.database import Database
 
@@ -56,9 +58,7 @@ class Account:
 
 
 def parse_accounts(entries: list[str]) -> dict[str, Account]:
-    """ "name:role:hash" entries; with none, the demo accounts."""
-    if not entries:
-        return {name: Account(name, name, hash_password(name)) for name in DEMO_USERS}
+    """ "name:role:hash" entries (`serve.users`)."""
     accounts = {}
     for entry in entries:
         name, role, password_hash = (entry.split(":", 2) + ["", ""])[:3]
@@ -72,6 +72,39 @@ def uses_demo_password(accounts: dict[str, Account]) -> bool:
     return any(verify_password(a.name, a.password_hash) for a in accounts.values())
 
 
+class Accounts:
+    """Staff accounts: those `supportbot user add` keeps in the shared database (every replica signs them in), and
+    any `serve.users` entries of the config (a home from before, or accounts provisioned through the
+    environment); for a name in both, the database's. With none at all, the demo accounts (name = password)."""
+
+    def __init__(self, configured: list[str], db: Database):
+        self.configured = parse_accounts(configured)
+        self.db = db
+
+    def get(self, name: str) -> Account | None:
+        rows = self.db.rows("SELECT name, role, password_hash FROM staff_accounts WHERE name = :name", name=name)
+        return Account(**rows[0]) if rows else self.all().get(name)
+
+    def all(self) -> dict[str, Account]:
+        stored = {r["name"]: Account(**r) for r in self.db.rows("SELECT name, role, password_hash FROM staff_accounts")}
+        accounts = {**self.configured, **stored}
+        return accounts or _demo_accounts()
+
+    def add(self, name: str, role: str, password: str) -> None:
+        """Add the account, or give an existing one this role and password."""
+        if ":" in name or not name.strip():
+            raise ValueError(f"user name {name!r}: must be non-empty without ':'")
+        if role not in ROLES:
+            raise ValueError(f"role {role!r}: expected agent or ops")
+        self.db.upsert("staff_accounts", "name", name=name, role=role, password_hash=hash_password(password),
+                       created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+
+@functools.cache
+def _demo_accounts() -> dict[str, Account]:
+    return {name: Account(name, name, hash_password(name)) for name in DEMO_USERS}
+
+
 @dataclass
 class Session:
     user: str
@@ -83,14 +116,14 @@ class Sessions:
     """Staff sessions, kept in the shared database (a SHA-256 of each token, never the token), so that a sign-in
     holds on every app replica and across restarts until it expires."""
 
-    def __init__(self, accounts: dict[str, Account], minutes: int, db: Database, clock: Callable[[], float] = time.time):
+    def __init__(self, accounts: Accounts, minutes: int, db: Database, clock: Callable[[], float] = time.time):
         self.accounts = accounts
         self.lifetime = minutes * 60
         self.db = db
         self._clock = clock
 
     def login(self, name: str, password: str) -> tuple[str, Session]:
-        account = self.accounts.get(name.strip())
+        account = self.accounts.get(name.strip())  # read at each sign-in: an account added on any replica counts
         matched = verify_password(password, account.password_hash if account else _stand_in_hash())
         if account is None or not matched:
             raise AuthError("wrong user name or password")

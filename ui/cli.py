@@ -28,6 +28,7 @@ from retrieval.database import DatabaseError, redacted  # noqa: E402
 from retrieval.perturb import CHOICES as PERTURBATIONS  # noqa: E402
 
 from .progress import TerminalProgress  # noqa: E402
+from .jobs import JOB_COMMANDS, exclusive_job  # noqa: E402
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {}
 
@@ -455,16 +456,19 @@ def serve_command(args, config):
 def user_add(args, config):
     import getpass
 
-    from .auth import hash_password
+    from chatbot.log import open_database
+
+    from .auth import Accounts
 
     password = getpass.getpass(f"password for {args.name}: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
     if len(password) < 8:
         raise CommandError("the password needs at least 8 characters")
-    if ":" in args.name or not args.name.strip():
-        raise CommandError(f"user name {args.name!r}: must be non-empty without ':'")
-    users = [u for u in config.serve.users if u.split(":", 1)[0] != args.name]
-    save_settings(config, {"serve.users": [*users, f"{args.name}:{args.role}:{hash_password(password)}"]})
-    emit(args, {"user": args.name, "role": args.role}, f"saved {args.role} account '{args.name}' in {config.config_file}")
+    db = open_database(config.log_database)
+    try:
+        Accounts(config.serve.users, db).add(args.name, args.role, password)
+    finally:
+        db.close()
+    emit(args, {"user": args.name, "role": args.role}, f"saved {args.role} account '{args.name}' in {redacted(config.log_database)}")
     return 0
 
 
@@ -527,20 +531,36 @@ def restore_command(args, config):
 @command("db upgrade")
 def db_upgrade(args, config):
     from chatbot.log import upgrade
+    from retrieval.store import upgrade_store
 
     report = upgrade(config.log_database)
-    emit(args, report, f"{report['database']}: schema at {report['to']}"
-         + (f" (was {report['from'] or 'empty'})" if report["from"] != report["to"] else " (already)"))
+    report["knowledge_bases"] = {}
+    for name in config.kb_names():
+        before, after = upgrade_store(config.storage.database_url or config.kb_dir(name) / "kb.sqlite", name)
+        report["knowledge_bases"][name] = {"from": before, "to": after}
+    lines = [f"{where}: schema at {r['to']}" + (f" (was {r['from'] or 'empty'})" if r["from"] != r["to"] else " (already)")
+             for where, r in [(report["database"], report), *((f"knowledge base {n}", r) for n, r in report["knowledge_bases"].items())]]
+    emit(args, report, "\n".join(lines))
     return 0
 
 
 @command("db copy")
 def db_copy(args, config):
     from chatbot.log import copy_log
+    from retrieval.store import copy_store, stored_names
 
+    if not config.log_file.exists() and not config.local_kb_names():
+        raise CommandError(f"{config.home}: nothing to copy (no conversation log, no knowledge base)")
+    there = sorted(set(config.local_kb_names()) & set(stored_names(args.to)))
+    if there:  # checked before anything is copied, so that a refusal leaves the target as it was
+        raise CommandError(f"{redacted(args.to)} already holds knowledge base {there[0]!r}; copy only into a new database")
     report = copy_log(config.log_file, args.to)
     lines = [f"{name}: {table['rows']} rows, checksum {table['checksum']}" for name, table in report["tables"].items()]
-    emit(args, report, "\n".join([f"copied {config.log_file} into {report['database']} (checked):", *lines,
+    report["knowledge_bases"] = {}
+    for name in config.local_kb_names():
+        tables = report["knowledge_bases"][name] = copy_store(config.kb_dir(name) / "kb.sqlite", args.to, name)
+        lines += [f"knowledge base {name}, {table}: {t['rows']} rows, checksum {t['checksum']}" for table, t in tables.items()]
+    emit(args, report, "\n".join([f"copied {config.home} into {report['database']} (checked):", *lines,
                                    f"next: set storage.database_url (or SUPPORTBOT_STORAGE_DATABASE_URL) to it"]))
     return 0
 
@@ -711,6 +731,18 @@ def command_name(args: argparse.Namespace) -> str:
     return " ".join(x for x in parts if x)
 
 
+def _as_exclusive_job(name: str, args: argparse.Namespace, config: Config) -> int:
+    """A job command on a shared database: one at a time across every replica (ui.jobs.exclusive_job)."""
+    from chatbot.log import open_database
+
+    db = open_database(config.storage.database_url)
+    try:
+        with exclusive_job(db, f"supportbot {name}"):
+            return COMMANDS[name](args, config)
+    finally:
+        db.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.json = getattr(args, "json", False)
@@ -720,7 +752,11 @@ def main(argv: list[str] | None = None) -> int:
         if hasattr(args, "kb"):
             overrides.append(f"kb={args.kb}")
         config = load_config(getattr(args, "home", None), overrides)
-        return COMMANDS[command_name(args)](args, config)
+        name = command_name(args)
+        # Under `accelerate launch` every rank runs the command: the first holds the lock for all.
+        if name in JOB_COMMANDS and config.storage.database_url and os.environ.get("RANK", "0") == "0":
+            return _as_exclusive_job(name, args, config)
+        return COMMANDS[name](args, config)
     except (CommandError, ConfigError, IngestError, EvalFileError, LogError, BackendError, DatabaseError, FileNotFoundError,
             ValueError) as err:
         print(f"supportbot: error: {err}", file=sys.stderr)

@@ -4,6 +4,10 @@ A separate process keeps the app serving while a model trains (its own interpret
 lower CPU priority) and runs exactly what the command line runs. Each job has a folder under
 `home/jobs/<id>/` with its command, its stderr log (progress lines), its JSON result and exit code, so
 the ops console shows jobs across restarts of the app.
+
+On a shared PostgreSQL database one job runs at a time across all replicas: the job's process holds a session
+lock of the database while it runs (`exclusive_job`; the server frees it if the process dies), and a job
+started meanwhile, on any replica or from a terminal, is refused with the name of the one running.
 """
 
 from __future__ import annotations
@@ -11,19 +15,69 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 
+import sqlalchemy as sa
+
 from chatbot.versions import write_json
+from retrieval.database import Database
 
 from .progress import LINE_PREFIX
 
 
 class JobError(ValueError):
     """A job refused (another one running, unknown job); one line."""
+
+
+# The commands the ops console runs as jobs; on PostgreSQL they hold the job lock while they run.
+JOB_COMMANDS = {"kb add", "kb sync", "learn", "train", "models promote"}
+_JOB_LOCK = 0x5B07_10B5  # the advisory lock's key
+_JOB_LEASE = "job-running"  # the `leases` row that says which job holds it
+
+
+@contextmanager
+def exclusive_job(db: Database, title: str) -> Iterator[None]:
+    """Hold the job lock of the shared database while the body runs (PostgreSQL; a SQLite home serves one machine,
+    where `Jobs.start` keeps to one job); raises JobError when another process holds it."""
+    if db.dialect != "postgresql":
+        yield
+        return
+    with db.engine.connect() as connection:  # its own session: the lock lives exactly as long as it
+        if not connection.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": _JOB_LOCK}).scalar_one():
+            raise JobError(f"a job is already running ({_holder(db)}); wait for it to finish")
+        connection.commit()
+        db.upsert("leases", "name", name=_JOB_LEASE, holder=f"{title} on {socket.gethostname()} (pid {os.getpid()})",
+                  taken_at=datetime.now().isoformat(timespec="seconds"))
+        try:
+            yield
+        finally:
+            db.execute("DELETE FROM leases WHERE name = :name", name=_JOB_LEASE)
+            connection.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _JOB_LOCK})
+            connection.commit()
+
+
+def running_elsewhere(db: Database) -> str | None:
+    """Which job holds the shared job lock now (PostgreSQL), else None. Read from the server's lock table, without
+    taking the lock even for a moment (a job starting then would be refused)."""
+    if db.dialect != "postgresql":
+        return None
+    held = db.tuples("SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = 0 AND objid = :k"
+                     " AND objsubid = 1 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+                     k=_JOB_LOCK)
+    return _holder(db) if held else None
+
+
+def _holder(db: Database) -> str:
+    rows = db.tuples("SELECT holder FROM leases WHERE name = :name", name=_JOB_LEASE)
+    return rows[0][0] if rows else "starting"
 
 
 @dataclass
@@ -46,15 +100,20 @@ class Job:
 
 
 class Jobs:
-    def __init__(self, home: Path):
+    def __init__(self, home: Path, db: Database):
         self.home = home
         self.root = home / "jobs"
+        self.db = db
 
     def start(self, title: str, args: list[str]) -> Job:
-        """Run `supportbot ARGS --json` in the background; one job at a time (both would share 2 cores)."""
+        """Run `supportbot ARGS --json` in the background; one job at a time (both would share 2 cores; on a
+        shared PostgreSQL database, one across all replicas)."""
         running = [j for j in self.list() if j.status == "running"]
         if running:
             raise JobError(f"job {running[0].id} ({running[0].title}) is still running; wait for it to finish")
+        elsewhere = running_elsewhere(self.db)
+        if elsewhere:
+            raise JobError(f"a job is already running ({elsewhere}); wait for it to finish")
         job_id = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
         folder = self.root / job_id
         folder.mkdir(parents=True, exist_ok=False)

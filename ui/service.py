@@ -29,7 +29,7 @@ from chatbot.review import REASONS, Suggestion, close, close_idle, review_queue,
 from retrieval import IngestError
 from retrieval.sources import is_url
 
-from .auth import AuthError, Sessions, parse_accounts, uses_demo_password
+from .auth import Accounts, AuthError, Sessions, uses_demo_password
 from .jobs import JobError, Jobs
 from .origins import parse_origins
 from .ratelimit import Caller, RateLimited, RateLimiter
@@ -59,13 +59,13 @@ class SupportService:
     def __init__(self, config: Config, bot: SupportBot | None = None, overrides: list[str] | None = None,
                  clock: Callable[[], float] = time.time):
         """`clock`: the rate limits' (tests move it instead of sleeping)."""
-        accounts = parse_accounts(config.serve.users)
-        if config.serve.production and uses_demo_password(accounts):
-            raise ServiceError("production mode refuses to start with a default password: add accounts with `supportbot user add`")
         self.config = config
         self.bot = bot or SupportBot(config)
+        accounts = Accounts(config.serve.users, self.bot.log.db)
+        if config.serve.production and uses_demo_password(accounts.all()):
+            raise ServiceError("production mode refuses to start with a default password: add accounts with `supportbot user add`")
         self.sessions = Sessions(accounts, config.serve.session_minutes, self.bot.log.db)
-        self.jobs = Jobs(config.home)
+        self.jobs = Jobs(config.home, self.bot.log.db)
         self.overrides = list(overrides or [])  # the `--set` flags this app was started with
         self.limiter = RateLimiter(config.limits, self.bot.log.db, clock)
         import_legacy(self.bot.log.db, config.home)  # API keys and webhook deliveries an older version kept in files
