@@ -480,7 +480,8 @@ class KnowledgeBase:
         if speller is not None:
             query, context = speller.correct(query), speller.correct(context)
         words = f"{context} {query}"[-MAX_QUERY_CHARS:] if context else query
-        lexical = self._lexical_thread.submit(self.store.lexical, words, n, self.settings.lexical_budget) if mode != "dense" else None
+        lexical = (self._lexical_thread.submit(self.store.lexical, words, n, self.settings.lexical_budget, token)
+                   if mode != "dense" else None)
         vector = self._leaning_vector(query, context, context_weight, embedder) if index else None
         dense_hits = index.search(vector, n) if index else []
         lexical_hits = lexical.result() if lexical else []

@@ -325,14 +325,15 @@ class Store:
         rows = self._all_in("SELECT uid, entry_id, text FROM units WHERE uid IN :values", uids)
         return {uid: (entry_id, text) for uid, entry_id, text in rows}
 
-    def lexical(self, query: str, limit: int, budget: int = 0) -> list[tuple[int, float]]:
+    def lexical(self, query: str, limit: int, budget: int = 0, token: str = "") -> list[tuple[int, float]]:
         """BM25 over variants and passages: (uid, score) best first, score positive (higher is better).
 
         Scored in numpy over the postings (see retrieval.bm25: FTS5's own scores, faster on a large knowledge
         base); on SQLite a query with a word FTS5 reads as a phrase goes to FTS5 itself. With a `budget`, only
         the query's rarest terms are scored, as many as match at most `budget` units in all (and at least the
         two rarest): a term found in thousands of units costs time while its IDF, and so its effect on the
-        ranking, is small. A small knowledge base never reaches the budget."""
+        ranking, is small. A small knowledge base never reaches the budget. `token`: the index version now, when
+        the caller has just read it."""
         words = list(dict.fromkeys(content_words(query)))
         if not words:
             return []
@@ -340,7 +341,7 @@ class Store:
         if terms is None and self.postgres:
             terms = list(dict.fromkeys(self._query_terms.tokens(words)))
         if terms is not None:
-            token = self.index_token()  # read once: a query to the database costs about as much as scoring
+            token = token or self.index_token()  # given by a search that has read it: one round trip fewer
             index, frequency = self.bm25_index(token), self._frequencies(token)
             return index.search(rarest(terms, lambda t: frequency.get(t, 0), budget) if budget else terms, limit)
         if budget:
