@@ -82,7 +82,6 @@ from chatbot.backends import Backend, Messages, TransformersBackend  # noqa: E40
 from chatbot.config import AnswerSettings, Config  # noqa: E402
 from chatbot.model import bundled_gguf  # noqa: E402
 from chatbot.prompt import Source, build_messages  # noqa: E402
-from chatbot.versions import Versions  # noqa: E402
 
 DATA = ROOT / "data"
 FAQ_FILE = DATA / "kb" / "faq.csv"

@@ -1,9 +1,9 @@
 """Backup and restore of a whole home while the app runs.
 
 SQLite files are copied with SQLite's online backup API (a consistent snapshot even while the app
-writes); everything else is copied as files. The order makes the copy consistent: the serving pointer is
-copied before the versions (a version exists before anything points at it, and versions never change
-once written), and each knowledge base's FAISS file is the one its copied store names (a missing one is
+writes); everything else is copied as files. The order makes the copy consistent: the databases, which hold
+the version registry and the serving pointer, are copied before the versions folder (a version's files exist
+before its card is registered, and never change once written), and each knowledge base's FAISS file is the one its copied store names (a missing one is
 rebuilt from the store's cached vectors on first use). A backup appears whole or not at all.
 """
 
@@ -40,9 +40,6 @@ def backup(home: Path, target: Path, progress: Progress | None = None) -> dict:
     files = [p for p in ("config.toml", "serving.json") if (home / p).exists()]
     for name in files:
         shutil.copy2(home / name, partial / name)
-    for folder in ("versions", "models"):
-        if (home / folder).exists():
-            shutil.copytree(home / folder, partial / folder, ignore=shutil.ignore_patterns("*.partial", "*.tmp"))
     databases = sorted(home.rglob("*.sqlite"))
     for i, path in enumerate(databases):
         copy = partial / path.relative_to(home)
@@ -50,6 +47,10 @@ def backup(home: Path, target: Path, progress: Progress | None = None) -> dict:
         _copy_database(path, copy)
         _copy_index(path.parent, copy)
         progress("backup", i + 1, len(databases))
+    # After the databases: every version their registry names (the serving one too) is in the folders copied.
+    for folder in ("versions", "models"):
+        if (home / folder).exists():
+            shutil.copytree(home / folder, partial / folder, ignore=shutil.ignore_patterns("*.partial", "*.tmp"))
     manifest = {"databases": [str(p.relative_to(home)) for p in databases], "files": files}
     write_json(partial / MANIFEST, manifest)
     if target.exists():

@@ -209,11 +209,12 @@ class LearnSettings:
 class StorageSettings:
     """Where the shared state lives: the home's SQLite files (the embedded default), or a PostgreSQL database that
     several app replicas share (docs/operations.md#running-on-several-machines). The database holds the conversation
-    log, staff sessions, rate-limit windows, job leases, API keys and webhook deliveries."""
+    log, staff sessions and accounts, rate-limit windows, job leases, API keys, webhook deliveries, the model versions'
+    cards and the serving pointer, and (on PostgreSQL) the knowledge bases."""
 
     database_url: str = ""  # "" = SQLite under the home; "postgresql://user:password@host:5432/name"
-    # Where model versions, the serving pointer and converted models live; "" = the home. Replicas share one folder
-    # (a shared file system): a version trained or promoted through one is served by all.
+    # Where the model versions' files and converted models live; "" = the home. Replicas share one folder (a shared
+    # file system) and the database: a version trained or promoted through one is served by all.
     models_dir: str = ""
 
 
@@ -260,8 +261,8 @@ class Config:
 
     @property
     def models_root(self) -> Path:
-        """The folder of model versions (versions/), the serving pointer (serving.json) and converted models
-        (models/): storage.models_dir when set (shared by replicas), else the home."""
+        """The folder of model versions' files (versions/) and converted models (models/): storage.models_dir when
+        set (shared by replicas), else the home."""
         return Path(self.storage.models_dir).expanduser() if self.storage.models_dir else self.home
 
     @property

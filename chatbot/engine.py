@@ -43,7 +43,7 @@ from .policy import Messages, classify_message, clean_message, instructs_model, 
 from .prompt import Source, Turn, build_messages, system_prompt
 from .reward import RewardScorer
 from .scope import SURE_MATCH, ScopeGuard
-from .versions import Versions, serving_weights
+from .versions import Versions, open_versions, serving_weights
 
 # For each kind of message the policy answers itself: does the conversation go to a person?
 _MESSAGE_POLICY = {"human": True, "language": True, "abuse": False, "harmful": False, "injection": False}
@@ -127,7 +127,8 @@ def make_backend(config: Config, progress: Progress | None = None) -> Backend:
         path = Path(settings.path).expanduser() if settings.path else provision_bundled(config.models_dir, progress)
         name, adapter = f"{path.name}+{Path(settings.adapter).name}", settings.adapter
     else:
-        name, path, adapter = serving_weights(config.models_root, settings.path, progress)
+        with open_versions(config) as versions:
+            name, path, adapter = serving_weights(versions, settings.path, progress)
     if local == "llama.cpp":
         return llama_cpp_backend(config, name, path, adapter or "", progress)
     if settings.threads:
@@ -166,10 +167,10 @@ def open_kb(config: Config, name: str | None = None, settings: RetrievalSettings
     serving retriever; existing ones were switched to it when it was promoted (the store records its embedder,
     which every process then follows)."""
     kb = KnowledgeBase(config.kb_dir(name), settings or config.retrieval, database=config.storage.database_url)
-    versions = Versions(config.models_root)
-    retriever = versions.serving_version("retriever")
-    if retriever and kb.store.meta("embedder") is None and not kb.store.counts()["entries"]:
-        kb.switch_embedder(str(versions.folder(retriever)))
+    with open_versions(config) as versions:
+        retriever = versions.serving_version("retriever")
+        if retriever and kb.store.meta("embedder") is None and not kb.store.counts()["entries"]:
+            kb.switch_embedder(str(versions.folder(retriever)))
     return kb
 
 
@@ -180,7 +181,7 @@ def follows_serving(config: Config) -> bool:
 
 class SupportBot:
     def __init__(self, config: Config, kb: KnowledgeBase | None = None, backend: Backend | None = None,
-                 log: ConversationLog | None = None, progress: Progress | None = None):
+                 log: ConversationLog | None = None, progress: Progress | None = None, versions: Versions | None = None):
         self.config = config
         self.settings = config.answer
         self.kb = kb or open_kb(config)
@@ -191,7 +192,8 @@ class SupportBot:
         self._backend_lock = threading.Lock()
         self._progress = progress
         self._fixed = backend is not None or not follows_serving(config)
-        self.reward = RewardScorer(config.models_root)  # used only when model.best_of > 1 and a reward model serves
+        self.versions = versions or Versions(config.models_root, self.log.db)  # the registry is in the app's database
+        self.reward = RewardScorer(self.versions)  # used only when model.best_of > 1 and a reward model serves
         self.scope = ScopeGuard(config.answer)
         self.hours = Schedule.from_settings(config.serve)  # a bad serve.business_hours stops the start
         self.clock = lambda: datetime.now(timezone.utc)  # what business hours and idle closing go by (tests set it)
@@ -202,13 +204,13 @@ class SupportBot:
         up at the next turn, without a restart; replies already streaming finish on the model they began with."""
         if self._fixed and self._backend is not None:
             return self._backend
-        serving = "" if self._fixed else Versions(self.config.models_root).serving_version("lm")
+        serving = "" if self._fixed else self.versions.serving_version("lm")
         with self._backend_lock:
             if self._backend is None or serving != self._backend_for:
                 retired, self._backend = self._backend, make_backend(self.config, self._progress)
                 if hasattr(retired, "close"):  # frees its memory once its streaming replies finish
                     retired.close()
-                self._backend_for = Versions(self.config.models_root).serving_version("lm") if not self._fixed else ""
+                self._backend_for = self.versions.serving_version("lm") if not self._fixed else ""
             return self._backend
 
     def ask(self, message: str, conversation_id: str | None = None, channel: str = "cli") -> Reply:

@@ -25,7 +25,7 @@ MAX_TEXT_CHARS = 10_000
 MIGRATIONS = Path(__file__).parent / "migrations"  # the schema: Alembic scripts, run when a log is opened
 # What `db copy` moves (parents before children); staff sessions, rate-limit windows and leases are left behind.
 TABLES = ("conversations", "messages", "feedback", "agent_actions", "suggestions", "csat", "after_hours", "contact_emails",
-          "api_keys", "webhook_deliveries", "staff_accounts")
+          "api_keys", "webhook_deliveries", "staff_accounts", "model_versions", "serving", "serving_history")
 # Tables older versions kept in files of their own under the home: moved into the app's database once.
 LEGACY_FILES = {"api_keys": "apikeys.sqlite", "webhook_deliveries": "webhooks.sqlite"}
 

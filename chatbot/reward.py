@@ -62,8 +62,8 @@ def load_version(versions: Versions, version: str):
 class RewardScorer:
     """The home's serving reward model, reloaded when ops promote another one."""
 
-    def __init__(self, home: Path):
-        self.versions = Versions(home)
+    def __init__(self, versions: Versions):
+        self.versions = versions
         self._loaded: tuple[str, object, object] | None = None
         self._lock = threading.Lock()
 

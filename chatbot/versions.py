@@ -1,9 +1,11 @@
-"""Model versions on disk and the pointer to the ones being served.
+"""Model versions: their weights on disk, their cards and the serving pointer in the app's database.
 
-Every trained model is a folder `home/versions/<version>/` holding the weights in the standard Hugging Face
-layout and a `card.json` (parent, training data hash, settings, metrics, time). `home/serving.json` names
-the serving version of each kind with the history that rollback walks back through. Both are replaced
-atomically (write to a temporary name, then rename), so a crash leaves the previous state.
+Every trained model is a folder `<models root>/versions/<version>/` holding the weights in the standard Hugging
+Face layout; its card (parent, training data hash, settings, metrics, time) is a row of the app's database (the
+home's SQLite file, or PostgreSQL shared by replicas), as is the pointer naming the serving version of each role
+with the history that rollback walks back through. A run writes its folder under a temporary name, renames it
+whole and then registers the card, so a crash leaves the previous state; homes from before the registry moved
+into the database are imported once (`serving.json` and each folder's `card.json`).
 
 Kinds: `lm` (a whole causal LM), `adapter` (a LoRA adapter over the lm version named in `base`), `reward`
 (a reward model) and `retriever` (an embedder). The training package writes versions; this module only
@@ -16,11 +18,20 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from retrieval.database import Database
+
+from .log import open_database
 from .model import BUNDLED_NAME, Progress, is_model_folder, provision_bundled
+
+if TYPE_CHECKING:
+    from .config import Config
 
 KINDS = ("lm", "adapter", "reward", "retriever")
 # The fine-tuned adapter committed with the project (`supportbot train sft` on data/ reproduces it).
@@ -28,6 +39,8 @@ DEMO_ADAPTER = Path(__file__).resolve().parents[1] / "data" / "models" / "tidewe
 
 
 WRITER = "writer.pid"  # in an unfinished version folder: the process writing it
+LEGACY_POINTER = "serving.json"  # where the pointer lived before the registry moved into the database
+_LOCK = "supportbot serving"  # changes to the pointer take turns under this lock
 
 
 class VersionError(ValueError):
@@ -90,12 +103,14 @@ def write_json(path: Path, payload: dict | list) -> None:
 
 
 class Versions:
-    """The versions folder and the serving pointer of one home."""
+    """The versions folder of one models root and the registry of it in the app's database."""
 
-    def __init__(self, home: Path):
-        self.home = home
-        self.root = home / "versions"
-        self.pointer = home / "serving.json"
+    def __init__(self, root: Path, db: Database):
+        self.home = root
+        self.root = root / "versions"
+        self.db = db
+        if (root / LEGACY_POINTER).exists():
+            self._import_files(root / LEGACY_POINTER)
 
     # --- cards ------------------------------------------------------------------------------------
 
@@ -107,17 +122,18 @@ class Versions:
         return self.root / version
 
     def card(self, version: str) -> Card:
-        path = self.folder(version) / "card.json"
-        if not path.exists():
+        self.folder(version)
+        rows = self.db.rows("SELECT * FROM model_versions WHERE version = :v", v=version)
+        if not rows:
             raise VersionError(f"no version {version!r} (see `supportbot models list`)")
-        return Card(**json.loads(path.read_text(encoding="utf-8")))
+        return _card(rows[0])
+
+    def has(self, version: str) -> bool:
+        return bool(self.db.rows("SELECT 1 FROM model_versions WHERE version = :v", v=version))
 
     def cards(self) -> list[Card]:
-        """All complete versions, oldest first (a folder without its card is an unfinished run)."""
-        if not self.root.exists():
-            return []
-        cards = [self.card(p.name) for p in self.root.iterdir() if (p / "card.json").exists() and not p.name.endswith(".partial")]
-        return sorted(cards, key=lambda c: (c.created, c.version))
+        """All registered versions, oldest first."""
+        return [_card(row) for row in self.db.rows("SELECT * FROM model_versions ORDER BY created, version")]
 
     def start_partial(self, version: str) -> Path:
         """The folder a run writes `version` into before renaming it whole (`finish_partial`). Folders
@@ -131,11 +147,13 @@ class Versions:
         (folder / WRITER).write_text(str(os.getpid()))
         return folder
 
-    def finish_partial(self, version: str) -> None:
-        """Make the run's folder the version, at once (its card must be in)."""
-        partial = self.folder(version + ".partial")
+    def finish_partial(self, card: Card) -> None:
+        """Make the run's folder the version, at once, then register its card: a folder without a card is an
+        unfinished run, never served."""
+        partial = self.folder(card.version + ".partial")
         (partial / WRITER).unlink(missing_ok=True)
-        os.replace(partial, self.folder(version))
+        os.replace(partial, self.folder(card.version))
+        self.save_card(card)
 
     def resolve(self, version: str) -> str:
         """A version name, or "latest": the newest version."""
@@ -148,41 +166,71 @@ class Versions:
         return cards[-1].version
 
     def save_card(self, card: Card) -> None:
-        write_json(self.folder(card.version) / "card.json", card.to_json())
+        self.db.upsert("model_versions", "version", **_row(card))
 
     def update_metrics(self, version: str, metrics: dict) -> None:
-        card = self.card(version)
-        card.metrics.update(metrics)
-        self.save_card(card)
+        with self.db.transaction(_LOCK):
+            card = self.card(version)
+            card.metrics.update(metrics)
+            self.save_card(card)
 
     # --- the pointer ------------------------------------------------------------------------------
 
     def serving(self) -> dict:
-        """{kind: version} for each kind with a serving version, plus "history": earlier pointers."""
-        if not self.pointer.exists():
-            return {"history": []}
-        return json.loads(self.pointer.read_text(encoding="utf-8"))
+        """{role: version} for each role with a serving version, plus "history": earlier pointers, oldest first,
+        each with the role it "changed" and when ("at")."""
+        with self.db.snapshot():
+            state = {row["role"]: row["version"] for row in self.db.rows("SELECT role, version FROM serving")}
+            return {**state, "history": [h for _, h in self._history()]}
 
     def serving_version(self, kind: str) -> str:
         """The serving version for generation ("lm" covers adapters too), or ""."""
-        return self.serving().get(kind, "")
+        rows = self.db.tuples("SELECT version FROM serving WHERE role = :r", r=kind)
+        return rows[0][0] if rows else ""
 
     def set_serving(self, role: str, version: str) -> None:
         """Point `role` ("lm", "reward" or "retriever") at `version`, keeping the old pointer for rollback."""
-        state = self.serving()
-        history = state.pop("history", [])
-        if state.get(role) == version:
-            return
-        self.root.mkdir(parents=True, exist_ok=True)
-        write_json(self.pointer, {**state, role: version, "history": [*history, {**state, "changed": role, "at": now()}]})
+        with self.db.transaction(_LOCK):
+            state = self.serving()
+            state.pop("history")
+            if state.get(role) == version:
+                return
+            self.db.execute("INSERT INTO serving_history(changed, state, at) VALUES (:c, :s, :a)",
+                            c=role, s=json.dumps(state), a=now())
+            self.db.upsert("serving", "role", role=role, version=version)
 
     def rollback(self, role: str = "lm") -> str:
         """Serve the version of `role` that served before the last change of it; returns that version."""
-        state = self.serving()
-        history = state.pop("history", [])
-        i, previous = self._previous(role, history)
-        write_json(self.pointer, {**state, role: previous, "history": history[:i]})
+        with self.db.transaction(_LOCK):
+            history = self._history()
+            i, previous = self._previous(role, [h for _, h in history])
+            self.db.execute("DELETE FROM serving_history WHERE id >= :id", id=history[i][0])
+            self.db.upsert("serving", "role", role=role, version=previous)
         return previous
+
+    def _history(self) -> list[tuple[int, dict]]:
+        rows = self.db.rows("SELECT id, changed, state, at FROM serving_history ORDER BY id")
+        return [(r["id"], {**json.loads(r["state"]), "changed": r["changed"], "at": r["at"]}) for r in rows]
+
+    def _import_files(self, pointer: Path) -> None:
+        """Register the cards and the pointer an older version kept in files (once; several processes at once
+        import once), then set the pointer file aside."""
+        with self.db.transaction(_LOCK):
+            for path in sorted(self.root.glob("*/card.json")):
+                if not path.parent.name.endswith(".partial") and not self.has(path.parent.name):
+                    self.save_card(Card(**json.loads(path.read_text(encoding="utf-8"))))
+            if pointer.exists() and not self.db.rows("SELECT 1 FROM serving UNION SELECT 1 FROM serving_history"):
+                state = json.loads(pointer.read_text(encoding="utf-8"))
+                for h in state.pop("history", []):
+                    changed, at = h.pop("changed", ""), h.pop("at", "")
+                    self.db.execute("INSERT INTO serving_history(changed, state, at) VALUES (:c, :s, :a)",
+                                    c=changed, s=json.dumps(h), a=at)
+                for role, version in state.items():
+                    self.db.upsert("serving", "role", role=role, version=version)
+        try:
+            os.replace(pointer, pointer.with_name(LEGACY_POINTER + ".imported"))
+        except FileNotFoundError:  # another process imported it first
+            pass
 
     def rollback_target(self, role: str) -> str:
         """The version `rollback(role)` would serve ("" for the configured retriever)."""
@@ -243,7 +291,7 @@ class Versions:
         promote something else. Pointing `model.path` at another model makes it serve."""
         path = Path(model_path).expanduser() if model_path else None
         name = path.name if path else BUNDLED_NAME
-        if not (self.folder(name) / "card.json").exists():
+        if not self.has(name):
             path = path or provision_bundled(self.home / "models", progress)
             self.folder(name).mkdir(parents=True, exist_ok=True)
             self.save_card(Card(name, "lm", method="base", created=now(), path=str(path)))
@@ -256,20 +304,38 @@ class Versions:
         """Copy the committed demo adapter in as a version (once); its name, or the bundled base's if absent."""
         if not (DEMO_ADAPTER / "adapter_config.json").exists():
             return BUNDLED_NAME
-        version = json.loads((DEMO_ADAPTER / "card.json").read_text(encoding="utf-8"))["version"]
-        target = self.folder(version)
-        if not (target / "card.json").exists():
+        card = Card(**json.loads((DEMO_ADAPTER / "card.json").read_text(encoding="utf-8")))
+        if not self.has(card.version):
+            target = self.folder(card.version)
             tmp = target.with_name(target.name + ".partial")
             shutil.rmtree(tmp, ignore_errors=True)
-            shutil.copytree(DEMO_ADAPTER, tmp)
+            shutil.copytree(DEMO_ADAPTER, tmp, ignore=shutil.ignore_patterns("card.json"))
             shutil.rmtree(target, ignore_errors=True)
             os.replace(tmp, target)
-        return version
+            self.save_card(card)
+        return card.version
 
 
-def serving_weights(home: Path, model_path: str = "", progress: Progress | None = None) -> tuple[str, Path, Path | None]:
-    """(version, model folder, adapter folder) of the serving language model of this home."""
-    versions = Versions(home)
+def _row(card: Card) -> dict:
+    return {**card.to_json(), "settings": json.dumps(card.settings), "metrics": json.dumps(card.metrics)}
+
+
+def _card(row: dict) -> Card:
+    return Card(**{**row, "settings": json.loads(row["settings"]), "metrics": json.loads(row["metrics"])})
+
+
+@contextmanager
+def open_versions(config: Config) -> Iterator[Versions]:
+    """The versions of a configured home, on a connection of their own to its database (closed after)."""
+    db = open_database(config.log_database)
+    try:
+        yield Versions(config.models_root, db)
+    finally:
+        db.close()
+
+
+def serving_weights(versions: Versions, model_path: str = "", progress: Progress | None = None) -> tuple[str, Path, Path | None]:
+    """(version, model folder, adapter folder) of the serving language model."""
     versions.ensure_base(model_path, progress)
     version = versions.serving_version("lm")
     path, adapter = versions.weights(version)

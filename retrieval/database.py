@@ -145,9 +145,14 @@ class Database:
             raise
 
     @contextmanager
-    def transaction(self) -> Iterator[Connection]:
-        """All-or-nothing for several statements; a nested use in the same thread joins the outer one."""
+    def transaction(self, *locks: str) -> Iterator[Connection]:
+        """All-or-nothing for several statements; a nested use in the same thread joins the outer one. On
+        PostgreSQL the named `locks` are taken first (in one order, held to the end), so that writers in other
+        processes and replicas wait their turn; SQLite's write transactions take turns already."""
         with self._connect(writing=True) as connection:
+            if self.dialect == "postgresql":
+                for name in sorted(locks):
+                    connection.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": name})
             yield connection
 
     @contextmanager

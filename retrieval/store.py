@@ -143,9 +143,7 @@ class Store:
     def write(self) -> Iterator[Store]:
         """A write transaction that holds the store's write lock from its start (no upgrade deadlocks; writers
         in other processes and replicas wait their turn, and then see each other's commits)."""
-        with self.db.transaction():
-            if self.postgres:
-                self.db.rows("SELECT pg_advisory_xact_lock(hashtext(:k))", k=self._write_lock)
+        with self.db.transaction(self._write_lock):
             yield self
 
     @contextmanager

@@ -142,6 +142,25 @@ def home_config(tmp_path, tiny_embedder_path, tiny_lm_path):
     ], env={})
 
 
+@pytest.fixture
+def registry():
+    """Opens the version registry of a Config (or of a home, by its config.toml) for assertions; closed after."""
+    from chatbot import Config, load_config
+    from chatbot.log import open_database
+    from chatbot.versions import Versions
+
+    opened = []
+
+    def open_registry(config: Config | Path):
+        config = config if isinstance(config, Config) else load_config(config, env={})
+        opened.append(open_database(config.log_database))
+        return Versions(config.models_root, opened[-1])
+
+    yield open_registry
+    for db in opened:
+        db.close()
+
+
 @pytest.fixture(scope="session")
 def bundled_model_home(tmp_path_factory) -> Path:
     """A home with the bundled SmolLM2 converted (once per test session: about 20 s)."""

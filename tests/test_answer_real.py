@@ -8,7 +8,7 @@ from conftest import DATA
 from chatbot import SupportBot, load_config
 from chatbot.evaluate import evaluate_answers, load_answer_rows
 from chatbot.model import BUNDLED_NAME, provision_bundled
-from chatbot.versions import DEMO_ADAPTER, Versions
+from chatbot.versions import DEMO_ADAPTER
 from retrieval import KnowledgeBase
 
 pytestmark = pytest.mark.slow
@@ -39,7 +39,7 @@ def test_the_fine_tuned_demo_model_serves_and_answers_from_the_passages(demo_bot
     response = demo_bot.respond("How long does delivery to Canada take?")
     pieces = list(response)
     reply = response.reply
-    assert Versions(demo_bot.config.home).serving_version("lm") == DEMO_VERSION
+    assert demo_bot.versions.serving_version("lm") == DEMO_VERSION
     assert pieces and reply.model == DEMO_VERSION and reply.prompt_tokens > 150 and 0 < reply.reply_tokens < 100
     # greedy and deterministic: the committed adapter copies its passage and cites it instead of rambling
     assert not reply.handed_off and reply.grounding >= 0.9 and reply.sources[0].entry_id.startswith("ship-")

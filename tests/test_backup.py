@@ -10,7 +10,6 @@ from helpers import write
 
 from chatbot import SupportBot, load_config
 from chatbot.backup import BackupError, backup, restore
-from chatbot.versions import Versions
 from retrieval import KnowledgeBase
 from ui.cli import main
 
@@ -34,7 +33,7 @@ def home(tmp_path, tiny_embedder_path, tiny_lm_path):
     return config
 
 
-def test_backup_while_writing_restores_into_a_fresh_home_that_serves(home, tmp_path, tiny_embedder_path, tiny_lm_path):
+def test_backup_while_writing_restores_into_a_fresh_home_that_serves(home, tmp_path, tiny_embedder_path, tiny_lm_path, registry):
     bot = SupportBot(home)
     first = bot.ask("Do gift cards expire?")
     stop = threading.Event()
@@ -57,7 +56,7 @@ def test_backup_while_writing_restores_into_a_fresh_home_that_serves(home, tmp_p
     again = SupportBot(restored)
     assert [m.text for m in again.log.history(first.conversation_id)][:2] == ["Do gift cards expire?", first.text]
     assert again.kb.stats()["entries"] == 2 and again.kb.search("gift card expiry", k=1)[0].entry_id == "gift"
-    assert Versions(restored.home).serving_version("lm") == tiny_lm_path.name
+    assert registry(restored.home).serving_version("lm") == tiny_lm_path.name
     reply = again.ask("How long does shipping take?")
     assert reply.message_id and reply.model == tiny_lm_path.name
     bot.log.close()

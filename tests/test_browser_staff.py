@@ -192,7 +192,7 @@ def test_clicking_a_version_fills_the_version_box(app, browser):
     ops.wait_for_function("document.querySelector('#models-version textarea').value === 'tiny-llama'", timeout=10_000)
 
 
-def test_ops_train_a_version_promote_it_through_the_gate_and_read_the_report(app, browser):
+def test_ops_train_a_version_promote_it_through_the_gate_and_read_the_report(app, browser, registry):
     url, config = app
     ops = signed_in(browser, url, "ops", {"width": 1300, "height": 1200})
     ops.get_by_role("tab", name="Ops").click()
@@ -216,9 +216,7 @@ def test_ops_train_a_version_promote_it_through_the_gate_and_read_the_report(app
     ops.wait_for_function("[...document.querySelectorAll('#jobs-table [role=gridcell]')].filter(c => c.innerText.trim() == 'done').length >= 2",
                           timeout=600_000)
 
-    from chatbot.versions import Versions
-
-    serving = Versions(config.home).serving_version("lm")
+    serving = registry(config).serving_version("lm")
     assert serving.startswith("sft-")
     ops.get_by_role("tab", name="Models").click()
     ops.click("#models-refresh")

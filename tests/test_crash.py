@@ -26,7 +26,6 @@ from gradio_door import GradioError, rest_call
 from helpers import write
 
 from chatbot import ConversationLog, load_config
-from chatbot.versions import Versions
 from retrieval import KnowledgeBase
 from retrieval.kb import EMBED_CHUNK
 from ui.cli import main
@@ -204,11 +203,11 @@ def assert_kept(acknowledged: list[Acknowledged], log: ConversationLog) -> set[t
 
 
 @pytest.fixture
-def promoted(home, overrides) -> str:
+def promoted(home, overrides, registry) -> str:
     """A trained version, promoted: what must keep serving through every crash."""
     flags = ["-q", "--home", str(home), *[f"--set={o}" for o in overrides]]
     assert main(["train", "sft", "--max-steps", "1", "--batch-size", "2", *flags]) == 0
-    version = Versions(home).resolve("latest")
+    version = registry(home).resolve("latest")
     assert main(["models", "promote", version, "--force", *flags]) == 0
     return version
 
@@ -278,7 +277,7 @@ def test_an_interrupted_ingest_resumes_from_the_vectors_it_had_embedded(make_kb,
 # --- a training run, while it writes a version ----------------------------------------------------------
 
 
-def test_sigkill_mid_training_leaves_the_promoted_version_serving(home, overrides, promoted):
+def test_sigkill_mid_training_leaves_the_promoted_version_serving(home, overrides, promoted, registry):
     """The nightly `learn` killed while it trains the model: nothing half-applied, the promoted version serves on, and
     the next run (which finds the killed run's state unwritten) does the work again."""
     config = load_config(home, overrides, env={})
@@ -291,10 +290,10 @@ def test_sigkill_mid_training_leaves_the_promoted_version_serving(home, override
     learning = [*overrides, "learn.min_new_replies=1", 'learn.roles=["lm"]']
     process = start(cli(home, [*learning, "learn.max_steps=500"], "learn"))
     wait_for_line(process, "step 2/")  # training, with its unfinished version folder on disk
-    assert list(Versions(home).root.glob("*.partial"))
+    assert list(registry(home).root.glob("*.partial"))
     kill(process)
 
-    versions = Versions(home)
+    versions = registry(home)
     assert promoted in [c.version for c in versions.cards()] and versions.serving_version("lm") == promoted
     assert versions.resolve("latest") == promoted  # the killed run left no version behind
     assert not (home / "learn" / "state.json").exists()  # so the next run reads the same replies again

@@ -186,9 +186,10 @@ def snapshot(home: Path) -> dict:
             "kb_index_files": sorted(p.name for p in kb_folder.glob("dense-*.faiss*")),
         }
     with _read_only(home / "conversations.sqlite") as log:
-        for table in ("conversations", "messages", "feedback", "agent_actions"):
+        for table in ("conversations", "messages", "feedback", "agent_actions", "model_versions", "serving_history"):
             state[table] = log.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
-    for name in ("serving.json", "evals.json", "config.toml"):
+        state["serving"] = log.execute("SELECT role, version FROM serving ORDER BY role").fetchall()
+    for name in ("evals.json", "config.toml"):
         path = home / name
         state[name] = path.read_bytes() if path.exists() else None
     for folder in ("versions", "jobs"):

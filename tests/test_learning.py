@@ -12,7 +12,7 @@ import pytest
 from helpers import write
 
 from chatbot import SupportBot, load_config
-from chatbot.versions import Versions, VersionError
+from chatbot.versions import VersionError
 from retrieval import KnowledgeBase
 from training import RunRequest, TrainSettings, export_logs, promote, rollback, run_training, seed_examples
 from training.examples import out_of_scope_examples, read_jsonl, redact_row, worked_examples
@@ -183,23 +183,23 @@ def one_step(method: str = "sft") -> RunRequest:
     return RunRequest(method, TrainSettings(max_steps=1, batch_size=2))
 
 
-def test_training_writes_a_version_that_does_not_serve_until_promoted(config, tiny_lm_path):
+def test_training_writes_a_version_that_does_not_serve_until_promoted(config, tiny_lm_path, registry):
     card = run_training(config, one_step())
-    versions = Versions(config.home)
+    versions = registry(config)
     assert card.kind == "adapter" and card.parent == tiny_lm_path.name and card.base == tiny_lm_path.name
     assert (versions.folder(card.version) / "adapter_config.json").exists() and card.data_hash
     assert card.metrics["train"]["steps"] == 1
     assert versions.serving_version("lm") == tiny_lm_path.name
 
 
-def test_gate_refuses_a_regression_and_force_promotes_and_rollback_restores(config, bot, tiny_lm_path):
+def test_gate_refuses_a_regression_and_force_promotes_and_rollback_restores(config, bot, tiny_lm_path, registry):
     card = run_training(config, one_step())
     config.gate.tolerance = -1.0  # demand an impossible improvement: the candidate cannot pass
     refused = promote(config, card.version)
     assert not refused.passed and not refused.promoted
     assert any(not r["ok"] for r in refused.rows)
-    assert Versions(config.home).serving_version("lm") == tiny_lm_path.name
-    report = Versions(config.home).folder(card.version) / "gate"
+    assert registry(config).serving_version("lm") == tiny_lm_path.name
+    report = registry(config).folder(card.version) / "gate"
     assert "refused" in (report / "report.md").read_text() and (report / "report.png").stat().st_size > 1000
     assert json.loads((report / "report.json").read_text())["candidate"] == card.version
 
@@ -215,16 +215,16 @@ def test_gate_refuses_a_regression_and_force_promotes_and_rollback_restores(conf
         rollback(config)
 
 
-def test_gate_passes_within_tolerance_and_caches_the_serving_numbers(config):
+def test_gate_passes_within_tolerance_and_caches_the_serving_numbers(config, registry):
     card = run_training(config, one_step())
     config.gate.tolerance, config.gate.latency_tolerance = 1.0, 100.0
     result = promote(config, "latest")
     assert result.passed and result.promoted and result.candidate == card.version
-    serving = Versions(config.home).card(result.serving).metrics["gate"]
+    serving = registry(config).card(result.serving).metrics["gate"]
     assert serving["eval_set"] == result.eval_set and serving["questions"] == 2
 
 
-def test_a_crash_mid_training_leaves_versions_and_serving_untouched(config, monkeypatch, tiny_lm_path):
+def test_a_crash_mid_training_leaves_versions_and_serving_untouched(config, monkeypatch, tiny_lm_path, registry):
     import training.runs
 
     def crash(method, base, rows, out_dir, *args, **kwargs):
@@ -232,22 +232,22 @@ def test_a_crash_mid_training_leaves_versions_and_serving_untouched(config, monk
         (out_dir / "adapter_model.safetensors").write_bytes(b"half")
         raise RuntimeError("killed")
 
-    Versions(config.home).ensure_base(config.model.path)
-    before = Versions(config.home).listing()
+    registry(config).ensure_base(config.model.path)
+    before = registry(config).listing()
     monkeypatch.setattr(training.runs, "train", crash)
     with pytest.raises(RuntimeError):
         run_training(config, one_step())
-    versions = Versions(config.home)
+    versions = registry(config)
     assert versions.listing() == before and versions.serving_version("lm") == tiny_lm_path.name
     assert not list(versions.root.glob("*.partial"))
 
 
-def test_preference_methods_train_from_the_log(config, bot):
+def test_preference_methods_train_from_the_log(config, bot, registry):
     traffic(bot)
     for method in ("kto", "dpo", "reward"):
         card = run_training(config, one_step(method))
         assert card.metrics["train"]["examples"] == 2
-    assert Versions(config.home).card(card.version).kind == "reward"
+    assert registry(config).card(card.version).kind == "reward"
 
 
 def test_preference_training_without_feedback_says_what_is_missing(config):
@@ -311,11 +311,11 @@ def test_grpo_trains_against_the_grounding_reward(config):
     assert card.method == "grpo" and card.kind == "adapter" and card.metrics["train"]["steps"] == 1
 
 
-def test_best_of_n_sends_the_reply_the_reward_model_prefers(config, bot):
+def test_best_of_n_sends_the_reply_the_reward_model_prefers(config, bot, registry):
     traffic(bot)
     reward = run_training(config, one_step("reward"))
     assert promote(config, reward.version, force=True).promoted
-    assert Versions(config.home).serving_version("reward") == reward.version
+    assert registry(config).serving_version("reward") == reward.version
     seen = []
     real = bot.reward
 
@@ -340,7 +340,7 @@ def test_best_of_n_sends_the_reply_the_reward_model_prefers(config, bot):
     assert measured["version"] == reward.version and measured["pairs"] >= 2 and 0 <= measured["pair_accuracy"] <= 1
 
 
-def test_learn_trains_and_gates_only_once_agents_have_written_enough(config, bot, overrides, capsys):
+def test_learn_trains_and_gates_only_once_agents_have_written_enough(config, bot, overrides, capsys, registry):
     traffic(bot)
     flags = [*overrides, "learn.max_steps=1", "learn.min_new_replies=5"]
     code, out = run_cli(capsys, config, flags, "learn", "--json")
@@ -351,6 +351,6 @@ def test_learn_trains_and_gates_only_once_agents_have_written_enough(config, bot
     lm, retriever = json.loads(out)["trained"]
     assert lm["version"].startswith("sft-") and isinstance(lm["passed"], bool) and lm["rows"]
     assert "version" in retriever or "held-out" in retriever["skipped"]
-    assert lm["promoted"] == (Versions(config.home).serving_version("lm") == lm["version"])
+    assert lm["promoted"] == (registry(config).serving_version("lm") == lm["version"])
     report = Path(json.loads(out)["report"])
     assert (report / "lm.png").read_bytes().startswith(b"\x89PNG") and "(lm.png)" in (report / "report.md").read_text()

@@ -8,7 +8,7 @@ import pytest
 from helpers import write
 
 from chatbot import SupportBot, load_config, open_kb
-from chatbot.versions import Versions, VersionError
+from chatbot.versions import VersionError
 from retrieval import KnowledgeBase
 from training import promote, rollback
 from ui.cli import main
@@ -33,7 +33,7 @@ def configure(home, tiny_embedder_path, tolerance: float):
 
 
 @pytest.fixture
-def trained(tmp_path, tiny_embedder_path, tiny_lm_path) -> tuple:
+def trained(tmp_path, tiny_embedder_path, tiny_lm_path, registry) -> tuple:
     """A home with two knowledge bases and a retriever trained on it (one step); returns (home, version)."""
     home = tmp_path / "home"
     faq = write(tmp_path / "faq.csv", FAQ)
@@ -41,7 +41,7 @@ def trained(tmp_path, tiny_embedder_path, tiny_lm_path) -> tuple:
         assert main(["kb", "add", str(faq), "--kb", name, "--home", str(home), "-q", f"--set=retrieval.embedder={tiny_embedder_path}"]) == 0
     assert main(["train", "retriever", "--max-steps", "1", "--batch-size", "2", "--home", str(home), "-q",
                  f"--set=retrieval.embedder={tiny_embedder_path}", f"--set=model.path={tiny_lm_path}"]) == 0
-    return home, Versions(home).resolve("latest")
+    return home, registry(home).resolve("latest")
 
 
 def embedders(config) -> dict[str, str]:
@@ -54,24 +54,24 @@ def embedders(config) -> dict[str, str]:
     return out
 
 
-def test_a_retriever_worse_than_the_serving_one_is_refused_and_nothing_changes(trained, tiny_embedder_path):
+def test_a_retriever_worse_than_the_serving_one_is_refused_and_nothing_changes(trained, tiny_embedder_path, registry):
     home, version = trained
     config = configure(home, tiny_embedder_path, tolerance=-1.0)  # any candidate counts as worse
     result = promote(config, version)
     assert not result.passed and not result.promoted and result.questions >= 4  # the file's query + 3 held-out variants
     assert {r["metric"] for r in result.rows} == {"top1", "recall_at_5", "mrr"}
-    assert Versions(home).serving_version("retriever") == ""
+    assert registry(home).serving_version("retriever") == ""
     assert set(embedders(config).values()) == {tiny_embedder_path.name}
 
 
-def test_promotion_switches_every_knowledge_base_and_a_running_bot_follows_then_rollback(trained, tiny_embedder_path):
+def test_promotion_switches_every_knowledge_base_and_a_running_bot_follows_then_rollback(trained, tiny_embedder_path, registry):
     home, version = trained
     config = configure(home, tiny_embedder_path, tolerance=1.0)  # any candidate passes
     bot = SupportBot(config)
     before = bot.kb.search("Do you ship to Toronto?", mode="dense")[0]
     result = promote(config, version)
     assert result.passed and result.promoted
-    assert Versions(home).serving_version("retriever") == version
+    assert registry(home).serving_version("retriever") == version
     assert set(embedders(config).values()) == {version}
     after = bot.kb.search("Do you ship to Toronto?", mode="dense")[0]  # the bot opened before the switch
     assert after.dense > 0.999 and bot.kb.embedder.path.name == version and before.entry_id == after.entry_id
@@ -82,7 +82,7 @@ def test_promotion_switches_every_knowledge_base_and_a_running_bot_follows_then_
     kb.close()
 
     assert rollback(config, "retriever") == ""
-    assert Versions(home).serving_version("retriever") == ""
+    assert registry(home).serving_version("retriever") == ""
     assert set(embedders(config).values()) == {tiny_embedder_path.name}
     assert bot.kb.search("Do you ship to Toronto?", mode="dense")[0].dense > 0.999
     with pytest.raises(VersionError, match="nothing to roll back"):

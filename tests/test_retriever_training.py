@@ -11,7 +11,6 @@ import pytest
 from helpers import write
 
 from chatbot import ConversationLog
-from chatbot.versions import Versions
 from retrieval import Embedder, Entry, Passage
 from training.retriever import (EntryBatchSampler, Pair, Resolved, RetrieverSettings, clusters, epochs_for, hold_out, kb_pairs,
                                 log_pairs, perturbed_pairs, resolved_queries, train_retriever)
@@ -182,7 +181,7 @@ def test_one_training_step_writes_a_loadable_sentence_transformers_folder(tiny_e
     assert not np.allclose(before, after)  # the step changed the weights
 
 
-def test_cli_train_retriever_writes_a_retriever_version_with_held_out_metrics(tmp_path, tiny_embedder_path, capsys):
+def test_cli_train_retriever_writes_a_retriever_version_with_held_out_metrics(tmp_path, tiny_embedder_path, capsys, registry):
     home = tmp_path / "home"
     settings = [f"--set=retrieval.embedder={tiny_embedder_path}", "--set=retrieval.embedder_runtime=torch"]
     assert main(["kb", "add", str(write(tmp_path / "faq.csv", FAQ)), "--home", str(home), "-q", *settings]) == 0
@@ -195,7 +194,7 @@ def test_cli_train_retriever_writes_a_retriever_version_with_held_out_metrics(tm
     assert heldout["variants"] == 3 and heldout["logged"] == 0
     assert set(heldout["base"]) == set(heldout["trained"]) == {"dense", "hybrid"}
     assert 0 <= heldout["trained"]["hybrid"]["top1"] <= 1
-    versions = Versions(home)
+    versions = registry(home)
     assert versions.card(card["version"]).kind == "retriever"
     assert Embedder(versions.folder(card["version"])).encode(["Do you ship to Toronto?"]).shape == (1, 32)
     assert not list((home / "versions").glob("*.partial"))

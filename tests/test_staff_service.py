@@ -43,12 +43,12 @@ def test_knowledge_base_pages_stay_within_the_entries(service, tmp_path):
     assert [e["id"] for e in service.kb_page(ops, "q12", 1, 20)["entries"]] == ["q12"]
 
 
-def test_a_gate_report_is_found_for_every_version_with_gate_scores(service):
-    from chatbot.versions import Card, Versions
+def test_a_gate_report_is_found_for_every_version_with_gate_scores(service, registry):
+    from chatbot.versions import Card
     from training.gate import GateResult, write_report
     from ui.service import ServiceError
 
-    versions, ops = Versions(service.config.home), token(service, "ops")
+    versions, ops = registry(service.config), token(service, "ops")
     scores = {"answer_similarity": 0.47, "grounding": 0.99, "eval_set": "x", "questions": 96, "at": "2026-11-24T02:07:39+00:00"}
     for name, metrics in (("shipped", {"gate": scores}), ("served", {"gate": scores}), ("candidate", {}), ("untested", {})):
         versions.folder(name).mkdir(parents=True)

@@ -17,7 +17,7 @@ from ui.cli import main
 
 
 def test_db_copy_moves_a_homes_log_into_postgresql_and_db_upgrade_finds_it_current(tmp_path, postgres_cluster, capsys,
-                                                                                   tiny_embedder):
+                                                                                   tiny_embedder, registry):
     from retrieval import KnowledgeBase
     from retrieval.store import MIGRATIONS as KB_MIGRATIONS
 
@@ -36,6 +36,9 @@ def test_db_copy_moves_a_homes_log_into_postgresql_and_db_upgrade_finds_it_curre
     legacy.execute("INSERT INTO api_keys VALUES ('crm', 'abc123', NULL, '2026-11-01T09:00:00+00:00', NULL, NULL)")
     legacy.commit()
     legacy.close()
+    (home / "versions" / "tiny").mkdir(parents=True)  # an older home's registry: a card and the pointer in files
+    (home / "versions" / "tiny" / "card.json").write_text(json.dumps({"version": "tiny", "kind": "lm", "created": "2026-11-01"}))
+    (home / "serving.json").write_text(json.dumps({"lm": "tiny", "history": [{"changed": "lm", "at": "2026-11-01"}]}))
     url = postgres_cluster.new_database()
     assert main(["db", "copy", "--to", url, "--home", str(home), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
@@ -45,6 +48,9 @@ def test_db_copy_moves_a_homes_log_into_postgresql_and_db_upgrade_finds_it_curre
     copied = KnowledgeBase(tmp_path / "replica" / "default", embedder=tiny_embedder, database=url)
     assert [(h.entry_id, round(h.score, 6)) for h in copied.search("parcel locker collect")] == before  # no re-embedding
     copied.close()
+    versions = registry(load_config(tmp_path / "replica", [f"storage.database_url={url}"], env={}))
+    assert versions.serving() == {"lm": "tiny", "history": [{"changed": "lm", "at": "2026-11-01"}]}
+    assert [c.version for c in versions.cards()] == ["tiny"]
     assert main(["db", "upgrade", "--home", str(home), "--set", f"storage.database_url={url}", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == {
         "database": url, "from": head(MIGRATIONS), "to": head(MIGRATIONS),
@@ -200,13 +206,13 @@ def test_an_api_key_made_on_one_replica_is_accepted_and_revoked_on_all(replicas)
         first.check(key)
 
 
-def test_a_version_promoted_through_one_replica_is_served_by_the_other(tmp_path, tiny_embedder_path, tiny_lm_path, capsys):
+def test_a_version_promoted_through_one_replica_is_served_by_the_other(tmp_path, tiny_embedder_path, tiny_lm_path, capsys,
+                                                                     postgres_cluster, registry):
     from chatbot import SupportBot
-    from chatbot.versions import Versions
 
     shared = [f"retrieval.embedder={tiny_embedder_path}", f"model.path={tiny_lm_path}", "model.backend=transformers",
               "model.max_new_tokens=4", f"storage.models_dir={tmp_path / 'models'}", "answer.handoff_confidence=0.0",
-              "answer.mode=generate", "answer.grounding_min=0.0"]
+              "answer.mode=generate", "answer.grounding_min=0.0", f"storage.database_url={postgres_cluster.new_database()}"]
     homes = [tmp_path / "a", tmp_path / "b"]
     flags = [f"--set={s}" for s in shared]
     faq = tmp_path / "faq.csv"
@@ -218,8 +224,9 @@ def test_a_version_promoted_through_one_replica_is_served_by_the_other(tmp_path,
     assert main(["models", "promote", "latest", "--force", "--home", str(homes[0]), "-q", *flags,
                  "--set=gate.questions=2", "--set=gate.max_new_tokens=4"]) == 0
     capsys.readouterr()
-    promoted = Versions(tmp_path / "models").serving_version("lm")
+    promoted = registry(load_config(homes[1], shared, env={})).serving_version("lm")
     assert promoted.startswith("sft-") and not (homes[0] / "versions").exists()
+    assert (tmp_path / "models" / "versions" / promoted / "adapter_config.json").exists()
     assert other.ask("Do gift cards expire?").model == promoted
     other.log.close()
 

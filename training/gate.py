@@ -20,8 +20,8 @@ from pathlib import Path
 from chatbot import Config, ConversationLog, SupportBot
 from chatbot.backends import TransformersBackend
 from chatbot.evaluate import evaluate_answers, load_answer_rows
-from chatbot.reward import RewardScorer, load_version, score
-from chatbot.versions import Versions, VersionError, now, role_of, write_json
+from chatbot.reward import load_version, score
+from chatbot.versions import Versions, VersionError, now, open_versions, role_of, write_json
 from retrieval import EvalFileError, KnowledgeBase, evaluate_retrieval, load_queries
 
 from .examples import deduplicate, log_examples, prompt_for, split
@@ -89,9 +89,8 @@ def set_hash(rows: list[dict], config: Config) -> str:
 # --- evaluating one version -------------------------------------------------------------------------
 
 
-def evaluate_version(config: Config, version: str, rows: list[dict], progress: Progress | None = None) -> dict:
+def evaluate_version(config: Config, versions: Versions, version: str, rows: list[dict], progress: Progress | None = None) -> dict:
     """Gate metrics of an lm/adapter version, cached on its card under the evaluation set's hash."""
-    versions = Versions(config.models_root)
     key = set_hash(rows, config)
     cached = versions.card(version).metrics.get("gate", {})
     if cached.get("eval_set") == key:
@@ -104,19 +103,20 @@ def evaluate_version(config: Config, version: str, rows: list[dict], progress: P
     backend = TransformersBackend.from_folder(path, version, adapter=str(adapter or ""), dtype=config.model.dtype,
                                               repetition_penalty=config.model.repetition_penalty)
     with tempfile.TemporaryDirectory() as tmp:
-        bot = SupportBot(settings, backend=backend, log=ConversationLog(Path(tmp) / "gate.sqlite", config.answer.redact))
+        bot = SupportBot(settings, backend=backend, log=ConversationLog(Path(tmp) / "gate.sqlite", config.answer.redact),
+                         versions=versions)
         report = evaluate_answers(bot, rows, bot.kb.embedder, progress=lambda d, t: progress and progress(f"gate {version}", d, t))
         metrics = {k: getattr(report, k) for k in METRICS if k != "reward"}
-        metrics["reward"] = _reward(config, bot, rows, report.rows)
+        metrics["reward"] = _reward(bot, rows, report.rows)
         bot.log.close()
     metrics |= {"eval_set": key, "questions": len(rows), "at": now()}
     versions.update_metrics(version, {"gate": metrics})
     return metrics
 
 
-def _reward(config: Config, bot: SupportBot, rows: list[dict], replies: list[dict]) -> float | None:
+def _reward(bot: SupportBot, rows: list[dict], replies: list[dict]) -> float | None:
     """Mean score of the answered replies by the serving reward model (None when none serves)."""
-    scorer = RewardScorer(config.models_root)
+    scorer = bot.reward
     picked = [(row["question"], reply["answer"]) for row, reply in zip(rows, replies) if not reply["declined"]]
     if not scorer.available() or not picked:
         return None
@@ -130,9 +130,9 @@ def heldout_pairs(config: Config, bot: SupportBot) -> list[dict]:
     return split(deduplicate(log_examples(bot)["reward"]), config.gate.heldout_share)[1]
 
 
-def reward_accuracy(config: Config, version: str, pairs: list[dict]) -> dict:
+def reward_accuracy(versions: Versions, version: str, pairs: list[dict]) -> dict:
     """A reward model's share of held-out pairs where it scores the chosen reply higher."""
-    model, tokenizer = load_version(Versions(config.models_root), version)
+    model, tokenizer = load_version(versions, version)
     prompts = [p["prompt"] for p in pairs]
     chosen = score(model, tokenizer, prompts, [p["chosen"][-1]["content"] for p in pairs])
     rejected = score(model, tokenizer, prompts, [p["rejected"][-1]["content"] for p in pairs])
@@ -159,7 +159,11 @@ def compare(serving: dict, candidate: dict, config: Config, metrics: dict[str, b
 
 def promote(config: Config, version: str, force: bool = False, progress: Progress | None = None) -> GateResult:
     """Run the gate and, if it passes (or `force`), point serving at the candidate atomically."""
-    versions = Versions(config.models_root)
+    with open_versions(config) as versions:
+        return _promote(config, versions, version, force, progress)
+
+
+def _promote(config: Config, versions: Versions, version: str, force: bool, progress: Progress | None) -> GateResult:
     versions.ensure_base(config.model.path, progress)
     version = versions.resolve(version)
     card = versions.card(version)
@@ -168,21 +172,21 @@ def promote(config: Config, version: str, force: bool = False, progress: Progres
     if serving == version:
         raise VersionError(f"{version} is already serving")
     if role == "retriever":
-        return promote_retriever(config, version, serving, force, progress)
-    bot = SupportBot(config)
+        return promote_retriever(config, versions, version, serving, force, progress)
+    bot = SupportBot(config, versions=versions)
     if role == "lm":
         rows = gate_questions(config, bot)
         bot.log.close()
-        old = evaluate_version(config, serving, rows, progress)
-        new = evaluate_version(config, version, rows, progress)
+        old = evaluate_version(config, versions, serving, rows, progress)
+        new = evaluate_version(config, versions, version, rows, progress)
         table, n = compare(old, new, config, METRICS), len(rows)
     else:
         pairs = heldout_pairs(config, bot)
         bot.log.close()
         if not pairs and not force:
             raise VersionError("no held-out preference pairs to evaluate a reward model on yet (use --force to promote anyway)")
-        new = reward_accuracy(config, version, pairs) if pairs else {}
-        old = reward_accuracy(config, serving, pairs) if serving and pairs else {"pair_accuracy": 0.5}
+        new = reward_accuracy(versions, version, pairs) if pairs else {}
+        old = reward_accuracy(versions, serving, pairs) if serving and pairs else {"pair_accuracy": 0.5}
         versions.update_metrics(version, {"gate": new})
         table, n = compare(old, new, config, REWARD_METRICS), len(pairs)
     result = GateResult(version, serving, passed=all(r["ok"] for r in table), forced=force, rows=table,
@@ -196,19 +200,19 @@ def promote(config: Config, version: str, force: bool = False, progress: Progres
 
 def rollback(config: Config, role: str = "lm", progress: Progress | None = None) -> str:
     """Serve the previous version of `role`; a retriever first switches the knowledge bases back."""
-    versions = Versions(config.models_root)
-    if role == "retriever":
-        switch_retriever(config, versions.rollback_target(role), progress)
-    return versions.rollback(role)
+    with open_versions(config) as versions:
+        if role == "retriever":
+            switch_retriever(config, versions, versions.rollback_target(role), progress)
+        return versions.rollback(role)
 
 
 # --- retrievers -------------------------------------------------------------------------------------
 
 
-def promote_retriever(config: Config, version: str, serving: str, force: bool, progress: Progress | None) -> GateResult:
+def promote_retriever(config: Config, versions: Versions, version: str, serving: str, force: bool,
+                      progress: Progress | None) -> GateResult:
     """Search with the candidate embedder and with the serving one on a copy of the knowledge base (without
     the held-out variants it is asked), then, if it is not worse, switch every knowledge base to it."""
-    versions = Versions(config.models_root)
     kb = KnowledgeBase(config.kb_dir(), config.retrieval, database=config.storage.database_url)
     try:
         rows, without, eval_set = retriever_queries(config, kb)
@@ -231,7 +235,7 @@ def promote_retriever(config: Config, version: str, serving: str, force: bool, p
     finally:
         kb.close()
     if result.passed or force:
-        switch_retriever(config, version, progress)
+        switch_retriever(config, versions, version, progress)
         versions.set_serving("retriever", version)
         result.promoted = True
     result.report = str(write_report(result, versions.folder(version) / "gate"))
@@ -261,9 +265,9 @@ def _retrieval_metrics(kb: KnowledgeBase, rows: list[dict], stage: str, progress
     return {key: summary[key] for key in RETRIEVER_METRICS}
 
 
-def switch_retriever(config: Config, version: str, progress: Progress | None = None) -> None:
+def switch_retriever(config: Config, versions: Versions, version: str, progress: Progress | None = None) -> None:
     """Every knowledge base of the home onto the retriever `version` ("" = the configured embedder)."""
-    path = str(Versions(config.models_root).folder(version)) if version else ""
+    path = str(versions.folder(version)) if version else ""
     for name in config.kb_names():
         kb = KnowledgeBase(config.kb_dir(name), config.retrieval, database=config.storage.database_url)
         try:

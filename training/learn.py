@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from chatbot import Config, SupportBot
-from chatbot.versions import Versions, VersionError, write_json
+from chatbot.versions import VersionError, write_json
 
 from .gate import heldout_pairs, plot_comparison, promote, reward_accuracy
 from .runs import RunRequest, TrainError, run_training
@@ -111,13 +111,13 @@ def learn(config: Config, train: bool = True, progress: Progress | None = None,
 def _reward_check(config: Config, bot: SupportBot) -> dict:
     """Whether the reward module earns its place: the serving reward model's share of held-out preference pairs
     (agents' replies against the drafts they replaced, rated replies) it ranks the right way round."""
-    serving = Versions(config.models_root).serving_version("reward")
+    serving = bot.versions.serving_version("reward")
     if not serving:
         return {"skipped": "no reward model serves (`supportbot train reward`, then `models promote`)"}
     pairs = heldout_pairs(config, bot)
     if not pairs:
         return {"version": serving, "skipped": "no held-out preference pairs in the log yet"}
-    return {"version": serving, **reward_accuracy(config, serving, pairs)}
+    return {"version": serving, **reward_accuracy(bot.versions, serving, pairs)}
 
 
 def _train(config: Config, new_replies: int, progress: Progress | None, log) -> list[dict]:

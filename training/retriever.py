@@ -31,7 +31,7 @@ from typing import NamedTuple
 import numpy as np
 
 from chatbot import Config, ConversationLog
-from chatbot.versions import Card, Versions, now, write_json
+from chatbot.versions import Card, Versions, now, open_versions
 from retrieval import Embedder, Entry, KnowledgeBase, evaluate_retrieval
 from retrieval.kb import embed_text
 from retrieval.perturb import CHOICES as KINDS_ALL, perturb
@@ -402,7 +402,12 @@ def run_retriever(config: Config, settings: RetrieverSettings, parent: str = "",
     retriever version), else from the embedder the knowledge base searches with, and register a new version
     of kind "retriever" (not promoted). Its card holds both embedders' top-1, recall@5 and MRR on the
     held-out variants and logged questions, dense and hybrid."""
-    versions = Versions(config.models_root)
+    with open_versions(config) as versions:
+        return _run_retriever(config, versions, settings, parent, progress, log)
+
+
+def _run_retriever(config: Config, versions: Versions, settings: RetrieverSettings, parent: str, progress: Progress | None,
+                   log: Log | None) -> Card:
     parent = versions.resolve(parent) if parent else versions.serving_version("retriever")
     if parent and versions.card(parent).kind != "retriever":
         raise TrainError(f"version {parent!r} is a {versions.card(parent).kind}, not a retriever")
@@ -427,8 +432,7 @@ def run_retriever(config: Config, settings: RetrieverSettings, parent: str = "",
                 metrics["heldout"] = {"variants": len(variants), "logged": len(queries) - len(variants), **compared}
             card = Card(version, "retriever", parent=parent, method="retriever", data_hash=data_hash([p._asdict() for p in pairs]),
                         settings={**asdict(settings), "start": str(base)}, metrics=metrics, created=now())
-            write_json(partial / "card.json", card.to_json())
-            versions.finish_partial(version)
+            versions.finish_partial(card)
         finally:
             shutil.rmtree(partial, ignore_errors=True)
     finally:

@@ -14,7 +14,7 @@ from chatbot import Config, SupportBot
 from chatbot.evaluate import load_answer_rows
 from chatbot.grounding import grounding
 from chatbot.scope import OUT_OF_SCOPE, read_questions
-from chatbot.versions import Card, Versions, now, write_json
+from chatbot.versions import Card, Versions, now, open_versions
 from retrieval import EvalFileError
 
 from .examples import data_hash, deduplicate, log_examples, read_jsonl, redact_row, seed_examples, split, worked_examples
@@ -106,9 +106,14 @@ def run_training(config: Config, request: RunRequest, progress: Callable[[str, i
     """Train and register a new version (not promoted: `promote` runs the gate)."""
     if request.method not in METHODS:
         raise TrainError(f"unknown method {request.method!r}: expected one of {', '.join(METHODS)}")
-    versions = Versions(config.models_root)
+    with open_versions(config) as versions:
+        return _run_training(config, versions, request, progress, log)
+
+
+def _run_training(config: Config, versions: Versions, request: RunRequest, progress: Callable[[str, int, int], None] | None,
+                  log: Callable[[str], None] | None) -> Card:
     versions.ensure_base(config.model.path, progress)
-    bot = SupportBot(config)
+    bot = SupportBot(config, versions=versions)
     try:
         rows = examples_for(config, bot, request, progress)
     finally:
@@ -134,8 +139,7 @@ def run_training(config: Config, request: RunRequest, progress: Callable[[str, i
                     base=base_version if kind in ("adapter", "reward") else "", method=request.method,
                     data_hash=data_hash(rows), settings=asdict(request.settings),
                     metrics={"train": metrics}, created=now())
-        write_json(partial / "card.json", card.to_json())
-        versions.finish_partial(version)
+        versions.finish_partial(card)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return card

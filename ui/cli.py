@@ -380,11 +380,11 @@ def train_retriever_command(args, config):
 
 @command("models list")
 def models_list(args, config):
-    from chatbot.versions import Versions
+    from chatbot.versions import open_versions
 
-    versions = Versions(config.models_root)
-    versions.ensure_base(config.model.path, TerminalProgress(not args.quiet))
-    rows = versions.listing()
+    with open_versions(config) as versions:
+        versions.ensure_base(config.model.path, TerminalProgress(not args.quiet))
+        rows = versions.listing()
     if args.json:
         print(json.dumps(rows, ensure_ascii=False))
         return 0
@@ -408,16 +408,18 @@ def models_promote(args, config):
 
 @command("models export")
 def models_export(args, config):
-    from chatbot.versions import Versions
+    from chatbot.versions import open_versions
 
-    versions = Versions(config.models_root)
+    with open_versions(config) as versions:
+        if args.gguf:
+            version = versions.resolve(args.version)
+            path, adapter = versions.weights(version)
+        else:
+            card = versions.export(args.version, Path(args.dir), args.name)
     if args.gguf:  # one file for llama.cpp, Ollama or LM Studio
-        version = versions.resolve(args.version)
-        path, adapter = versions.weights(version)
         export_weights(path, adapter or "", Path(args.dir), args.gguf, args.name or version, TerminalProgress(not args.quiet))
         emit(args, {"version": version, "gguf": args.dir, "type": args.gguf}, f"exported {version} as {args.gguf} GGUF to {args.dir}")
         return 0
-    card = versions.export(args.version, Path(args.dir), args.name)
     emit(args, card.to_json(), f"exported {args.version} as {card.version} to {args.dir}")
     return 0
 
@@ -547,6 +549,7 @@ def db_upgrade(args, config):
 @command("db copy")
 def db_copy(args, config):
     from chatbot.log import copy_log
+    from chatbot.versions import open_versions
     from retrieval.store import copy_store, stored_names
 
     if not config.log_file.exists() and not config.local_kb_names():
@@ -554,6 +557,8 @@ def db_copy(args, config):
     there = sorted(set(config.local_kb_names()) & set(stored_names(args.to)))
     if there:  # checked before anything is copied, so that a refusal leaves the target as it was
         raise CommandError(f"{redacted(args.to)} already holds knowledge base {there[0]!r}; copy only into a new database")
+    with open_versions(config):  # registers the version files an older home kept (serving.json, card.json): copied too
+        pass
     report = copy_log(config.log_file, args.to)
     lines = [f"{name}: {table['rows']} rows, checksum {table['checksum']}" for name, table in report["tables"].items()]
     report["knowledge_bases"] = {}

@@ -17,8 +17,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-import sqlalchemy as sa
-
 from chatbot.config import RateLimits
 from retrieval.database import Database
 
@@ -137,8 +135,5 @@ class RateLimiter:
     def _counting(self, counters: list) -> Iterator[None]:
         """One transaction for reading and counting; on PostgreSQL each key's lock is taken first (in one order),
         so that two replicas counting the same caller at once take turns instead of both getting the last slot."""
-        with self.db.transaction() as connection:
-            if self.db.dialect == "postgresql":
-                for name in sorted(f"{window.bucket}:{key}" for window, key, _, _ in counters):
-                    connection.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": name})
+        with self.db.transaction(*(f"{window.bucket}:{key}" for window, key, _, _ in counters)):
             yield

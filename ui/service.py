@@ -375,7 +375,7 @@ class SupportService:
         """Every version (the `supportbot models list --json` rows), newest first, with the latest
         `supportbot eval answers` numbers of each under metrics["eval"]."""
         self.sessions.require(token, "ops")
-        versions = Versions(self.config.models_root)
+        versions = self.bot.versions
         versions.ensure_base(self.config.model.path)
         evals = load_evals(self.config.home).get("answers", {})
         rows = list(reversed(versions.listing()))
@@ -398,7 +398,7 @@ class SupportService:
     def promote(self, token: str, version: str, force: bool = False) -> dict:
         """Run the evaluation gate in the background; the app serves the version once it passes."""
         self.sessions.require(token, "ops")
-        version = Versions(self.config.models_root).resolve(version.strip() or "latest")
+        version = self.bot.versions.resolve(version.strip() or "latest")
         args = ["models", "promote", version, *(["--force"] if force else []), *self._settings_args()]
         return self.jobs.start(f"promote {version}", args).to_json()
 
@@ -477,7 +477,7 @@ class SupportService:
         the candidate's folder only), else the scores on its card (a version that came with them, such as the
         committed demo adapter)."""
         self.sessions.require(token, "ops")
-        versions = Versions(self.config.models_root)
+        versions = self.bot.versions
         version = versions.resolve(version.strip() or "latest")
         found = _latest_gate_report(versions, version)
         if found:
