@@ -195,8 +195,7 @@ class Versions:
             state.pop("history")
             if state.get(role) == version:
                 return
-            self.db.execute("INSERT INTO serving_history(changed, state, at) VALUES (:c, :s, :a)",
-                            c=role, s=json.dumps(state), a=now())
+            self._record(role, state, now())
             self.db.upsert("serving", "role", role=role, version=version)
 
     def rollback(self, role: str = "lm") -> str:
@@ -208,6 +207,10 @@ class Versions:
             self.db.upsert("serving", "role", role=role, version=previous)
         return previous
 
+    def _record(self, changed: str, state: dict, at: str) -> None:
+        """Keep the pointer as it was before `changed` changed, for rollback."""
+        self.db.execute("INSERT INTO serving_history(changed, state, at) VALUES (:c, :s, :a)", c=changed, s=json.dumps(state), a=at)
+
     def _history(self) -> list[tuple[int, dict]]:
         rows = self.db.rows("SELECT id, changed, state, at FROM serving_history ORDER BY id")
         return [(r["id"], {**json.loads(r["state"]), "changed": r["changed"], "at": r["at"]}) for r in rows]
@@ -218,13 +221,12 @@ class Versions:
         with self.db.transaction(_LOCK):
             for path in sorted(self.root.glob("*/card.json")):
                 if not path.parent.name.endswith(".partial") and not self.has(path.parent.name):
-                    self.save_card(Card(**json.loads(path.read_text(encoding="utf-8"))))
+                    self.save_card(Card(**_read_legacy(path)))
             if pointer.exists() and not self.db.rows("SELECT 1 FROM serving UNION SELECT 1 FROM serving_history"):
-                state = json.loads(pointer.read_text(encoding="utf-8"))
+                state = _read_legacy(pointer)
                 for h in state.pop("history", []):
                     changed, at = h.pop("changed", ""), h.pop("at", "")
-                    self.db.execute("INSERT INTO serving_history(changed, state, at) VALUES (:c, :s, :a)",
-                                    c=changed, s=json.dumps(h), a=at)
+                    self._record(changed, h, at)
                 for role, version in state.items():
                     self.db.upsert("serving", "role", role=role, version=version)
         try:
@@ -314,6 +316,16 @@ class Versions:
             os.replace(tmp, target)
             self.save_card(card)
         return card.version
+
+
+def _read_legacy(path: Path) -> dict:
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(payload, dict) and (path.name != "card.json" or set(payload) <= set(Card.__dataclass_fields__)):
+            return payload
+    except (OSError, ValueError) as err:
+        raise VersionError(f"{path}: unreadable ({err}); fix or remove it") from None
+    raise VersionError(f"{path}: not what an older version wrote there; fix or remove it")
 
 
 def _row(card: Card) -> dict:

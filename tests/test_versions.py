@@ -85,3 +85,18 @@ def test_an_older_homes_files_are_imported_once(database, tmp_path):
         assert versions.rollback("lm") == "base"
     finally:
         db.close()
+
+
+def test_a_broken_file_of_an_older_home_stops_with_its_name(database, tmp_path):
+    root = tmp_path / "models"
+    (root / "versions" / "base").mkdir(parents=True)
+    (root / "versions" / "base" / "card.json").write_text("{not json")
+    (root / LEGACY_POINTER).write_text(json.dumps({"lm": "base", "history": []}))
+    db = open_database(database)
+    try:
+        with pytest.raises(VersionError, match=r"versions/base/card.json: unreadable .*; fix or remove it"):
+            Versions(root, db)
+        assert (root / LEGACY_POINTER).exists()  # nothing imported, nothing set aside
+        assert not db.rows("SELECT * FROM model_versions") and not db.rows("SELECT * FROM serving")
+    finally:
+        db.close()
