@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,24 @@ def postgres_cluster():
     cluster = Cluster(bin_dir).start()
     yield cluster
     cluster.remove()
+
+
+@pytest.fixture(scope="session")
+def demo_kb_into(tmp_path_factory, real_embedder):
+    """Puts the demo knowledge base (data/kb on the real embedder) in a folder: embedded once per session (about 6 s
+    on 2 cores, more on a busy machine), then copied for each module that wants one (a fraction of a second)."""
+    from retrieval import KnowledgeBase
+
+    template = tmp_path_factory.mktemp("demo-kb") / "default"
+    kb = KnowledgeBase(template, embedder=real_embedder)
+    kb.add([DATA / "kb"])
+    kb.close()
+
+    def copy(folder: Path) -> Path:
+        shutil.copytree(template, folder)
+        return folder
+
+    return copy
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -16,10 +16,9 @@ DEMO_VERSION = DEMO_ADAPTER.name  # data/models/tidewell-sft, the committed fine
 
 
 @pytest.fixture(scope="module")
-def demo_bot(bundled_model_home, real_embedder):
+def demo_bot(bundled_model_home, real_embedder, demo_kb_into):
     config = load_config(bundled_model_home, ["model.max_new_tokens=48"], env={})
-    kb = KnowledgeBase(config.kb_dir(), config.retrieval, real_embedder)
-    kb.add([DATA / "kb"])
+    kb = KnowledgeBase(demo_kb_into(config.kb_dir()), config.retrieval, real_embedder)
     bot = SupportBot(config, kb)
     yield bot
     bot.log.close()

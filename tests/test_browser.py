@@ -8,7 +8,7 @@ import shutil
 import urllib.request
 
 import pytest
-from browser import ARTIFACTS, app, browser  # noqa: F401 (fixtures)
+from browser import ARTIFACTS, app, browser, pages_closed  # noqa: F401 (fixtures)
 from conftest import REPO
 
 pytestmark = pytest.mark.slow

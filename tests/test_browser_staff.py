@@ -5,7 +5,7 @@ test-artifacts/; the agent and ops consoles also as docs/images/agent-console.pn
 from __future__ import annotations
 
 import pytest
-from browser import ARTIFACTS, app, browser, signed_in  # noqa: F401 (fixtures)
+from browser import ARTIFACTS, app, browser, pages_closed, signed_in  # noqa: F401 (fixtures)
 from conftest import REPO
 
 pytestmark = pytest.mark.slow

@@ -34,16 +34,13 @@ def test_the_shipped_file_loads():
 
 
 @pytest.mark.slow
-def test_a_new_topic_is_answered_as_if_asked_alone_and_follow_ups_keep_their_topic(tmp_path, real_embedder, tiny_lm_path, capsys):
+def test_a_new_topic_is_answered_as_if_asked_alone_and_follow_ups_keep_their_topic(tmp_path, demo_kb_into, tiny_lm_path, capsys):
     from chatbot import load_config
-    from retrieval import KnowledgeBase
     from ui.cli import main
 
     flags = [f"model.path={tiny_lm_path}", "model.backend=transformers", "model.max_new_tokens=8"]
     config = load_config(tmp_path / "home", flags, env={})
-    kb = KnowledgeBase(config.kb_dir(), config.retrieval, real_embedder)
-    kb.add([DATA / "kb"])
-    kb.close()
+    demo_kb_into(config.kb_dir())
     status = main(["eval", "conversations", str(DATA / "eval" / "conversations.jsonl"), "--mode", "template", "--json",
                    "--home", str(config.home), "-q", *[f"--set={flag}" for flag in flags]])
     report = json.loads(capsys.readouterr().out)

@@ -14,9 +14,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def demo_kb(tmp_path_factory, real_embedder):
-    kb = KnowledgeBase(tmp_path_factory.mktemp("demo") / "kb", embedder=real_embedder)
-    kb.add([DATA / "kb"])
+def demo_kb(tmp_path_factory, real_embedder, demo_kb_into):
+    kb = KnowledgeBase(demo_kb_into(tmp_path_factory.mktemp("demo") / "kb"), embedder=real_embedder)
     yield kb
     kb.close()
 

@@ -26,10 +26,12 @@ phone,Is there a hotline?,Call us on 1-800-555-0142.,Phone support,Contact
 """
 
 
-def configure(home, tiny_embedder_path, tolerance: float):
+def configure(home, tiny_embedder_path, tiny_lm_path, tolerance: float):
+    """The home's settings for the gate: the tiny LM it was trained with (without model.path, `promote` would register
+    and convert the bundled SmolLM2 first: about 20 s per test)."""
     queries = write(home.parent / "queries.csv", "query,expected_id\nparcel to Canada,ship-ca\n")
-    return load_config(home, [f"retrieval.embedder={tiny_embedder_path}", f"gate.tolerance={tolerance}",
-                              f"gate.retrieval_file={queries}"], env={})
+    return load_config(home, [f"retrieval.embedder={tiny_embedder_path}", f"model.path={tiny_lm_path}",
+                              f"gate.tolerance={tolerance}", f"gate.retrieval_file={queries}"], env={})
 
 
 @pytest.fixture
@@ -54,9 +56,9 @@ def embedders(config) -> dict[str, str]:
     return out
 
 
-def test_a_retriever_worse_than_the_serving_one_is_refused_and_nothing_changes(trained, tiny_embedder_path, registry):
+def test_a_retriever_worse_than_the_serving_one_is_refused_and_nothing_changes(trained, tiny_embedder_path, tiny_lm_path, registry):
     home, version = trained
-    config = configure(home, tiny_embedder_path, tolerance=-1.0)  # any candidate counts as worse
+    config = configure(home, tiny_embedder_path, tiny_lm_path, tolerance=-1.0)  # any candidate counts as worse
     result = promote(config, version)
     assert not result.passed and not result.promoted and result.questions >= 4  # the file's query + 3 held-out variants
     assert {r["metric"] for r in result.rows} == {"top1", "recall_at_5", "mrr"}
@@ -64,9 +66,9 @@ def test_a_retriever_worse_than_the_serving_one_is_refused_and_nothing_changes(t
     assert set(embedders(config).values()) == {tiny_embedder_path.name}
 
 
-def test_promotion_switches_every_knowledge_base_and_a_running_bot_follows_then_rollback(trained, tiny_embedder_path, registry):
+def test_promotion_switches_every_knowledge_base_and_a_running_bot_follows_then_rollback(trained, tiny_embedder_path, tiny_lm_path, registry):
     home, version = trained
-    config = configure(home, tiny_embedder_path, tolerance=1.0)  # any candidate passes
+    config = configure(home, tiny_embedder_path, tiny_lm_path, tolerance=1.0)  # any candidate passes
     bot = SupportBot(config)
     before = bot.kb.search("Do you ship to Toronto?", mode="dense")[0]
     result = promote(config, version)

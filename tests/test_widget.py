@@ -229,7 +229,7 @@ div {{ border: 6px dashed orange; }}</style></head>
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory, real_embedder, tiny_lm_path):
+def site(tmp_path_factory, demo_kb_into, tiny_lm_path):
     """The bot (its own service, so that the test can answer as an agent), a shop's site on a second local origin that
     serve.allowed_origins lists, and a third origin that it does not, each serving two pages with the snippet."""
     import functools
@@ -237,9 +237,7 @@ def site(tmp_path_factory, real_embedder, tiny_lm_path):
     from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
     from chatbot import load_config, save_settings
-    from conftest import DATA
     from helpers import start_server
-    from retrieval import KnowledgeBase
     from ui.service import SupportService
 
     class Quiet(SimpleHTTPRequestHandler):
@@ -255,9 +253,7 @@ def site(tmp_path_factory, real_embedder, tiny_lm_path):
 
     config = load_config(tmp_path_factory.mktemp("widget") / "home", env={})
     save_settings(config, {"model.path": str(tiny_lm_path), "serve.poll_seconds": 1, "serve.allowed_origins": [origins["shop"]]})
-    kb = KnowledgeBase(config.kb_dir(), config.retrieval, real_embedder)
-    kb.add([DATA / "kb"])
-    kb.close()
+    demo_kb_into(config.kb_dir())
     service = SupportService(config)
     service.warm_up()  # the embedder and the model load here, not while the visitor waits
     bot, stop = start_server(config, service)

@@ -164,10 +164,11 @@ def promote(config: Config, version: str, force: bool = False, progress: Progres
 
 
 def _promote(config: Config, versions: Versions, version: str, force: bool, progress: Progress | None) -> GateResult:
-    versions.ensure_base(config.model.path, progress)
     version = versions.resolve(version)
     card = versions.card(version)
     role = role_of(card.kind)
+    if role != "retriever":  # a retriever's gate only searches: no language model to register (or convert, ~20 s)
+        versions.ensure_base(config.model.path, progress)
     serving = versions.serving_version(role)
     if serving == version:
         raise VersionError(f"{version} is already serving")
