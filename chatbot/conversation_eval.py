@@ -83,6 +83,7 @@ def evaluate_conversations(bot: SupportBot, conversations: list[list[Turn]],
     """Play every conversation (channel "eval"), then ask each turn alone."""
     rows = []
     for i, turns in enumerate(conversations):
+        bot.kb.prefetch([t.message for t in turns] + [t.standalone for t in turns if t.standalone])  # one batch
         conversation_id = None
         for position, turn in enumerate(turns):
             reply = bot.ask(turn.message, conversation_id, channel="eval")

@@ -471,14 +471,11 @@ class KnowledgeBase:
         `context` is text the query leans on (a follow-up's earlier question): the lexical side reads both, and
         the query vector is pulled towards the context's by `context_weight` (the query keeps weight 1), so the
         message's own words still decide between the entries of its topic."""
-        query = " ".join(query.split())[:MAX_QUERY_CHARS]
-        if not query:
+        if not _clean(query):
             return []
         n = self.settings.candidates
         index, token, embedder = self._loaded_index() if mode != "lexical" else (None, self.store.index_token(), None)
-        speller = self._derived_at("speller", token) if self.settings.spelling else None
-        if speller is not None:
-            query, context = speller.correct(query), speller.correct(context)
+        query, context = self._as_searched(query, token), self._as_searched(context, token) if context else context
         words = f"{context} {query}"[-MAX_QUERY_CHARS:] if context else query
         lexical = (self._lexical_thread.submit(self.store.lexical, words, n, self.settings.lexical_budget, token)
                    if mode != "dense" else None)
@@ -507,21 +504,39 @@ class KnowledgeBase:
         mixed = vector + weight * self.query_vector(context, embedder)
         return (mixed / (np.linalg.norm(mixed) or 1.0)).astype(vector.dtype)
 
+    def _as_searched(self, text: str, token: str) -> str:
+        """The text a search reads: whitespace collapsed, cut to MAX_QUERY_CHARS, misspellings corrected."""
+        speller = self._derived_at("speller", token) if self.settings.spelling else None
+        return speller.correct(_clean(text)) if speller is not None else _clean(text)
+
+    def prefetch(self, queries: list[str]) -> None:
+        """Make the vectors of queries about to be searched in one batch (one forward pass instead of one per
+        query: most of the time a run of many searches takes, such as building training examples); at most
+        RECENT_QUERIES, the searches then find them remembered."""
+        _, token, embedder = self._loaded_index()
+        self._query_vectors([self._as_searched(q, token) for q in queries[:RECENT_QUERIES]], embedder)
+
     def query_vector(self, query: str, embedder: Embedder) -> np.ndarray:
         """The query's vector under `embedder`, remembered for the last few queries: a turn's out-of-scope check
         reads the vectors its search has just made (about 4 ms each on 2 cores)."""
-        query = " ".join(query.split())[:MAX_QUERY_CHARS]
-        key = (embedder.model_id, query)
+        return self._query_vectors([query], embedder)[0]
+
+    def _query_vectors(self, queries: list[str], embedder: Embedder) -> list[np.ndarray]:
+        """`query_vector` of several queries; those not remembered are encoded together."""
+        keys = [(embedder.model_id, _clean(q)) for q in queries]
         with self._recent_lock:
-            if key in self._recent:
+            known = {key: self._recent[key] for key in keys if key in self._recent}
+            for key in known:
                 self._recent.move_to_end(key)
-                return self._recent[key]
-        vector = embedder.encode([query])[0]
-        with self._recent_lock:
-            self._recent[key] = vector
-            while len(self._recent) > RECENT_QUERIES:
-                self._recent.popitem(last=False)
-        return vector
+        todo = [key for key in dict.fromkeys(keys) if key not in known]
+        if todo:
+            known |= dict(zip(todo, embedder.encode([text for _, text in todo])))
+            with self._recent_lock:
+                for key in todo:
+                    self._recent[key] = known[key]
+                while len(self._recent) > RECENT_QUERIES:
+                    self._recent.popitem(last=False)
+        return [known[key] for key in keys]
 
     def entry(self, entry_id: str) -> Entry | None:
         return self.store.entry(entry_id)
@@ -533,6 +548,10 @@ class KnowledgeBase:
         counts = self.store.counts()
         size = sum(p.stat().st_size for p in self.folder.iterdir() if p.is_file())
         return {**counts, "index_kind": self.store.meta("index_kind", "flat"), "disk_bytes": size}
+
+
+def _clean(text: str) -> str:
+    return " ".join(text.split())[:MAX_QUERY_CHARS]
 
 
 def _texts(db) -> list[str]:

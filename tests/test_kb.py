@@ -47,6 +47,22 @@ def test_reingesting_an_unchanged_file_embeds_nothing(make_kb, tmp_path):
     assert (again.unchanged, again.embedded, again.added, again.updated) == (3, 0, 0, 0)
 
 
+def test_prefetched_queries_are_encoded_in_one_batch_and_searched_the_same(make_kb, tmp_path):
+    kb = make_kb(spelling=True)
+    kb.add([write(tmp_path / "faq.csv", FAQ)])
+    queries = ["Toronto   delivery", "do you ship to Canda?", "Do gift cards expire?"]
+    expected = [[(h.entry_id, round(h.score, 5)) for h in kb.search(q)] for q in queries]
+    kb = make_kb("again", spelling=True)  # the same file in a fresh knowledge base: nothing remembered yet
+    kb.add([write(tmp_path / "faq.csv", FAQ)])
+    batches = []
+    encode = kb.embedder.encode
+    kb.embedder.encode = lambda texts, *a, **kw: batches.append(list(texts)) or encode(texts, *a, **kw)
+    kb.prefetch(queries)
+    assert len(batches) == 1 and len(batches[0]) == 3
+    assert [[(h.entry_id, round(h.score, 5)) for h in kb.search(q)] for q in queries] == expected
+    assert len(batches) == 1  # every search found its query's vector made
+
+
 def test_upsert_replaces_the_entry_and_its_index_rows(make_kb, tmp_path, kb_database):
     kb = make_kb(database=kb_database)
     kb.add([write(tmp_path / "faq.csv", FAQ)])

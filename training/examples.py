@@ -34,6 +34,7 @@ from retrieval import SearchHit
 KINDS = ("sft", "kto", "dpo", "reward")
 RATED_MODES = ("generate", "template")  # policy refusals say nothing about the model
 MODEL_HANDOFFS = ("low_confidence", "out_of_scope", "not_grounded", "model_handoff")
+PREFETCH = 32  # questions whose query vectors are made in one batch before they are searched (KnowledgeBase.prefetch)
 
 
 @dataclass
@@ -176,6 +177,8 @@ def seed_examples(bot: SupportBot, handoff_every: int = 0, max_variants: int = 0
     variants = [(e, q) for e in entries if e.kind == "faq" for q in e.questions[: max_variants or None]]
     rows = []
     for i, (entry, question) in enumerate(variants):
+        if i % PREFETCH == 0:  # one forward pass per question was most of the time this takes
+            bot.kb.prefetch([q for _, q in variants[i : i + PREFETCH]])
         handoff = handoff_every > 0 and i % handoff_every == handoff_every - 1
         if handoff:
             hits = bot.kb.search(question, k=bot.settings.passages + 1)
@@ -222,7 +225,9 @@ def out_of_scope_examples(bot: SupportBot, questions: list[str], limit: int) -> 
     The out-of-scope guard stops many of these at serving time too; they still teach the model the hand-off
     for questions like them that it does not catch."""
     scored = []
-    for question in questions:
+    for i, question in enumerate(questions):
+        if i % PREFETCH == 0:
+            bot.kb.prefetch(questions[i : i + PREFETCH])
         hits = bot.kb.search(question, k=bot.settings.passages)
         confidence = max((h.confidence for h in hits), default=0.0)
         if confidence >= bot.settings.handoff_confidence:
