@@ -17,7 +17,7 @@ from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
-from .versions import write_json
+from .versions import LEGACY_POINTER, write_json
 
 Progress = Callable[[str, int, int], None]
 MANIFEST = "supportbot-backup.json"
@@ -37,7 +37,7 @@ def backup(home: Path, target: Path, progress: Progress | None = None) -> dict:
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    files = [p for p in ("config.toml", "serving.json") if (home / p).exists()]
+    files = [p for p in ("config.toml", LEGACY_POINTER) if (home / p).exists()]  # an older home's pointer: imported on restore
     for name in files:
         shutil.copy2(home / name, partial / name)
     databases = sorted(home.rglob("*.sqlite"))
