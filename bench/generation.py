@@ -1,12 +1,13 @@
 """Generation benchmark: the product's serving path against llama.cpp on the bundled GGUF, side by side.
 
-Four paths, in one process, on the same prompt token ids, with the same thread count:
+Five paths, in one process, on the same prompt token ids, with the same thread count:
 
 - product: `chatbot.engine.make_backend(config)` with the serving defaults, on a home whose serving version
   is the committed demo adapter (`data/models/tidewell-sft`, fine-tuned). `model.backend = "auto"` takes
   llama.cpp when `llama-cpp-python` is installed: the served model is exported to GGUF
   (`model.gguf_type`) and run by `chatbot.llamacpp.LlamaCppBackend` (continuous batching over
   `model.max_concurrent` cache slots). `HOME/config.toml` may set another `gguf_type` to compare types.
+- cached: the product path with `model.passage_cache = true` (chatbot/passage_cache.py).
 - transformers: the same served model through `TransformersBackend` (float32), the path before llama.cpp.
 - undrafted: the product path with `model.draft_tokens = 0` (no prompt-lookup drafts), the baseline of
   the drafts.
@@ -29,6 +30,10 @@ prefix helps only with the shared system prompt, as in real traffic.
   p50/p95, and the ratio of the total to the single-stream decode rate.
 - Batched decoding: 1, 2, 4 and `--concurrency` requests at once with a short prompt (the question
   alone, so that prefill is negligible), N = the first length: tokens/s in total.
+- Passage cache: the product path with `model.passage_cache = true`, its blocks computed once before the
+  runs (as after an ingest): time to first token single and with `--concurrency` customers at once,
+  against the reference's prefill of the whole prompt (targets: a third, and 1.3x), and the cache's memory
+  per token, for the bench prompts, the demo knowledge base and 10,000 passages (f16, and q8_0 by size).
 - Natural replies: the first `--questions` (24) answerable questions of data/eval/answers.csv, each with
   the passages the product retrieves for it, answered by the product with and without drafts and by the
   reference (greedy, normal stopping, `model.max_new_tokens`), in turn: decode tokens/s over all replies,
@@ -80,8 +85,9 @@ sys.path.insert(0, str(ROOT))
 from chatbot import load_config, make_backend, open_kb  # noqa: E402
 from chatbot.backends import Backend, Messages, TransformersBackend  # noqa: E402
 from chatbot.config import AnswerSettings, Config  # noqa: E402
+from chatbot.engine import shown  # noqa: E402
 from chatbot.model import bundled_gguf  # noqa: E402
-from chatbot.prompt import Source, build_messages  # noqa: E402
+from chatbot.prompt import Source, build_messages, passage_body, passage_pieces  # noqa: E402
 
 DATA = ROOT / "data"
 FAQ_FILE = DATA / "kb" / "faq.csv"
@@ -207,6 +213,7 @@ class Prompt:
     messages: Messages
     ids: list[int]  # with the chat template, as every path sees them
     passages: int
+    blocks: list[str] = field(default_factory=list)  # the passages as the prompt shows them (for the cache)
 
 
 def typical_prompt(spec: PromptSpec, backend: Backend, target_tokens: int, reply_tokens: int) -> Prompt:
@@ -217,7 +224,7 @@ def typical_prompt(spec: PromptSpec, backend: Backend, target_tokens: int, reply
         ids = prompt_token_ids(backend, messages)
         if len(ids) >= target_tokens * 0.95:
             break
-    return Prompt(spec.question, messages, ids, len(kept))
+    return Prompt(spec.question, messages, ids, len(kept), passage_pieces(kept))
 
 
 def prompt_token_ids(backend: Backend, messages: Messages) -> list[int]:
@@ -259,7 +266,7 @@ def forced_length(backend: Backend, n: int | None) -> Iterator[None]:
 
 def product_run(backend: Backend, prompt: Prompt, n: int) -> Run:
     started = time.perf_counter()
-    generation = backend.generate(prompt.messages, max_new_tokens=n)
+    generation = backend.generate(prompt.messages, max_new_tokens=n, passages=prompt.blocks)
     first_at = last_at = None
     first = ""
     for piece in generation:
@@ -332,6 +339,25 @@ class ConcurrentResult:
 
 
 @dataclass
+class CacheResult:
+    """The passage cache: its times against the reference's prefill of the same prompts, and its size."""
+
+    ttft_s: float  # single customer, blocks cached
+    reference_ttft_s: float  # llama.cpp prefilling the whole prompt
+    ratio: float  # target <= 1/3
+    concurrent_p95_s: float
+    concurrent_ratio: float  # p95 over the reference's single prefill, target <= 1.3
+    blocks: int
+    tokens: int  # cached tokens
+    bytes_per_token: int  # f16 keys and values, all layers
+    q8_bytes_per_token: int  # the same in q8_0 (34 bytes per 32 values), by size
+    demo_passages: int
+    demo_tokens: int
+    budget_mib: int
+    per_10k_passages_gib: float  # at the demo KB's mean passage length
+
+
+@dataclass
 class DraftResult:
     questions: int
     tokens: int
@@ -365,6 +391,8 @@ class Results:
     single: list[PathResult] = field(default_factory=list)
     other_load: list[float] = field(default_factory=list)  # cores busy with other processes, per run
     concurrent: ConcurrentResult | None = None
+    cache: CacheResult | None = None
+    cache_concurrent: ConcurrentResult | None = None
     decode_by_width: dict[int, float] = field(default_factory=dict)  # requests at once -> total tok/s, short prompts
     drafts: DraftResult | None = None
     retrieval_ms_p50: float = 0.0
@@ -398,8 +426,8 @@ def timed(load: Callable[[], object]) -> tuple[object, float]:
 
 
 def load_paths(config: Config):
-    """(product backend, the same without drafts, transformers backend, reference llama.cpp on the bundled
-    GGUF, load seconds).
+    """(product backend, the same without drafts, the same with the passage cache, transformers backend,
+    reference llama.cpp on the bundled GGUF, load seconds).
     Loading the product first exports the served model to GGUF (once per home) and converts the bundled
     model (once per home): those one-off costs are in its load time on a fresh home."""
     from llama_cpp import Llama
@@ -412,10 +440,12 @@ def load_paths(config: Config):
     undrafted = make_backend(load_config(config.home, [f"model.threads={config.model.threads}", "model.draft_tokens=0"], env={}))
     plain = load_config(config.home, [f"model.threads={config.model.threads}", "model.backend=transformers"], env={})
     transformers_path, transformers_s = timed(lambda: make_backend(plain, progress))
+    cached = make_backend(load_config(config.home, [f"model.threads={config.model.threads}", "model.passage_cache=true"], env={}))
     decoder = product.decoder  # the reference gets the product's context settings
     reference, reference_s = timed(lambda: Llama(model_path=str(bundled_gguf()), n_ctx=decoder.context, n_threads=decoder.threads,
                                                  n_batch=decoder.batch_size, flash_attn=True, verbose=False))
-    return product, undrafted, transformers_path, reference, {"product": product_s, "transformers": transformers_s, "reference": reference_s}
+    return product, undrafted, cached, transformers_path, reference, {
+        "product": product_s, "transformers": transformers_s, "reference": reference_s}
 
 
 def measure_single(paths: dict[str, Callable[[Prompt, int], Run]], prompts: list[Prompt], n: int, runs: int,
@@ -490,6 +520,31 @@ def measure_drafts(config: Config, product, undrafted, reference, count: int) ->
                        product.decoder.drafted - drafted, product.decoder.taken - taken)
 
 
+def demo_passage_tokens(config: Config, backend) -> tuple[int, int]:
+    """(passages, tokens) of the demo knowledge base's passage bodies as prompts show them (each label is a
+    shared block of a few tokens)."""
+    kb = open_kb(config)
+    entries = [kb.entry(summary.id) for summary in kb.entries()]
+    bodies = {passage_body(*shown(entry, p)) for entry in entries for p in entry.passages}
+    kb.close()
+    return len(bodies), sum(backend.count_tokens(body) for body in bodies)
+
+
+def measure_cache(config: Config, cached, prompts: list[Prompt], single: list[PathResult], concurrent: ConcurrentResult) -> CacheResult:
+    cache, layout = cached.decoder.passages, cached.decoder.layout
+    n = single[0].max_new_tokens
+    ttft = next(r.ttft_s for r in single if r.path == "cached" and r.max_new_tokens == n)
+    reference = next(r.ttft_s for r in single if r.path == "reference" and r.max_new_tokens == n)
+    values = layout.layers * 2 * layout.row
+    passages, tokens = demo_passage_tokens(config, cached)
+    per_token = values * 2
+    return CacheResult(
+        round(ttft, 3), round(reference, 3), round(ttft / reference, 2), concurrent.ttft_p95_s,
+        round(concurrent.ttft_p95_s / reference, 2), len(cache.memory), sum(len(s.positions) for s in cache.memory.values()),
+        per_token, values * 34 // 32, passages, tokens, config.model.passage_cache_mb,
+        round(10_000 * tokens / passages * per_token / 2**30, 1))
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
@@ -539,7 +594,7 @@ def run_benchmark(home: Path, args: argparse.Namespace) -> Results:
 
     load_before = load_average()
     config = prepare_home(home, args.threads)
-    product, undrafted, transformers_path, reference, load_s = load_paths(config)
+    product, undrafted, cached, transformers_path, reference, load_s = load_paths(config)
     lengths = args.lengths
     prompts = [typical_prompt(spec, product, args.prompt_tokens, max(lengths)) for spec in PROMPTS]
     log(f"prompts: {[len(p.ids) for p in prompts]} tokens; unforced run for the natural reply")
@@ -549,6 +604,7 @@ def run_benchmark(home: Path, args: argparse.Namespace) -> Results:
     paths = {
         "product": lambda prompt, n: product_run(product, prompt, n),
         "undrafted": lambda prompt, n: product_run(undrafted, prompt, n),
+        "cached": lambda prompt, n: product_run(cached, prompt, n),
         "transformers": lambda prompt, n: product_run(transformers_path, prompt, n),
         "reference": lambda prompt, n: reference_run(reference, prompt, n, penalty),
     }
@@ -561,20 +617,25 @@ def run_benchmark(home: Path, args: argparse.Namespace) -> Results:
         passages=[p.passages for p in prompts], natural_reply=natural_text, load_average_before=load_before,
         backend_load_s=load_s,
     )
+    for prompt in prompts:  # the passages' states computed before the runs, as after an ingest
+        product_run(cached, prompt, 2)
     for n in lengths:
-        with forced_length(product, n), forced_length(undrafted, n), forced_length(transformers_path, n):
+        with forced_length(product, n), forced_length(undrafted, n), forced_length(cached, n), forced_length(transformers_path, n):
             results.single += measure_single(paths, prompts, n, args.runs, results.other_load)
     single = next(r for r in results.single if r.path == "product" and r.max_new_tokens == lengths[0])
     log(f"{args.concurrency} customers at once")
     results.concurrent = measure_concurrent(product, prompts, lengths[0], args.concurrency, single.decode_tok_s)
     log(f"{results.concurrent}")
+    results.cache_concurrent = measure_concurrent(cached, prompts, lengths[0], args.concurrency, single.decode_tok_s)
+    results.cache = measure_cache(config, cached, prompts, results.single, results.cache_concurrent)
+    log(f"{results.cache}")
     short = Prompt(PROMPTS[0].question, [{"role": "user", "content": PROMPTS[0].question}], [], 0)
     for width in sorted({1, 2, 4, args.concurrency}):
         results.decode_by_width[width] = measure_concurrent(product, [short], lengths[0], width, single.decode_tok_s).total_tok_s
     log(f"natural replies to {args.questions} questions, with and without drafts")
     results.drafts = measure_drafts(config, product, undrafted, reference, args.questions)
     results.retrieval_ms_p50 = retrieval_ms(config, [p.question for p in prompts])
-    del product, undrafted, transformers_path, reference
+    del product, undrafted, cached, transformers_path, reference
     if not args.no_startup:
         log("start-up of `supportbot serve` on this home")
         results.startup_s, results.server_rss_mib = measure_startup(home, args.threads, PROMPTS[0].question)
@@ -606,6 +667,7 @@ def table(r: Results) -> str:
         "",
         f"{c.customers} customers at once (product, N={c.max_new_tokens}): {c.total_tok_s} tok/s in total over {c.wall_s} s "
         f"= {c.ratio}x the single-stream {c.single_stream_tok_s} tok/s; TTFT p50 {c.ttft_p50_s} s, p95 {c.ttft_p95_s} s",
+        cache_line(r),
         f"natural replies to {r.drafts.questions} held-out questions (retrieved passages, normal stopping; {r.drafts.tokens} tokens): "
         f"decode {r.drafts.drafted_tok_s} tok/s with drafts, {r.drafts.undrafted_tok_s} without ({r.drafts.ratio}x), "
         f"llama.cpp on the bundled GGUF {r.drafts.reference_tok_s} ({r.drafts.reference_ratio}x); "
@@ -621,6 +683,17 @@ def table(r: Results) -> str:
     if max(r.other_load) > BUSY_CORES:
         lines.append(f"WARNING: other processes used over {BUSY_CORES} cores during some runs: timings are not comparable")
     return "\n".join(lines)
+
+
+def cache_line(r: Results) -> str:
+    c, k = r.cache, r.cache_concurrent
+    return (f"passage cache: TTFT {c.ttft_s * 1000:.0f} ms = {c.ratio}x llama.cpp's prefill of the whole prompt "
+            f"({c.reference_ttft_s * 1000:.0f} ms; target <= 0.33); {k.customers} at once: TTFT p50 {k.ttft_p50_s} s, "
+            f"p95 {k.ttft_p95_s} s = {c.concurrent_ratio}x that prefill (target <= 1.3), {k.total_tok_s} tok/s in total; "
+            f"{c.blocks} blocks, {c.tokens} tokens cached, {c.bytes_per_token / 1024:.1f} KiB per token "
+            f"(q8_0 would be {c.q8_bytes_per_token / 1024:.1f}); demo KB: {c.demo_passages} passages, {c.demo_tokens} tokens "
+            f"= {c.demo_tokens * c.bytes_per_token / 2**20:.0f} MiB at one rank each (budget {c.budget_mib} MiB); "
+            f"10,000 passages: {c.per_10k_passages_gib} GiB")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -11,7 +11,7 @@ import json
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -39,7 +39,9 @@ class Backend(Protocol):
 
     def count_tokens(self, text: str) -> int: ...
 
-    def generate(self, messages: Messages, max_new_tokens: int, temperature: float = 0.0) -> Generation: ...
+    def generate(self, messages: Messages, max_new_tokens: int, temperature: float = 0.0,
+                 passages: Sequence[str] = ()) -> Generation:
+        """`passages`: the prompt's passages as the prompt shows them, which a backend may keep computed."""
 
 
 class BackendError(RuntimeError):
@@ -70,7 +72,8 @@ class TransformersBackend:
     def prompt_ids(self, messages: Messages):
         return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
 
-    def generate(self, messages: Messages, max_new_tokens: int, temperature: float = 0.0) -> Generation:
+    def generate(self, messages: Messages, max_new_tokens: int, temperature: float = 0.0,
+                 passages: Sequence[str] = ()) -> Generation:
         from transformers import TextIteratorStreamer
 
         inputs = self.prompt_ids(messages)
@@ -129,7 +132,8 @@ class OpenAIBackend:
             return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
         return max(1, len(text) // 4)  # the usual estimate for English text
 
-    def generate(self, messages: Messages, max_new_tokens: int, temperature: float = 0.0) -> Generation:
+    def generate(self, messages: Messages, max_new_tokens: int, temperature: float = 0.0,
+                 passages: Sequence[str] = ()) -> Generation:
         body = {
             "model": self.model, "messages": messages, "max_tokens": max_new_tokens, "temperature": temperature,
             "stream": True, "stream_options": {"include_usage": True},

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from retrieval import KnowledgeBase, RetrievalSettings, SearchHit, fast_tokenizer
+from retrieval import Entry, KnowledgeBase, Passage, RetrievalSettings, SearchHit, fast_tokenizer
 
 from .backends import Backend, BackendError, Generation, OpenAIBackend, TransformersBackend
 from .business_hours import Schedule, away_text
@@ -40,7 +40,7 @@ from .log import ConversationLog, LogError
 from .model import Progress, provision_bundled
 from .followup import is_follow_up, names_own_topic, topic_message
 from .policy import Messages, classify_message, clean_message, instructs_model, no_longer_needs_person, sanitize, small_talk, unsafe
-from .prompt import Source, Turn, build_messages, system_prompt
+from .prompt import Source, Turn, build_messages, passage_body, passage_pieces, system_prompt
 from .reward import RewardScorer
 from .scope import SURE_MATCH, ScopeGuard
 from .versions import Versions, open_versions, serving_weights
@@ -153,13 +153,15 @@ def local_backend(setting: str) -> str:
 def llama_cpp_backend(config: Config, name: str, path: Path, adapter: str | Path, progress: Progress | None) -> Backend:
     """The served weights as a GGUF (exported once per version) behind llama.cpp."""
     from .llamacpp import LlamaCppBackend, gguf_for
+    from .passage_cache import PassageCache
 
     settings = config.model
     gguf = gguf_for(config.models_dir, name, path, adapter, settings.gguf_type, progress)
     context = config.answer.context_tokens + settings.max_new_tokens + 64
+    passages = PassageCache(gguf.with_suffix(".passages"), settings.passage_cache_mb << 20) if settings.passage_cache else None
     return LlamaCppBackend(gguf, fast_tokenizer(path), name, threads=settings.threads, context=context,
                            repetition_penalty=settings.repetition_penalty, max_concurrent=settings.max_concurrent,
-                           draft_tokens=settings.draft_tokens)
+                           draft_tokens=settings.draft_tokens, passages=passages)
 
 
 def open_kb(config: Config, name: str | None = None, settings: RetrievalSettings | None = None) -> KnowledgeBase:
@@ -389,10 +391,11 @@ class SupportBot:
         reply = Reply("", sources=kept, confidence=confidence, mode="generate", model=backend.name)
         try:
             if self.config.model.best_of > 1 and self.reward.available():
-                generation = self._best_of(backend, messages, options["max_new_tokens"])
+                generation = self._best_of(backend, messages, options["max_new_tokens"], kept)
                 yield generation.text
             else:
-                generation = backend.generate(messages, options["max_new_tokens"], options["temperature"])
+                generation = backend.generate(messages, options["max_new_tokens"], options["temperature"],
+                                              passage_pieces(kept))
                 for piece in generation:
                     yield piece
         except BackendError as err:
@@ -413,12 +416,13 @@ class SupportBot:
             reply.text, reply.sources = answer, cited or kept[:1]
         return reply
 
-    def _best_of(self, backend: Backend, messages: list[dict], max_new_tokens: int) -> Generation:
+    def _best_of(self, backend: Backend, messages: list[dict], max_new_tokens: int, sources: list[Source]) -> Generation:
         """Sample `model.best_of` replies and keep the one the serving reward model scores highest.
         Nothing streams until all are done: the cost is n generations (measured in bench/generation.py)."""
         samples = []
         for _ in range(self.config.model.best_of):
-            generation = backend.generate(messages, max_new_tokens, self.config.model.best_of_temperature)
+            generation = backend.generate(messages, max_new_tokens, self.config.model.best_of_temperature,
+                                          passage_pieces(sources))
             for _piece in generation:
                 pass
             samples.append(generation)
@@ -470,9 +474,26 @@ class SupportBot:
             if entry is None:
                 continue
             passage = next((p for p in entry.passages if p.text == hit.matched), entry.passages[0])
-            title, body = (entry.title, entry.answer) if entry.kind == "faq" and len(entry.passages) == 1 else (passage.title, passage.text)
-            sources.append(Source(len(sources) + 1, entry.id, title, body, entry.url, hit.confidence))
+            sources.append(Source(len(sources) + 1, entry.id, *shown(entry, passage), entry.url, hit.confidence))
         return sources
+
+    def warm_passages(self) -> int:
+        """Have the backend compute the state of every knowledge-base passage while it is idle (llama.cpp with
+        `model.passage_cache`), so that even first questions find their passages ready. Returns how many
+        passages were queued (0 for a backend without a passage cache)."""
+        warm = getattr(self.backend, "warm", None)
+        if warm is None:
+            return 0
+        entries = (self.kb.entry(summary.id) for summary in self.kb.entries())
+        bodies = {passage_body(*shown(entry, p)) for entry in entries if entry for p in entry.passages}
+        sample = [Source(1, "", "A passage", "Its text.")]
+        messages, _, _ = build_messages(self.settings, sample, [], "A question?", self.backend.count_tokens, 0)
+        return warm(messages, passage_pieces(sample), sorted(bodies))
+
+
+def shown(entry: Entry, passage: Passage) -> tuple[str, str]:
+    """(title, text) a prompt shows for a passage of an entry: an FAQ's whole answer, else the passage."""
+    return (entry.title, entry.answer) if entry.kind == "faq" and len(entry.passages) == 1 else (passage.title, passage.text)
 
 
 def _is_question(text: str) -> bool:

@@ -12,12 +12,13 @@ optional extra `supportbot[llamacpp]`.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import queue
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +26,12 @@ import numpy as np
 from .backends import BackendError, Generation, Messages
 from .gguf_export import export_weights
 from .model import Progress
+from .passage_cache import KVLayout, PassageCache, SeqState, StateFormatError, block_key, parse_state, rope_shift, serialise_state
+
+log = logging.getLogger(__name__)
 
 TOP_K, TOP_P = 50, 0.95  # sampling as transformers' defaults, when temperature > 0
+COPY_MIN = 16  # a shorter prefix is prefilled rather than copied from another slot
 
 
 def gguf_for(models_dir: Path, name: str, path: Path, adapter: str | Path, qtype: str,
@@ -60,6 +65,8 @@ class Request:
     fed: int = 0  # prompt tokens already in the slot's cache
     cancelled: bool = False
     draft_len: int = 0  # the most tokens its next draft may have: grows while drafts are taken, shrinks if not
+    context: list[int] = field(default_factory=list)  # what every passage block is computed after (`blocks`)
+    blocks: list[tuple[int, int]] = field(default_factory=list)  # passage blocks [start, end) not yet placed
     rng: np.random.Generator = field(default_factory=np.random.default_rng)
 
     @property
@@ -97,7 +104,8 @@ def shared_prefix(a: list[int], b: list[int]) -> int:
 class BatchDecoder:
     """One llama.cpp context, `slots` sequences of `context` tokens each, driven by one thread."""
 
-    def __init__(self, gguf: Path, slots: int, context: int, threads: int, batch: int = 512, draft_tokens: int = 0):
+    def __init__(self, gguf: Path, slots: int, context: int, threads: int, batch: int = 512, draft_tokens: int = 0,
+                 passages: PassageCache | None = None):
         lib = self.lib = llama_cpp()
         lib.llama_backend_init()
         context = -(-context // 256) * 256  # llama.cpp pads each sequence's cache to 256 cells
@@ -105,8 +113,16 @@ class BatchDecoder:
         self.model = lib.llama_model_load_from_file(str(gguf).encode(), model_params)
         if not self.model:
             raise BackendError(f"{gguf}: llama.cpp could not load this GGUF")
+        self.layout = None
+        if passages is not None:
+            try:
+                self.layout = kv_layout(lib, self.model)
+            except BackendError as err:
+                log.warning("%s: no passage cache: %s", gguf, err)
+                passages = None
         params = lib.llama_context_default_params()
-        params.n_ctx, params.n_batch, params.n_ubatch, params.n_seq_max = slots * context, batch, batch, slots
+        streams = slots + (passages is not None)  # one more sequence where passage blocks are computed
+        params.n_ctx, params.n_batch, params.n_ubatch, params.n_seq_max = streams * context, batch, batch, streams
         self.threads = params.n_threads = params.n_threads_batch = threads or os.cpu_count() or 1
         params.kv_unified = False  # each sequence its own cache: faster here (README) and no shared prefixes anyway
         params.flash_attn_type = lib.LLAMA_FLASH_ATTN_TYPE_ENABLED  # a 600-token prefill about 1.4x faster
@@ -118,8 +134,13 @@ class BatchDecoder:
         self.batch_size, self.context, self.draft_tokens = batch, context, draft_tokens
         self.batch = lib.llama_batch_init(batch, 0, 1)
         self.cached: list[list[int]] = [[] for _ in range(slots)]  # tokens in each slot's cache
+        self.exact = [context] * slots  # cells from here on hold placed passage blocks: no prefix to share
+        self.model_id, self.passages = gguf.name, passages
+        self.scratch: list[int] = []  # tokens in the block sequence (number `slots`): the last context
+        self.warming: list[tuple[list[int], list[int]]] = []  # (context, block) to compute while idle
         self.running: list[Request] = []
         self.steps = self.drafted = self.taken = 0  # llama_decode calls; draft tokens checked, and taken
+        self.copied = 0  # prompt tokens copied from another slot instead of prefilled
         self.waiting: list[Request] = []
         self.closing = False
         self.wake = threading.Condition()
@@ -139,43 +160,83 @@ class BatchDecoder:
             self.waiting.append(request)
             self.wake.notify()
 
+    def warm(self, context: list[int], blocks: list[list[int]]) -> None:
+        """Compute these blocks' states (unless cached) whenever no request is running."""
+        with self.wake:
+            self.warming += [(context, block) for block in blocks]
+            self.wake.notify()
+
     def _loop(self) -> None:
         while True:
             with self.wake:
-                while not self.waiting and not self.running and not self.closing:
+                while not self.waiting and not self.running and not self.warming and not self.closing:
                     self.wake.wait()
                 if self.closing and not self.waiting and not self.running:
                     break
                 self._admit()
+                warm = self.warming.pop(0) if self.warming and not self.running else None
             try:
-                self._step()
+                if warm is None:
+                    self._step()
+                elif self.passages is not None:
+                    self._warm_block(*warm)
             except Exception as err:  # noqa: BLE001 - every reader gets the error; the loop goes on afresh
                 for request in self.running:
                     request.out.put(err)
                 self.running.clear()
                 self.lib.llama_memory_clear(self.memory, True)
-                self.cached = [[] for _ in self.cached]
+                self.cached, self.scratch = [[] for _ in self.cached], []
         self.lib.llama_batch_free(self.batch)
         self.lib.llama_free(self.ctx)
         self.lib.llama_model_free(self.model)
 
     def _admit(self) -> None:
-        """Waiting requests take free slots, each the one whose cache shares the longest prefix with it."""
+        """Waiting requests take free slots, each the one whose cache shares the longest prefix with it. With a
+        passage cache, a longer prefix held by any other slot is copied over rather than prefilled again (the
+        system prompt, for a slot that has not served yet)."""
         busy = {r.slot for r in self.running}
         while self.waiting and len(busy) < len(self.cached):
             request = self.waiting.pop(0)
             free = [s for s in range(len(self.cached)) if s not in busy]
-            slot = max(free, key=lambda s: shared_prefix(self.cached[s], request.ids))
-            keep = min(shared_prefix(self.cached[slot], request.ids), len(request.ids) - 1)  # logits need 1 token fed
+            slot = max(free, key=lambda s: self._reusable(s, request))
+            keep = self._reusable(slot, request)
             self.lib.llama_memory_seq_rm(self.memory, slot, keep, -1)
-            self.cached[slot] = request.ids[:keep]
+            self.cached[slot], self.exact[slot] = request.ids[:keep], self.context
+            donor = max(range(len(self.cached)), key=lambda s: self._reusable(s, request))
+            if self.passages is not None and self._reusable(donor, request) >= keep + COPY_MIN:
+                keep = self._copy_prefix(donor, slot, self._reusable(donor, request), keep)
             request.slot, request.fed = slot, keep
             busy.add(slot)
             self.running.append(request)
 
+    def _reusable(self, slot: int, request: Request) -> int:
+        """How many of the request's first tokens a slot holds as a whole prompt computes them (not its placed
+        blocks), leaving at least one to feed for logits and the request's own blocks to be placed."""
+        return min(shared_prefix(self.cached[slot], request.ids), len(request.ids) - 1, self.exact[slot],
+                   *(start for start, _ in request.blocks[:1]))
+
+    def _copy_prefix(self, donor: int, slot: int, n: int, keep: int) -> int:
+        """Copy the donor slot's first n cells into `slot` (which holds `keep` of them); returns the cells it holds."""
+        try:
+            header, cells = parse_state(self._read(donor), self.layout)
+            prefix = cells.take(cells.positions < n)
+            if len(prefix.positions) != n:
+                raise StateFormatError(f"slot {donor} holds {len(prefix.positions)} of its first {n} cells")
+            self._write(slot, serialise_state(replace(header, seq=slot), prefix))
+        except StateFormatError as err:
+            return self._turn_off(err, slot, keep)
+        self.cached[slot] = self.cached[donor][:n]
+        self.copied += n - keep
+        return n
+
     def _step(self) -> None:
         """One llama_decode: a token for each decoding request, then prompt chunks within the batch size."""
         self.running = [r for r in self.running if not r.cancelled]
+        for request in self.running:
+            if request.blocks and self.passages is None:  # the cache was turned off after it was submitted
+                request.blocks = []
+            elif request.blocks and request.fed == request.blocks[0][0]:
+                self._place(request)
         rows: list[tuple[int, Request, list[int]]] = []  # first batch row with a request's logits, its draft
         n = 0
         drafting = [r for r in self.running if r.prefilled and r.temperature <= 0]
@@ -187,7 +248,8 @@ class BatchDecoder:
                 for token in [request.generated[-1], *draft]:
                     n = self._add(n, token, request, True)
                 continue
-            chunk = request.ids[request.fed:request.fed + self.batch_size - n]
+            end = request.blocks[0][0] if request.blocks else len(request.ids)  # blocks are placed, not prefilled
+            chunk = request.ids[request.fed:min(end, request.fed + self.batch_size - n)]
             for i, token in enumerate(chunk):
                 n = self._add(n, token, request, request.fed + i == len(request.ids) - 1)
             request.fed += len(chunk)
@@ -250,6 +312,87 @@ class BatchDecoder:
             self.lib.llama_memory_seq_rm(self.memory, request.slot, keep, -1)
             del self.cached[request.slot][keep:]
 
+    def _place(self, request: Request) -> None:
+        """Put the request's passage blocks after its prefilled prefix: the slot's cells are read, the
+        blocks' stored cells (computed now if missing) appended with keys turned to their positions, and the
+        slot replaced by the result. If llama.cpp's format is not the one read here, the cache is turned
+        off and the blocks are prefilled like any other tokens."""
+        slot, start, end = request.slot, request.blocks[0][0], request.blocks[-1][1]
+        try:
+            states = [self._block(request.context, request.ids[a:b]) for a, b in request.blocks]
+            header, own = parse_state(self._read(slot), self.layout)
+            prefix = own.take(own.positions < start)
+            if len(prefix.positions) != start:
+                raise StateFormatError(f"slot {slot} holds {len(prefix.positions)} prefix cells, expected {start}")
+            parts = [prefix]
+            for (a, _), state in zip(request.blocks, states):
+                shift = a - int(state.positions[0])
+                parts.append(SeqState(state.positions + shift, rope_shift(state.keys, shift, self.layout), state.values))
+            self._write(slot, serialise_state(header, SeqState.concat(parts)))
+        except StateFormatError as err:
+            request.blocks, request.fed = [], self._turn_off(err, slot, start)
+            return
+        self.cached[slot], self.exact[slot], request.fed, request.blocks = request.ids[:end], start, end, []
+
+    def _turn_off(self, err: StateFormatError, slot: int | None = None, keep: int = 0) -> int:
+        """No passage cache from now on (llama.cpp's sequence format is not the one read here): prompts are
+        prefilled. A slot keeps its first `keep` cells, or none if a failed write emptied it; returns how many."""
+        log.warning("passage cache turned off, prompts are prefilled: %s", err)
+        self.passages = None
+        if slot is None:
+            return 0
+        if self.lib.llama_memory_seq_pos_max(self.memory, slot) != keep - 1:
+            self.lib.llama_memory_seq_rm(self.memory, slot, 0, -1)
+            keep = 0
+        self.cached[slot] = self.cached[slot][:keep]
+        return keep
+
+    def _block(self, context: list[int], block: list[int]) -> SeqState:
+        """A passage block's cells as computed right after `context`, from the cache or prefilled now in the
+        block sequence (which keeps the context for the next one)."""
+        key = block_key(self.model_id, context, block)
+        state = self.passages.get(key)
+        if state is not None:
+            return state
+        seq = len(self.cached)
+        keep = min(shared_prefix(self.scratch, context), len(context))
+        self.lib.llama_memory_seq_rm(self.memory, seq, keep, -1)
+        tokens = (context + block)[keep:]
+        b = self.batch
+        for first in range(0, len(tokens), self.batch_size):
+            chunk = tokens[first:first + self.batch_size]
+            for i, token in enumerate(chunk):
+                b.token[i], b.pos[i], b.n_seq_id[i], b.logits[i] = token, keep + first + i, 1, False
+                b.seq_id[i][0] = seq
+            b.n_tokens = len(chunk)
+            if (status := self.lib.llama_decode(self.ctx, b)) != 0:
+                raise BackendError(f"llama_decode failed with status {status}")
+        _, cells = parse_state(self._read(seq), self.layout)
+        state = cells.take(cells.positions >= len(context))
+        self.lib.llama_memory_seq_rm(self.memory, seq, len(context), -1)
+        self.scratch = list(context)
+        self.passages.put(key, state)
+        return state
+
+    def _warm_block(self, context: list[int], block: list[int]) -> None:
+        try:
+            self._block(context, block)
+        except StateFormatError as err:
+            self.warming.clear()
+            self._turn_off(err)
+
+    def _read(self, seq: int) -> bytes:
+        size = self.lib.llama_state_seq_get_size(self.ctx, seq)
+        buffer = (ctypes.c_uint8 * size)()
+        if self.lib.llama_state_seq_get_data(self.ctx, buffer, size, seq) != size:
+            raise StateFormatError(f"llama.cpp wrote fewer than {size} bytes of sequence {seq}")
+        return bytes(buffer)
+
+    def _write(self, seq: int, data: bytes) -> None:
+        buffer = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
+        if self.lib.llama_state_seq_set_data(self.ctx, buffer, len(data), seq) != len(data):
+            raise StateFormatError(f"llama.cpp did not read the {len(data)} bytes written for sequence {seq}")
+
     def _add(self, n: int, token: int, request: Request, logits: bool) -> int:
         slot = request.slot
         b = self.batch
@@ -272,12 +415,35 @@ class BatchDecoder:
         self.running.remove(request)
 
 
+def kv_layout(lib, model) -> KVLayout:
+    """The model's cache rows and rotary embedding, from the GGUF; a model whose keys cannot be turned
+    here (no RoPE, partial or scaled RoPE) gets no passage cache."""
+    buffer = ctypes.create_string_buffer(64)
+
+    def meta(key: str, default: str) -> str:
+        arch = lib.llama_model_meta_val_str(model, b"general.architecture", buffer, 64) > 0 and buffer.value.decode()
+        found = lib.llama_model_meta_val_str(model, f"{arch}.{key}".encode(), buffer, 64) > 0
+        return buffer.value.decode() if found else default
+
+    heads, rope = lib.llama_model_n_head(model), lib.llama_model_rope_type(model)
+    head_dim = lib.llama_model_n_embd(model) // heads
+    layout = KVLayout(lib.llama_model_n_layer(model), lib.llama_model_n_head_kv(model), head_dim,
+                      float(meta("rope.freq_base", "10000")), rope == lib.LLAMA_ROPE_TYPE_NEOX)
+    dims = int(meta("rope.dimension_count", str(head_dim)))
+    if rope not in (lib.LLAMA_ROPE_TYPE_NORM, lib.LLAMA_ROPE_TYPE_NEOX) or dims != head_dim \
+            or lib.llama_model_rope_freq_scale_train(model) != 1.0:
+        raise BackendError(f"the passage cache needs full, unscaled RoPE (rope type {rope}, {dims} of {head_dim} dims)")
+    return layout
+
+
 class LlamaCppBackend:
     """The Backend interface over a BatchDecoder: up to `max_concurrent` requests decode together."""
 
     def __init__(self, gguf: Path, tokenizer, name: str, threads: int = 0, context: int = 4096,
-                 repetition_penalty: float = 1.0, max_concurrent: int = 8, draft_tokens: int = 0):
-        self.decoder = BatchDecoder(gguf, max(1, max_concurrent), context, threads, draft_tokens=draft_tokens)
+                 repetition_penalty: float = 1.0, max_concurrent: int = 8, draft_tokens: int = 0,
+                 passages: PassageCache | None = None):
+        self.decoder = BatchDecoder(gguf, max(1, max_concurrent), context, threads, draft_tokens=draft_tokens,
+                                    passages=passages)
         self.tokenizer = tokenizer
         self.name = name
         self.repetition_penalty = repetition_penalty
@@ -286,11 +452,49 @@ class LlamaCppBackend:
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def prompt_ids(self, messages: Messages) -> list[int]:
-        return list(self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)["input_ids"])
+    def prompt_ids(self, messages: Messages, reply: bool = True) -> list[int]:
+        return list(self.tokenizer.apply_chat_template(messages, add_generation_prompt=reply, return_dict=True)["input_ids"])
 
-    def generate(self, messages: Messages, max_new_tokens: int, temperature: float = 0.0) -> Generation:
+    def blocks(self, messages: Messages, ids: list[int], pieces: Sequence[str]) -> tuple[list[int], list[tuple[int, int]]]:
+        """(context, token ranges of the blocks). `pieces` follow one another in the last message; each block
+        runs to the next one's start, the last to its own end. Each is computed after the context: the system
+        prompt, then the last message's start up to the first piece (its role header and lead-in), as if it
+        were that message's first passage. Nothing where a block does not start and end on token boundaries,
+        so that the prompt's tokens stay exactly those of its text."""
+        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        earlier = self.tokenizer.apply_chat_template(messages[:-1], tokenize=False)
+        encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        joined = "".join(pieces)
+        at = text.rfind(joined) if joined else -1
+        if at < len(earlier) or not text.startswith(earlier) or encoded["input_ids"] != ids or messages[0]["role"] != "system":
+            return [], []
+        token_at = {start: i for i, (start, _) in enumerate(encoded["offset_mapping"])}
+        bounds = [at]
+        for piece in pieces:
+            bounds.append(bounds[-1] + len(piece))
+        tokens = [token_at.get(bound, -1) for bound in bounds]
+        system, last = len(self.prompt_ids(messages[:1], reply=False)), token_at.get(len(earlier), -1)
+        if min(tokens) < 0 or not system <= last < tokens[0] or any(b <= a for a, b in zip(tokens, tokens[1:])):
+            return [], []
+        return ids[:system] + ids[last:tokens[0]], list(zip(tokens, tokens[1:]))
+
+    def warm(self, messages: Messages, pieces: Sequence[str], bodies: list[str]) -> int:
+        """Queue the states of passage bodies (`chatbot.prompt.passage_body`) to be computed while no customer
+        waits, in the context of a prompt like `messages` (with its passage `pieces`). Returns how many were
+        queued: none without a passage cache."""
+        context, _ = self.blocks(messages, self.prompt_ids(messages), pieces)
+        if self.decoder.passages is None or not context:
+            return 0
+        self.decoder.warm(context, [self.tokenizer(body, add_special_tokens=False)["input_ids"] for body in bodies])
+        return len(bodies)
+
+    def generate(self, messages: Messages, max_new_tokens: int, temperature: float = 0.0,
+                 passages: Sequence[str] = ()) -> Generation:
+        """`passages`: the prompt's passages in pieces (`chatbot.prompt.passage_pieces`), placed from the passage
+        cache (when the backend has one) instead of prefilled."""
         request = Request(self.prompt_ids(messages), max_new_tokens, temperature, self.repetition_penalty, set(self.stop_tokens))
+        if self.decoder.passages is not None and passages:
+            request.context, request.blocks = self.blocks(messages, request.ids, passages)
         self.decoder.submit(request)
         generation = Generation(iter(()), prompt_tokens=len(request.ids))
         generation.pieces = self._pieces(request, generation)

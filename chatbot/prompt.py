@@ -40,8 +40,22 @@ def system_prompt(settings: AnswerSettings) -> str:
     )
 
 
+def passage_body(title: str, text: str) -> str:
+    return f" {title}\n{text}"
+
+
+def passage_pieces(sources: list[Source]) -> list[str]:
+    """The passages as the prompt shows them, in pieces that join into the whole: each passage's label
+    ("[n]", after the blank line that separates passages) and its body. A llama.cpp backend with a passage
+    cache keeps each piece's computed state apart, so a body's state is the same at any number and place."""
+    pieces = []
+    for i, source in enumerate(sources):
+        pieces += [("\n\n" if i else "") + f"[{source.number}]", passage_body(source.title, source.text)]
+    return pieces
+
+
 def passages_block(sources: list[Source]) -> str:
-    return "\n\n".join(f"[{s.number}] {s.title}\n{s.text}" for s in sources)
+    return "".join(passage_pieces(sources))
 
 
 def question_message(sources: list[Source], question: str) -> str:

@@ -132,21 +132,9 @@ def make_kb(tmp_path, tiny_embedder, settings):
 @pytest.fixture(scope="session")
 def tiny_lm_path(tmp_path_factory) -> Path:
     """A 2-layer Llama with random weights (fixed seed) and the real SmolLM2 tokenizer and chat template."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from helpers import tiny_llama
 
-    from chatbot.model import bundled_gguf
-
-    gguf = bundled_gguf()
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-                         bos_token_id=1, eos_token_id=2, pad_token_id=2, tie_word_embeddings=True)
-    path = tmp_path_factory.mktemp("tiny-lm") / "tiny-llama"
-    LlamaForCausalLM(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return tiny_llama(tmp_path_factory.mktemp("tiny-lm") / "tiny-llama")
 
 
 @pytest.fixture

@@ -19,6 +19,26 @@ def write(path: Path, text: str | bytes) -> Path:
     return path
 
 
+def tiny_llama(path: Path, initializer_range: float = 0.02) -> Path:
+    """A 2-layer Llama with random weights (fixed seed) and the real SmolLM2 tokenizer and chat template, saved
+    to `path`. Larger weights (`initializer_range`) make its outputs depend sharply on every input and position."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from chatbot.model import bundled_gguf
+
+    gguf = bundled_gguf()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+                         bos_token_id=1, eos_token_id=2, pad_token_id=2, tie_word_embeddings=True,
+                         initializer_range=initializer_range)
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
 def start_server(config, service=None):
     """Serve the whole app (Gradio + OpenAI routes) on a free loopback port in a thread, on `service` if given (a test
     then acts as staff through it); returns (base url, stop function)."""

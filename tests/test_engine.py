@@ -198,7 +198,7 @@ class _ObedientBackend:
     def count_tokens(self, text: str) -> int:
         return len(text.split())
 
-    def generate(self, messages, max_new_tokens, temperature=0.0):
+    def generate(self, messages, max_new_tokens, temperature=0.0, passages=()):
         from chatbot.backends import Generation
 
         return Generation(iter([messages[0]["content"][:200], " [1]"]))

@@ -115,6 +115,23 @@ def test_the_engine_serves_through_llama_cpp_with_the_gguf_exported_once(home_co
     kb.close()
 
 
+def test_with_the_passage_cache_the_engine_places_stored_passages_beside_the_served_gguf(home_config, tmp_path):
+    from chatbot import SupportBot
+
+    home_config.model.passage_cache = True
+    kb = llama_cpp_home(home_config, tmp_path)
+    bot = SupportBot(home_config, kb)
+    assert bot.warm_passages() == 1  # the knowledge base's one passage, computed while idle
+    reply = bot.ask("How long does shipping take?")
+    assert reply.mode == "generate" and reply.reply_tokens > 0
+    cache = bot.backend.decoder.passages
+    assert cache.stats.computed == 2 and cache.stats.hits >= 1  # the passage (warmed) and its label "[1]"
+    gguf = next((home_config.models_dir / "gguf").glob("*.f32.gguf"))
+    assert len(list(gguf.with_suffix(".passages").glob("*.npz"))) == 2  # a promoted version has its own folder
+    bot.log.close()
+    kb.close()
+
+
 def test_a_warm_home_answers_without_importing_torch(home_config, tmp_path):
     """Importing torch is most of a cold start (2-3 s): serving from a home whose GGUF and ONNX exports
     exist needs neither torch nor transformers' model classes or configs (tokenizer classes only)."""

@@ -76,6 +76,7 @@ class SupportService:
         self.bot.kb.search("warm up")
         self.bot.scope.model(self.bot.kb)
         self.bot.backend.count_tokens("warm up")
+        self.bot.warm_passages()  # with model.passage_cache: computed while no customer waits
 
     # --- customers (no login) ---------------------------------------------------------------------
 
@@ -301,6 +302,7 @@ class SupportService:
             for path in map(Path, paths):
                 message = message.replace(str(path), path.name)
             raise IngestError(message) from None
+        self.bot.warm_passages()
         return {k: v for k, v in asdict(report).items() if k != "ids"}
 
     def kb_upload_text(self, token: str, filename: str, content: str) -> dict:
