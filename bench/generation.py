@@ -7,7 +7,7 @@ Five paths, in one process, on the same prompt token ids, with the same thread c
   llama.cpp when `llama-cpp-python` is installed: the served model is exported to GGUF
   (`model.gguf_type`) and run by `chatbot.llamacpp.LlamaCppBackend` (continuous batching over
   `model.max_concurrent` cache slots). `HOME/config.toml` may set another `gguf_type` to compare types.
-- cached: the product path with `model.passage_cache = true` (chatbot/passage_cache.py).
+- cached: the product path with `model.passage_cache = "on"` (chatbot/passage_cache.py).
 - transformers: the same served model through `TransformersBackend` (float32), the path before llama.cpp.
 - undrafted: the product path with `model.draft_tokens = 0` (no prompt-lookup drafts), the baseline of
   the drafts.
@@ -30,7 +30,7 @@ prefix helps only with the shared system prompt, as in real traffic.
   p50/p95, and the ratio of the total to the single-stream decode rate.
 - Batched decoding: 1, 2, 4 and `--concurrency` requests at once with a short prompt (the question
   alone, so that prefill is negligible), N = the first length: tokens/s in total.
-- Passage cache: the product path with `model.passage_cache = true`, its blocks computed once before the
+- Passage cache: the product path with `model.passage_cache = "on"`, its blocks computed once before the
   runs (as after an ingest): time to first token single and with `--concurrency` customers at once,
   against the reference's prefill of the whole prompt (targets: a third, and 1.3x), and the cache's memory
   per token, for the bench prompts, the demo knowledge base and 10,000 passages (f16, and q8_0 by size).
@@ -440,7 +440,7 @@ def load_paths(config: Config):
     undrafted = make_backend(load_config(config.home, [f"model.threads={config.model.threads}", "model.draft_tokens=0"], env={}))
     plain = load_config(config.home, [f"model.threads={config.model.threads}", "model.backend=transformers"], env={})
     transformers_path, transformers_s = timed(lambda: make_backend(plain, progress))
-    cached = make_backend(load_config(config.home, [f"model.threads={config.model.threads}", "model.passage_cache=true"], env={}))
+    cached = make_backend(load_config(config.home, [f"model.threads={config.model.threads}", "model.passage_cache=on"], env={}))
     decoder = product.decoder  # the reference gets the product's context settings
     reference, reference_s = timed(lambda: Llama(model_path=str(bundled_gguf()), n_ctx=decoder.context, n_threads=decoder.threads,
                                                  n_batch=decoder.batch_size, flash_attn=True, verbose=False))

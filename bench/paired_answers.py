@@ -5,8 +5,8 @@ Answer similarity of each run, the paired difference per question (B - A) with a
 for the quality of a serving change that should not change the answers (a GGUF type, drafts, the passage
 cache):
 
-    supportbot --set model.passage_cache=false eval answers data/eval/answers.csv --mode generate --rows A.jsonl
-    supportbot --set model.passage_cache=true eval answers data/eval/answers.csv --mode generate --rows B.jsonl
+    supportbot --set model.passage_cache=off eval answers data/eval/answers.csv --mode generate --rows A.jsonl
+    supportbot --set model.passage_cache=on eval answers data/eval/answers.csv --mode generate --rows B.jsonl
     .venv/bin/python bench/paired_answers.py A.jsonl B.jsonl [--eval data/eval/answers.csv] [--json]
 """
 

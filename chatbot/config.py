@@ -50,8 +50,9 @@ class ModelSettings:
     max_concurrent: int = 8  # generations running at once (= serve.concurrency); more wait their turn
     draft_tokens: int = 5  # llama.cpp, greedy: tokens guessed from the prompt, checked in one step (0 = off; README)
     # llama.cpp: keep each passage's computed state (in memory and in files beside the GGUF) and place it into
-    # prompts instead of prefilling it; a passage then sees only the system prompt (docs/serving.md#passage-cache)
-    passage_cache: bool = False
+    # prompts instead of prefilling it, so that a passage sees only the system prompt: "on", "off", or "auto"
+    # (on for a version trained with `train sft --block-attention`; docs/serving.md#passage-cache)
+    passage_cache: str = "auto"
     passage_cache_mb: int = 512  # states kept in memory, the least recently used dropped first (files stay)
     # Best-of-n: sample this many replies and send the one the serving reward model scores highest
     # (1 = off; each extra sample costs a full generation, see README).

@@ -123,14 +123,16 @@ def make_backend(config: Config, progress: Progress | None = None) -> Backend:
     if settings.backend == "openai":
         return OpenAIBackend(settings.openai_url, settings.openai_model, settings.openai_api_key)
     local = local_backend(settings.backend)
+    blocked = False  # trained with block attention (training/block_attention.py)
     if settings.adapter:  # a fixed model, outside the versions
         path = Path(settings.path).expanduser() if settings.path else provision_bundled(config.models_dir, progress)
         name, adapter = f"{path.name}+{Path(settings.adapter).name}", settings.adapter
     else:
         with open_versions(config) as versions:
             name, path, adapter = serving_weights(versions, settings.path, progress)
+            blocked = bool(versions.card(name).settings.get("block_attention"))
     if local == "llama.cpp":
-        return llama_cpp_backend(config, name, path, adapter or "", progress)
+        return llama_cpp_backend(config, name, path, adapter or "", progress, passage_cache_on(settings.passage_cache, blocked))
     if settings.threads:
         import torch
 
@@ -150,7 +152,17 @@ def local_backend(setting: str) -> str:
     return setting
 
 
-def llama_cpp_backend(config: Config, name: str, path: Path, adapter: str | Path, progress: Progress | None) -> Backend:
+def passage_cache_on(setting: str, blocked: bool) -> bool:
+    """model.passage_cache: "on", "off", or "auto": on for a version trained with block attention, which
+    answers from passages computed apart as well as from whole prompts; a version trained on whole prompts
+    answers far worse from them (docs/serving.md#passage-cache)."""
+    if setting not in ("auto", "on", "off"):
+        raise ConfigError(f"model.passage_cache {setting!r}: expected auto, on or off")
+    return setting == "on" or (setting == "auto" and blocked)
+
+
+def llama_cpp_backend(config: Config, name: str, path: Path, adapter: str | Path, progress: Progress | None,
+                      passage_cache: bool) -> Backend:
     """The served weights as a GGUF (exported once per version) behind llama.cpp."""
     from .llamacpp import LlamaCppBackend, gguf_for
     from .passage_cache import PassageCache
@@ -158,7 +170,7 @@ def llama_cpp_backend(config: Config, name: str, path: Path, adapter: str | Path
     settings = config.model
     gguf = gguf_for(config.models_dir, name, path, adapter, settings.gguf_type, progress)
     context = config.answer.context_tokens + settings.max_new_tokens + 64
-    passages = PassageCache(gguf.with_suffix(".passages"), settings.passage_cache_mb << 20) if settings.passage_cache else None
+    passages = PassageCache(gguf.with_suffix(".passages"), settings.passage_cache_mb << 20) if passage_cache else None
     return LlamaCppBackend(gguf, fast_tokenizer(path), name, threads=settings.threads, context=context,
                            repetition_penalty=settings.repetition_penalty, max_concurrent=settings.max_concurrent,
                            draft_tokens=settings.draft_tokens, passages=passages)

@@ -26,7 +26,8 @@ import numpy as np
 from .backends import BackendError, Generation, Messages
 from .gguf_export import export_weights
 from .model import Progress
-from .passage_cache import KVLayout, PassageCache, SeqState, StateFormatError, block_key, parse_state, rope_shift, serialise_state
+from .passage_cache import (KVLayout, PassageCache, SeqState, StateFormatError, block_key, block_ranges, parse_state, rope_shift,
+                            serialise_state)
 
 log = logging.getLogger(__name__)
 
@@ -455,34 +456,11 @@ class LlamaCppBackend:
     def prompt_ids(self, messages: Messages, reply: bool = True) -> list[int]:
         return list(self.tokenizer.apply_chat_template(messages, add_generation_prompt=reply, return_dict=True)["input_ids"])
 
-    def blocks(self, messages: Messages, ids: list[int], pieces: Sequence[str]) -> tuple[list[int], list[tuple[int, int]]]:
-        """(context, token ranges of the blocks). `pieces` follow one another in the last message; each block
-        runs to the next one's start, the last to its own end. Each is computed after the context: the system
-        prompt, then the last message's start up to the first piece (its role header and lead-in), as if it
-        were that message's first passage. Nothing where a block does not start and end on token boundaries,
-        so that the prompt's tokens stay exactly those of its text."""
-        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        earlier = self.tokenizer.apply_chat_template(messages[:-1], tokenize=False)
-        encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        joined = "".join(pieces)
-        at = text.rfind(joined) if joined else -1
-        if at < len(earlier) or not text.startswith(earlier) or encoded["input_ids"] != ids or messages[0]["role"] != "system":
-            return [], []
-        token_at = {start: i for i, (start, _) in enumerate(encoded["offset_mapping"])}
-        bounds = [at]
-        for piece in pieces:
-            bounds.append(bounds[-1] + len(piece))
-        tokens = [token_at.get(bound, -1) for bound in bounds]
-        system, last = len(self.prompt_ids(messages[:1], reply=False)), token_at.get(len(earlier), -1)
-        if min(tokens) < 0 or not system <= last < tokens[0] or any(b <= a for a, b in zip(tokens, tokens[1:])):
-            return [], []
-        return ids[:system] + ids[last:tokens[0]], list(zip(tokens, tokens[1:]))
-
     def warm(self, messages: Messages, pieces: Sequence[str], bodies: list[str]) -> int:
         """Queue the states of passage bodies (`chatbot.prompt.passage_body`) to be computed while no customer
         waits, in the context of a prompt like `messages` (with its passage `pieces`). Returns how many were
         queued: none without a passage cache."""
-        context, _ = self.blocks(messages, self.prompt_ids(messages), pieces)
+        context, _ = block_ranges(self.tokenizer, messages, self.prompt_ids(messages), pieces)
         if self.decoder.passages is None or not context:
             return 0
         self.decoder.warm(context, [self.tokenizer(body, add_special_tokens=False)["input_ids"] for body in bodies])
@@ -494,7 +472,7 @@ class LlamaCppBackend:
         cache (when the backend has one) instead of prefilled."""
         request = Request(self.prompt_ids(messages), max_new_tokens, temperature, self.repetition_penalty, set(self.stop_tokens))
         if self.decoder.passages is not None and passages:
-            request.context, request.blocks = self.blocks(messages, request.ids, passages)
+            request.context, request.blocks = block_ranges(self.tokenizer, messages, request.ids, passages)
         self.decoder.submit(request)
         generation = Generation(iter(()), prompt_tokens=len(request.ids))
         generation.pieces = self._pieces(request, generation)

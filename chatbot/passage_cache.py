@@ -25,6 +25,7 @@ import tempfile
 import threading
 import zipfile
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -167,6 +168,33 @@ def block_key(model: str, system: list[int], block: list[int]) -> str:
     digest.update(b"|")
     digest.update(np.asarray(block, np.int32).tobytes())
     return digest.hexdigest()[:32]
+
+
+def block_ranges(tokenizer, messages: list[dict], ids: list[int], pieces: Sequence[str]) -> tuple[list[int], list[tuple[int, int]]]:
+    """(context, token ranges of the blocks) of a prompt whose token ids are `ids`. `pieces` follow one another
+    in the last message; each block runs to the next one's start, the last to its own end. Each is computed
+    after the context: the system prompt, then the last message's start up to the first piece (its role
+    header and lead-in), as if it were that message's first passage. Nothing where a block does not start
+    and end on token boundaries, so that the prompt's tokens stay exactly those of its text. Serving and
+    block-attention training both cut prompts here."""
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    earlier = tokenizer.apply_chat_template(messages[:-1], tokenize=False)
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    joined = "".join(pieces)
+    at = text.rfind(joined) if joined else -1
+    if at < len(earlier) or not text.startswith(earlier) or encoded["input_ids"] != ids[:len(encoded["input_ids"])] \
+            or messages[0]["role"] != "system":
+        return [], []
+    token_at = {start: i for i, (start, _) in enumerate(encoded["offset_mapping"])}
+    bounds = [at]
+    for piece in pieces:
+        bounds.append(bounds[-1] + len(piece))
+    tokens = [token_at.get(bound, -1) for bound in bounds]
+    system = len(tokenizer.apply_chat_template(messages[:1], tokenize=True, return_dict=True)["input_ids"])
+    last = token_at.get(len(earlier), -1)
+    if min(tokens) < 0 or not system <= last < tokens[0] or any(b <= a for a, b in zip(tokens, tokens[1:])):
+        return [], []
+    return ids[:system] + ids[last:tokens[0]], list(zip(tokens, tokens[1:]))
 
 
 @dataclass

@@ -54,6 +54,21 @@ def passage_pieces(sources: list[Source]) -> list[str]:
     return pieces
 
 
+def pieces_in(message: str, texts: list[str]) -> list[str]:
+    """The passage pieces of a question message whose passages have these texts, in order (training rows keep
+    the passages' texts, not their titles); [] if the message does not hold them so."""
+    pieces, cursor = [], message.find("[1]")
+    for number, text in enumerate(texts, 1):
+        label = ("\n\n" if number > 1 else "") + f"[{number}]"
+        end = message.find(text, cursor + len(label)) if message.startswith(label, max(cursor, 0)) else -1
+        body = message[cursor + len(label):end + len(text)]
+        if end < 0 or f"\n\n[{number + 1}]" in body:  # not found, or it swallowed the next passage
+            return []
+        pieces += [label, body]
+        cursor = end + len(text)
+    return pieces
+
+
 def passages_block(sources: list[Source]) -> str:
     return "".join(passage_pieces(sources))
 

@@ -39,6 +39,35 @@ def tiny_llama(path: Path, initializer_range: float = 0.02) -> Path:
     return path
 
 
+def first_token_logits_blocked(model, tokenizer, messages: list[dict], pieces: list[str]):
+    """The first reply token's logits by transformers, with the passages computed apart: each block after the
+    context alone (the system prompt and the message's lead-in), that pair moved so that the block sits where
+    the prompt has it (RoPE's own positions, no key turned by hand), the rest of the prompt then attending to
+    all. What the llama.cpp passage cache serves and block-attention training computes, written another way."""
+    import torch
+    from transformers import DynamicCache
+
+    from chatbot.passage_cache import block_ranges
+
+    ids = list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)["input_ids"])
+    context, blocks = block_ranges(tokenizer, messages, ids, pieces)
+    assert blocks, "the prompt's passages were not found as token blocks"
+
+    def forward(tokens: list[int], first: int, cache=None):
+        positions = torch.arange(first, first + len(tokens))[None]
+        return model(torch.tensor([tokens]), position_ids=positions, cache=cache, use_cache=True)
+
+    with torch.inference_mode():
+        layers = [[layer.keys, layer.values] for layer in forward(ids[:blocks[0][0]], 0).past_key_values.layers]
+        for a, b in blocks:
+            alone = forward(context + ids[a:b], a - len(context)).past_key_values.layers
+            for layer, part in zip(layers, alone):
+                layer[0] = torch.cat([layer[0], part.keys[:, :, len(context):]], dim=2)
+                layer[1] = torch.cat([layer[1], part.values[:, :, len(context):]], dim=2)
+        end = blocks[-1][1]
+        return forward(ids[end:], end, DynamicCache([tuple(layer) for layer in layers])).logits[0, -1].numpy()
+
+
 def start_server(config, service=None):
     """Serve the whole app (Gradio + OpenAI routes) on a free loopback port in a thread, on `service` if given (a test
     then acts as staff through it); returns (base url, stop function)."""

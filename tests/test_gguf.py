@@ -118,7 +118,7 @@ def test_the_engine_serves_through_llama_cpp_with_the_gguf_exported_once(home_co
 def test_with_the_passage_cache_the_engine_places_stored_passages_beside_the_served_gguf(home_config, tmp_path):
     from chatbot import SupportBot
 
-    home_config.model.passage_cache = True
+    home_config.model.passage_cache = "on"
     kb = llama_cpp_home(home_config, tmp_path)
     bot = SupportBot(home_config, kb)
     assert bot.warm_passages() == 1  # the knowledge base's one passage, computed while idle
@@ -130,6 +130,24 @@ def test_with_the_passage_cache_the_engine_places_stored_passages_beside_the_ser
     assert len(list(gguf.with_suffix(".passages").glob("*.npz"))) == 2  # a promoted version has its own folder
     bot.log.close()
     kb.close()
+
+
+def test_the_passage_cache_follows_how_the_serving_version_was_trained(home_config, tmp_path, registry):
+    from chatbot import make_backend
+    from chatbot.config import ConfigError
+    from chatbot.engine import passage_cache_on
+
+    assert passage_cache_on("auto", True) and not passage_cache_on("auto", False)
+    assert passage_cache_on("on", False) and not passage_cache_on("off", True)
+    with pytest.raises(ConfigError, match="model.passage_cache 'yes'"):
+        passage_cache_on("yes", True)
+    llama_cpp_home(home_config, tmp_path).close()
+    assert make_backend(home_config).decoder.passages is None  # "auto", and a version trained on whole prompts
+    versions = registry(home_config)
+    card = versions.card(versions.serving_version("lm"))
+    card.settings["block_attention"] = True  # as `train sft --block-attention` records it
+    versions.save_card(card)
+    assert make_backend(home_config).decoder.passages is not None
 
 
 def test_a_warm_home_answers_without_importing_torch(home_config, tmp_path):

@@ -7,14 +7,13 @@ import threading
 import numpy as np
 import pytest
 import torch
-from transformers import DynamicCache
 
 from chatbot.config import AnswerSettings
 from chatbot.gguf_export import export_gguf
 from chatbot.model import load_causal_lm
-from chatbot.passage_cache import KVLayout, PassageCache, SeqState, block_key, rope_shift
+from chatbot.passage_cache import KVLayout, PassageCache, SeqState, block_key, block_ranges, rope_shift
 from chatbot.prompt import Source, Turn, build_messages, passage_pieces
-from helpers import tiny_llama
+from helpers import first_token_logits_blocked, tiny_llama
 
 pytest.importorskip("llama_cpp")
 
@@ -52,32 +51,6 @@ def prompt(tokenizer, sources: list[Source], history: list[Turn], question: str)
     return messages, passage_pieces(kept)
 
 
-def blocked_reference(tiny, backend, messages, passages) -> np.ndarray:
-    """The first reply token's logits by transformers, with the passages computed apart: each block after the
-    context alone (the system prompt and the message's lead-in), that pair moved so that the block sits where
-    the prompt has it (RoPE's own positions, no key turned by hand), the rest of the prompt then attending to
-    all. What the cache serves."""
-    model, _ = tiny
-    ids = backend.prompt_ids(messages)
-    context, blocks = backend.blocks(messages, ids, passages)
-    assert blocks, "the prompt's passages were not found as token blocks"
-
-    def forward(tokens: list[int], first: int, cache=None):
-        positions = torch.arange(first, first + len(tokens))[None]
-        return model(torch.tensor([tokens]), position_ids=positions, cache=cache, use_cache=True)
-
-    with torch.inference_mode():
-        layers = [[layer.keys, layer.values] for layer in forward(ids[:blocks[0][0]], 0).past_key_values.layers]
-        for a, b in blocks:
-            alone = forward(context + ids[a:b], a - len(context)).past_key_values.layers
-            for layer, part in zip(layers, alone):
-                layer[0] = torch.cat([layer[0], part.keys[:, :, len(context):]], dim=2)
-                layer[1] = torch.cat([layer[1], part.values[:, :, len(context):]], dim=2)
-        cache = DynamicCache([tuple(layer) for layer in layers])
-        end = blocks[-1][1]
-        return forward(ids[end:], end, cache).logits[0, -1].numpy()
-
-
 def assert_close(logits: np.ndarray, reference: np.ndarray) -> None:
     """Within the f16 cache's rounding: a block at a wrong position is off by about a third of the scale."""
     assert np.abs(logits - reference).max() < 0.02 * np.abs(reference).max()
@@ -111,7 +84,7 @@ def test_cached_blocks_give_the_blocked_prompt_wherever_they_are_placed(tiny, ti
     long = prompt(tiny[1], SOURCES, HISTORY, "And can I send the chair back?")  # the same blocks ~40 tokens later
     for messages, passages in (short, long):
         reply(backend, messages, passages)
-        assert_close(first_logits(backend, messages), blocked_reference(tiny, backend, messages, passages))
+        assert_close(first_logits(backend, messages), first_token_logits_blocked(tiny[0], tiny[1], messages, passages))
     assert cache.stats.computed == 6 and cache.stats.hits >= 6  # 3 labels, 3 bodies: placed again, turned, not computed
     full = backend_with(tiny, tiny_gguf, None)
     assert reply(full, *long) != reply(backend, *long)  # the blocks' separate attention is what was compared
@@ -125,7 +98,7 @@ def test_reordered_passages_reuse_every_block_and_an_edit_computes_only_its_own(
     swapped = [Source(i + 1, s.entry_id, s.title, s.text) for i, s in enumerate(swapped)]
     messages, passages = prompt(tiny[1], swapped, HISTORY, "Do gift cards expire?")
     reply(backend, messages, passages)
-    assert_close(first_logits(backend, messages), blocked_reference(tiny, backend, messages, passages))
+    assert_close(first_logits(backend, messages), first_token_logits_blocked(tiny[0], tiny[1], messages, passages))
     assert cache.stats.computed == 6  # the labels and bodies of the first prompt, each in its new place
     edited = [*swapped[:2], Source(3, "c", "Gift cards", "Gift cards expire after five years.")]
     reply(backend, *prompt(tiny[1], edited, HISTORY, "Do gift cards expire?"))
@@ -151,7 +124,7 @@ def test_concurrent_requests_sharing_passages_get_their_own_replies(tiny, tiny_g
     assert [together[i] for i in range(len(prompts))] == alone
     assert backend.decoder.copied > 0  # slots that had not served took the shared prefix from one that had
     for messages, passages in prompts:
-        assert_close(first_logits(backend, messages), blocked_reference(tiny, backend, messages, passages))
+        assert_close(first_logits(backend, messages), first_token_logits_blocked(tiny[0], tiny[1], messages, passages))
 
 
 def test_a_corrupt_state_file_is_computed_again_and_the_reply_is_unchanged(tiny, tiny_gguf, tmp_path):

@@ -70,3 +70,15 @@ def test_grounding_accepts_the_customers_facts_and_one_step_of_arithmetic_but_no
     assert grounding(worked, passages) < 1.0  # without the question, the lamp's price is nobody's fact
     assert grounding("You get $61.20 back: the $80 you paid minus the $6.95 label fee.", passages, question) < 1.0
     assert grounding("You get 3 refunds.", passages, question) < 1.0  # a small whole number must be stated
+
+
+def test_passage_pieces_join_into_the_prompt_and_are_found_again_from_the_texts():
+    from chatbot.prompt import passage_pieces, passages_block, pieces_in, question_message
+
+    sources = [Source(1, "a", "Delivery", "Two days."), Source(2, "b", "Returns [2]", "Thirty days.\n\nUnused only.")]
+    pieces = passage_pieces(sources)
+    assert pieces == ["[1]", " Delivery\nTwo days.", "\n\n[2]", " Returns [2]\nThirty days.\n\nUnused only."]
+    assert "".join(pieces) == passages_block(sources)
+    message = question_message(sources, "How long?")
+    assert pieces_in(message, [s.text for s in sources]) == pieces
+    assert pieces_in(message, ["Thirty days."]) == [] and pieces_in("no passages", ["Two days."]) == []

@@ -51,6 +51,8 @@ class TrainSettings:
     max_completion_length: int = 64  # GRPO
     seed: int = 0
     threads: int = 0  # torch threads (0 = leave default)
+    # SFT only: passages computed apart, as the llama.cpp passage cache serves them (training/block_attention.py)
+    block_attention: bool = False
     logging_steps: int = 1
 
 
@@ -83,6 +85,12 @@ def train(method: str, base: Path, train_rows: list[dict], out_dir: Path, settin
     """
     started = time.monotonic()
     spec = _check(method, train_rows, reward_model, reward_funcs)
+    if settings.block_attention:
+        if method != "sft":
+            raise ValueError(f"{method}: block attention is for sft only")
+        from .block_attention import train_block_sft
+
+        return train_block_sft(base, train_rows, out_dir, settings, start_adapter, progress, log)
 
     import torch
     import trl

@@ -340,7 +340,7 @@ def train_command(args, config):
         epochs=1.0 if args.epochs is None else args.epochs, max_steps=args.max_steps,
         batch_size=4 if args.batch_size is None else args.batch_size, grad_accum=args.grad_accum,
         lora=not args.full, lora_r=args.lora_r, lora_layers=args.lora_layers, max_length=args.max_length, threads=args.threads, seed=args.seed,
-        learning_rate=args.lr or LEARNING_RATES[args.method] / (1 if not args.full else 10),
+        learning_rate=args.lr or LEARNING_RATES[args.method] / (1 if not args.full else 10), block_attention=args.block_attention,
     )
     request = RunRequest(args.method, settings, data=args.data or [], parent=args.parent or "", kb_seed=not args.no_kb_seed,
                          seed_variants=args.seed_variants, out_of_scope=args.out_of_scope, worked=args.worked)
@@ -688,6 +688,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full", action="store_true", help="full fine-tune instead of LoRA")
     p.add_argument("--lora-r", type=int, default=16)
     p.add_argument("--lora-layers", type=int, default=0, help="LoRA on the top N layers only (0 = all; faster on a CPU)")
+    p.add_argument("--block-attention", action="store_true",
+                   help="sft: passages computed apart, as model.passage_cache serves them (docs/serving.md#passage-cache)")
     p.add_argument("--seed-variants", type=int, default=0, help="question variants per KB entry in the seed (0 = all)")
     p.add_argument("--out-of-scope", metavar="FILE",
                    help="questions (one per line) the KB seed teaches to hand off ('' = none; default: the bundled list)")
