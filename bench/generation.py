@@ -40,6 +40,12 @@ prefix helps only with the shared system prompt, as in real traffic.
   how many of the product's replies are the same with and without drafts, and how many draft tokens were
   taken. Forced lengths run on past the reply's end into new chat turns that copy the prompt's template,
   which drafts guess well: this section is the fair measure of drafts.
+- The served route: the same questions (`answer.mode = generate`) through `POST /v1/chat/completions`
+  (`stream: true`) of `supportbot serve` on this home, through `SupportBot.ask` in this process, and the
+  model alone on the prompt the engine built, and llama.cpp itself on the GGUF the product serves producing
+  as many tokens from that prompt, in turn: seconds to whole replies (the route sends a reply once the
+  policy has checked it whole), so that the route's time splits into the model, the rest of a turn
+  (retrieval, policy checks, logging) and the web server, against llama.cpp's own.
 - Retrieval half of a turn: `kb.search` (query embedding, FAISS, FTS5, fusion) on the demo knowledge base
   for the two questions, median ms.
 - Start-up: `supportbot serve` on the warm home in a child process: seconds until `/v1/models` answers
@@ -372,6 +378,21 @@ class DraftResult:
 
 
 @dataclass
+class RouteResult:
+    """Sums over the questions of the time to a whole reply, by how much of the product it went through."""
+
+    questions: int  # those the model answered (a hand-off before generation has nothing to split)
+    tokens: int  # reply tokens, by the engine's count
+    route_s: float  # POST /v1/chat/completions with stream: true, until the last event
+    engine_s: float  # SupportBot.ask in this process
+    model_s: float  # the product backend alone on the engine's prompt
+    llama_cpp_s: float  # llama.cpp itself on the GGUF the product serves, as many tokens from the same prompt
+    route_tok_s: float  # reply tokens over the seconds to whole replies
+    llama_cpp_tok_s: float
+    ratio: float  # route / llama.cpp
+
+
+@dataclass
 class Results:
     machine: str
     cpu_count: int
@@ -396,6 +417,7 @@ class Results:
     decode_by_width: dict[int, float] = field(default_factory=dict)  # requests at once -> total tok/s, short prompts
     drafts: DraftResult | None = None
     retrieval_ms_p50: float = 0.0
+    route: RouteResult | None = None
     startup_s: float | None = None
     server_rss_mib: float | None = None
     peak_rss_mib: float = 0.0
@@ -564,14 +586,77 @@ def retrieval_ms(config: Config, questions: list[str], repeats: int = 10) -> flo
     return round(median(times), 1)
 
 
+def bench_load():
+    """bench/load.py's server helpers (start, wait, stop, the OpenAI call)."""
+    spec = importlib.util.spec_from_file_location("bench_load", ROOT / "bench" / "load.py")
+    load = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(load)
+    return load
+
+
+def measure_route(config: Config, product, count: int) -> RouteResult:
+    """Each held-out question through the served route, the engine in this process, the model alone and
+    llama.cpp itself on the same GGUF, in turn (all generated, greedy; the first question warms each up); the
+    server runs on this home in a child process."""
+    import copy
+
+    import httpx
+    from llama_cpp import Llama
+
+    from chatbot import SupportBot
+
+    with (DATA / "eval" / "answers.csv").open(newline="", encoding="utf-8") as handle:
+        warm, *questions = [row["question"] for row in csv.DictReader(handle) if row["answer"]][:count + 1]
+    settings = copy.deepcopy(config)
+    settings.answer.mode = "generate"
+    bot = SupportBot(settings, backend=product)
+    alone = make_backend(config)  # its own cache slots: the engine's prompt is not there already
+    decoder = product.decoder
+    same = Llama(model_path=str(decoder.gguf), n_ctx=decoder.context, n_threads=decoder.threads, n_batch=decoder.batch_size,
+                 flash_attn=True, verbose=False)
+    load = bench_load()
+    port = load.free_port()
+    base_url = f"http://{load.HOST}:{port}"
+    kept: list[tuple[float, ...]] = []  # route, engine, model, llama.cpp seconds and reply tokens
+    with tempfile.TemporaryFile() as output:
+        server = load.start_server(config.home, port, [f"model.threads={config.model.threads}", "answer.mode=generate"], output)
+        try:
+            load.wait_ready(base_url, server, 180)
+            with httpx.Client(base_url=base_url) as http:
+                load.openai_chat(http, [{"role": "user", "content": warm}], True, "bench-warm", time.monotonic() + 120)
+                bot.ask(warm, channel="eval")
+                for i, question in enumerate(questions):
+                    started = time.perf_counter()
+                    load.openai_chat(http, [{"role": "user", "content": question}], True, f"bench-{i}", time.monotonic() + 120)
+                    route = time.perf_counter() - started
+                    started = time.perf_counter()
+                    reply = bot.ask(question, channel="eval")
+                    engine = time.perf_counter() - started
+                    if not reply.reply_tokens:  # handed off before the model ran: nothing to split
+                        continue
+                    messages = build_messages(settings.answer, bot.sources(bot.retrieve(question, [])), [], question,
+                                              product.count_tokens, settings.model.max_new_tokens)[0]
+                    prompt = Prompt(question, messages, prompt_token_ids(product, messages), 0)
+                    model = product_run(alone, prompt, settings.model.max_new_tokens).total_s
+                    itself = reference_run(same, prompt, reply.reply_tokens, settings.model.repetition_penalty).total_s
+                    kept.append((route, engine, model, itself, reply.reply_tokens))
+                    log(f"route {i + 1}/{len(questions)}: route {route:.2f} s, engine {engine:.2f} s, model {model:.2f} s, "
+                        f"llama.cpp {itself:.2f} s")
+        finally:
+            load.stop_server(server)
+    bot.log.close()
+    alone.close()
+    route, engine, model, itself, tokens = (sum(column) for column in zip(*kept))
+    return RouteResult(len(kept), int(tokens), round(route, 2), round(engine, 2), round(model, 2), round(itself, 2),
+                       round(tokens / route, 1), round(tokens / itself, 1), round(itself / route, 2))
+
+
 def measure_startup(home: Path, threads: int, question: str) -> tuple[float, float]:
     """(seconds until `supportbot serve` answers on this warm home, its resident MiB after one turn),
     with bench/load.py's server helpers."""
     import httpx
 
-    spec = importlib.util.spec_from_file_location("bench_load", ROOT / "bench" / "load.py")
-    load = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(load)
+    load = bench_load()
     port = load.free_port()
     base_url = f"http://{load.HOST}:{port}"
     with tempfile.TemporaryFile() as output:
@@ -635,6 +720,8 @@ def run_benchmark(home: Path, args: argparse.Namespace) -> Results:
     log(f"natural replies to {args.questions} questions, with and without drafts")
     results.drafts = measure_drafts(config, product, undrafted, reference, args.questions)
     results.retrieval_ms_p50 = retrieval_ms(config, [p.question for p in prompts])
+    log(f"the served route, {args.questions} questions")
+    results.route = measure_route(config, product, args.questions)
     del product, undrafted, cached, transformers_path, reference
     if not args.no_startup:
         log("start-up of `supportbot serve` on this home")
@@ -675,6 +762,10 @@ def table(r: Results) -> str:
         "decode with short prompts (the question alone), requests at once -> tok/s in total: "
         + ", ".join(f"{w}: {rate}" for w, rate in r.decode_by_width.items()),
         f"retrieval half of a turn (embed + search, demo KB): {r.retrieval_ms_p50} ms median",
+        f"the served route, {r.route.questions} questions ({r.route.tokens} reply tokens), seconds to whole replies: "
+        f"POST /v1/chat/completions {r.route.route_s}, SupportBot.ask {r.route.engine_s}, the model alone {r.route.model_s}, "
+        f"llama.cpp on the same GGUF {r.route.llama_cpp_s}; {r.route.route_tok_s} reply tokens/s through the route, "
+        f"{r.route.llama_cpp_tok_s} for llama.cpp ({r.route.ratio}x)",
         f"backend load s: {r.backend_load_s}; start-up of `supportbot serve` to ready: {r.startup_s} s "
         f"(polled each second); its RSS after one turn {r.server_rss_mib} MiB; this process's peak RSS {r.peak_rss_mib:.0f} MiB",
         f"load average {r.load_average_before} before, {r.load_average_after} after; other processes' CPU during the "

@@ -136,7 +136,7 @@ class BatchDecoder:
         self.batch = lib.llama_batch_init(batch, 0, 1)
         self.cached: list[list[int]] = [[] for _ in range(slots)]  # tokens in each slot's cache
         self.exact = [context] * slots  # cells from here on hold placed passage blocks: no prefix to share
-        self.model_id, self.passages = gguf.name, passages
+        self.gguf, self.model_id, self.passages = gguf, gguf.name, passages
         self.scratch: list[int] = []  # tokens in the block sequence (number `slots`): the last context
         self.warming: list[tuple[list[int], list[int]]] = []  # (context, block) to compute while idle
         self.running: list[Request] = []
