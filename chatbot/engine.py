@@ -122,7 +122,6 @@ def make_backend(config: Config, progress: Progress | None = None) -> Backend:
     settings = config.model
     if settings.backend == "openai":
         return OpenAIBackend(settings.openai_url, settings.openai_model, settings.openai_api_key)
-    local = local_backend(settings.backend)
     blocked = False  # trained with block attention (training/block_attention.py)
     if settings.adapter:  # a fixed model, outside the versions
         path = Path(settings.path).expanduser() if settings.path else provision_bundled(config.models_dir, progress)
@@ -131,16 +130,30 @@ def make_backend(config: Config, progress: Progress | None = None) -> Backend:
         with open_versions(config) as versions:
             name, path, adapter = serving_weights(versions, settings.path, progress)
             blocked = bool(versions.card(name).settings.get("block_attention"))
-    if local == "llama.cpp":
-        return llama_cpp_backend(config, name, path, adapter or "", progress, passage_cache_on(settings.passage_cache, blocked))
+    return weights_backend(config, name, path, adapter or "", blocked, progress)
+
+
+def weights_backend(config: Config, name: str, path: Path, adapter: str | Path, blocked: bool,
+                    progress: Progress | None = None) -> Backend:
+    """These weights in-process, as the configured local backend serves them (`blocked`: trained with block
+    attention): what serves, and what the gate measures, so that a version is judged as it would be served."""
+    settings = config.model
+    if evaluated_backend(settings.backend) == "llama.cpp":
+        return llama_cpp_backend(config, name, path, adapter, progress, passage_cache_on(settings.passage_cache, blocked))
     if settings.threads:
         import torch
 
         torch.set_num_threads(settings.threads)
     return TransformersBackend.from_folder(
-        path, name, adapter=adapter or "", dtype=settings.dtype,
+        path, name, adapter=str(adapter or ""), dtype=settings.dtype,
         max_concurrent=settings.max_concurrent, repetition_penalty=settings.repetition_penalty,
     )
+
+
+def evaluated_backend(setting: str) -> str:
+    """The local backend that runs a version's weights here: model.backend's, or transformers when the model
+    is served by a remote OpenAI-compatible server (whose weights the gate still measures locally)."""
+    return "transformers" if setting == "openai" else local_backend(setting)
 
 
 def local_backend(setting: str) -> str:

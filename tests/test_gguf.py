@@ -150,6 +150,31 @@ def test_the_passage_cache_follows_how_the_serving_version_was_trained(home_conf
     assert make_backend(home_config).decoder.passages is not None
 
 
+def test_the_gate_measures_a_version_as_it_would_be_served(home_config, tmp_path, registry, monkeypatch):
+    import chatbot.engine
+    from training.gate import evaluate_version, set_hash
+
+    llama_cpp_home(home_config, tmp_path).close()
+    versions = registry(home_config)
+    version = versions.ensure_base(home_config.model.path)
+    card = versions.card(version)
+    card.settings["block_attention"] = True
+    versions.save_card(card)
+    served = []
+    real = chatbot.engine.llama_cpp_backend
+
+    def recording(config, name, path, adapter, progress, passage_cache):
+        served.append((name, passage_cache))
+        return real(config, name, path, adapter, progress, passage_cache)
+
+    monkeypatch.setattr(chatbot.engine, "llama_cpp_backend", recording)
+    rows = [{"question": "How long does shipping take?", "answer": "Three to five days.", "expected_id": ""}]
+    metrics = evaluate_version(home_config, versions, version, rows)
+    assert served == [(version, True)] and metrics["questions"] == 1  # llama.cpp with the passage cache
+    home_config.model.passage_cache = "off"
+    assert set_hash(rows, home_config) != metrics["eval_set"]  # served otherwise, measured again
+
+
 def test_a_warm_home_answers_without_importing_torch(home_config, tmp_path):
     """Importing torch is most of a cold start (2-3 s): serving from a home whose GGUF and ONNX exports
     exist needs neither torch nor transformers' model classes or configs (tokenizer classes only)."""

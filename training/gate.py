@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from chatbot import Config, ConversationLog, SupportBot
-from chatbot.backends import TransformersBackend
+from chatbot.engine import evaluated_backend, weights_backend
 from chatbot.evaluate import evaluate_answers, load_answer_rows
 from chatbot.reward import load_version, score
 from chatbot.versions import Versions, VersionError, now, open_versions, role_of, write_json
@@ -82,7 +82,10 @@ def _evenly(rows: list[dict], n: int) -> list[dict]:
 
 
 def set_hash(rows: list[dict], config: Config) -> str:
-    payload = json.dumps([rows, config.gate.max_new_tokens, config.model.best_of, asdict(config.answer)], sort_keys=True, default=str)
+    """The evaluation set and everything that changes its scores, the way versions are served included."""
+    served = [evaluated_backend(config.model.backend), config.model.gguf_type, config.model.passage_cache]
+    payload = json.dumps([rows, config.gate.max_new_tokens, config.model.best_of, asdict(config.answer), served],
+                         sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -100,8 +103,8 @@ def evaluate_version(config: Config, versions: Versions, version: str, rows: lis
     settings.answer.mode = "generate"
     settings.model.max_new_tokens = config.gate.max_new_tokens
     settings.model.temperature = 0.0
-    backend = TransformersBackend.from_folder(path, version, adapter=str(adapter or ""), dtype=config.model.dtype,
-                                              repetition_penalty=config.model.repetition_penalty)
+    blocked = bool(versions.card(version).settings.get("block_attention"))
+    backend = weights_backend(settings, version, path, adapter or "", blocked, progress)
     with tempfile.TemporaryDirectory() as tmp:
         bot = SupportBot(settings, backend=backend, log=ConversationLog(Path(tmp) / "gate.sqlite", config.answer.redact),
                          versions=versions)
@@ -109,6 +112,8 @@ def evaluate_version(config: Config, versions: Versions, version: str, rows: lis
         metrics = {k: getattr(report, k) for k in METRICS if k != "reward"}
         metrics["reward"] = _reward(bot, rows, report.rows)
         bot.log.close()
+    if hasattr(backend, "close"):  # llama.cpp frees its model and context
+        backend.close()
     metrics |= {"eval_set": key, "questions": len(rows), "at": now()}
     versions.update_metrics(version, {"gate": metrics})
     return metrics
