@@ -91,9 +91,9 @@ sys.path.insert(0, str(ROOT))
 from chatbot import load_config, make_backend, open_kb  # noqa: E402
 from chatbot.backends import Backend, Messages, TransformersBackend  # noqa: E402
 from chatbot.config import AnswerSettings, Config  # noqa: E402
-from chatbot.engine import shown  # noqa: E402
+from chatbot.engine import passage_bodies  # noqa: E402
 from chatbot.model import bundled_gguf  # noqa: E402
-from chatbot.prompt import Source, build_messages, passage_body, passage_pieces  # noqa: E402
+from chatbot.prompt import Source, build_messages, passage_pieces  # noqa: E402
 
 DATA = ROOT / "data"
 FAQ_FILE = DATA / "kb" / "faq.csv"
@@ -546,8 +546,7 @@ def demo_passage_tokens(config: Config, backend) -> tuple[int, int]:
     """(passages, tokens) of the demo knowledge base's passage bodies as prompts show them (each label is a
     shared block of a few tokens)."""
     kb = open_kb(config)
-    entries = [kb.entry(summary.id) for summary in kb.entries()]
-    bodies = {passage_body(*shown(entry, p)) for entry in entries for p in entry.passages}
+    bodies = passage_bodies(kb)
     kb.close()
     return len(bodies), sum(backend.count_tokens(body) for body in bodies)
 

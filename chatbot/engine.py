@@ -506,14 +506,18 @@ class SupportBot:
         """Have the backend compute the state of every knowledge-base passage while it is idle (llama.cpp with
         `model.passage_cache`), so that even first questions find their passages ready. Returns how many
         passages were queued (0 for a backend without a passage cache)."""
-        warm = getattr(self.backend, "warm", None)
-        if warm is None:
-            return 0
-        entries = (self.kb.entry(summary.id) for summary in self.kb.entries())
-        bodies = {passage_body(*shown(entry, p)) for entry in entries if entry for p in entry.passages}
+        backend = self.backend
+        if not getattr(backend, "caches_passages", False):
+            return 0  # nothing read from the knowledge base for a backend that would not use it
         sample = [Source(1, "", "A passage", "Its text.")]
-        messages, _, _ = build_messages(self.settings, sample, [], "A question?", self.backend.count_tokens, 0)
-        return warm(messages, passage_pieces(sample), sorted(bodies))
+        messages, _, _ = build_messages(self.settings, sample, [], "A question?", backend.count_tokens, 0)
+        return backend.warm(messages, passage_pieces(sample), sorted(passage_bodies(self.kb)))
+
+
+def passage_bodies(kb: KnowledgeBase) -> set[str]:
+    """Every passage body (`passage_body`) a prompt may show from the knowledge base."""
+    entries = (kb.entry(summary.id) for summary in kb.entries())
+    return {passage_body(*shown(entry, p)) for entry in entries if entry for p in entry.passages}
 
 
 def shown(entry: Entry, passage: Passage) -> tuple[str, str]:

@@ -456,6 +456,10 @@ class LlamaCppBackend:
     def prompt_ids(self, messages: Messages, reply: bool = True) -> list[int]:
         return list(self.tokenizer.apply_chat_template(messages, add_generation_prompt=reply, return_dict=True)["input_ids"])
 
+    @property
+    def caches_passages(self) -> bool:
+        return self.decoder.passages is not None
+
     def warm(self, messages: Messages, pieces: Sequence[str], bodies: list[str]) -> int:
         """Queue the states of passage bodies (`chatbot.prompt.passage_body`) to be computed while no customer
         waits, in the context of a prompt like `messages` (with its passage `pieces`). Returns how many were

@@ -150,15 +150,11 @@ def rope_shift(keys: np.ndarray, delta: int, layout: KVLayout) -> np.ndarray:
     k = keys.astype(np.float32).reshape(*keys.shape[:-1], layout.kv_heads, d)
     angle = delta * layout.rope_base ** (-np.arange(0, d, 2, dtype=np.float64) / d)
     cos, sin = np.cos(angle).astype(np.float32), np.sin(angle).astype(np.float32)
-    if layout.neox:
-        x0, x1 = k[..., : d // 2], k[..., d // 2:]
-    else:
-        x0, x1 = k[..., 0::2], k[..., 1::2]
+    half = np.arange(d // 2)
+    first, second = (half, half + d // 2) if layout.neox else (2 * half, 2 * half + 1)  # the pairs turned together
+    x0, x1 = k[..., first], k[..., second]
     out = np.empty_like(k)
-    if layout.neox:
-        out[..., : d // 2], out[..., d // 2:] = x0 * cos - x1 * sin, x0 * sin + x1 * cos
-    else:
-        out[..., 0::2], out[..., 1::2] = x0 * cos - x1 * sin, x0 * sin + x1 * cos
+    out[..., first], out[..., second] = x0 * cos - x1 * sin, x0 * sin + x1 * cos
     return out.reshape(keys.shape).astype(np.float16)
 
 
