@@ -75,6 +75,12 @@ class AnswerSettings:
     # continues (the message keeps weight 1): 0.7 read 0.689 of data/eval/conversations.jsonl's follow-ups
     # right against 0.642 for the joined text, with topic switches as right as asked alone (docs/answering.md).
     follow_up_weight: float = 0.7
+    # Any other question after an answer is searched with its vector pulled this far towards the entry the
+    # conversation is on (the latest reply's first source), so that "is there a fee" after a question about
+    # cancelling Plus reads as that fee; a question naming another topic still finds it. 0.6 took
+    # data/eval/conversations.jsonl's follow-ups from 0.705 to 0.777 right with topic switches as right as
+    # asked alone (docs/benchmarks.md#conversations-supportbot-eval-conversations). 0 = off.
+    on_topic_weight: float = 0.6
     context_tokens: int = 2048  # prompt budget: system + passages + history + question
     # Hand-off: retrieval confidence below this, or a reply whose grounding is below grounding_min.
     handoff_confidence: float = 0.3

@@ -4,8 +4,9 @@ A turn, top to bottom (`SupportBot.respond`):
 1. clean the message (control characters, length) and log it (redacted);
 2. policy on the message: a request for a person or an unsupported language hands off; abuse, harmful
    requests and prompt injection get a polite refusal; small talk gets a short reply in character;
-3. retrieve with the message; a follow-up ("and how much is it?", `chatbot.followup`) also with the
-   question it continues joined to it, keeping the more confident search;
+3. retrieve with the message: a follow-up ("and how much is it?", `chatbot.followup`) leaning on the
+   question it continues, any other message after an answer leaning a little on the entry the conversation
+   is on;
 4. below the confidence threshold: hand off; outside the knowledge base's subject (`chatbot.scope`): say
    what the bot can help with (or hand off, `answer.out_of_scope_handoff`); a confident FAQ match can be
    answered with its curated text;
@@ -36,9 +37,9 @@ from .business_hours import Schedule, away_text
 from .citations import resolve_citations
 from .config import Config, ConfigError
 from .grounding import grounding
-from .log import ConversationLog, LogError
+from .log import ConversationLog, LoggedMessage, LogError
 from .model import Progress, provision_bundled
-from .followup import is_follow_up, names_own_topic, topic_message
+from .followup import asks, goes_back, is_follow_up, names_own_topic, topic_message
 from .policy import Messages, classify_message, clean_message, instructs_model, no_longer_needs_person, sanitize, small_talk, unsafe
 from .prompt import Source, Turn, build_messages, passage_body, passage_pieces, system_prompt
 from .reward import RewardScorer
@@ -50,6 +51,8 @@ _MESSAGE_POLICY = {"human": True, "language": True, "abuse": False, "harmful": F
 # Replies that answer nothing from the knowledge base without passing the conversation on: for evaluation
 # they count with the hand-offs (the bot rightly did not answer).
 DECLINED = frozenset({"out_of_scope", "greeting", "thanks", "goodbye", "chitchat"})
+# Replies whose sources are only what retrieval looked at: the conversation is on none of them.
+_FOUND_NOTHING = frozenset({"low_confidence", "out_of_scope"})
 
 
 @dataclass
@@ -293,7 +296,7 @@ class SupportBot:
     def draft(self, conversation_id: str) -> Reply:
         """A reply for an agent to review, to the customer's latest question (a request for a person or small
         talk after it is not one); nothing is logged. Reason "empty" when the customer asked nothing."""
-        history = [Turn(m.role, m.text) for m in self.log.history(conversation_id)]
+        history = turns_of(self.log.history(conversation_id))
         last = max((i for i, t in enumerate(history) if t.role == "customer" and _is_question(t.text)), default=None)
         if last is None:
             return Reply("", reason="empty")
@@ -305,7 +308,7 @@ class SupportBot:
     def _turn(self, message: str, conversation_id: str | None, channel: str, options: dict) -> Iterator[str | Reply]:
         started = time.perf_counter()
         conversation_id = conversation_id or self.log.start(channel)
-        history = [Turn(m.role, m.text) for m in self.log.history(conversation_id)]
+        history = turns_of(self.log.history(conversation_id))
         text, cut = clean_message(message, self.settings.max_message_chars)
         self.log.add_message(conversation_id, "customer", text)
         waiting = self._status(conversation_id) == "handed_off"
@@ -466,14 +469,41 @@ class SupportBot:
     def retrieve(self, text: str, history: list[Turn]) -> list[SearchHit]:
         """Search with the message; a follow-up is searched leaning on the question it continues
         (`answer.follow_up_weight`), unless it names a topic of its own that the message alone matches surely.
-        A message that stands on its own is searched alone, never joined to an earlier one. Entries whose text
-        speaks to the model (instructions planted in the knowledge base) are left out."""
+        A message that stands on its own is never joined to an earlier one; it leans a little on the entry the
+        conversation is on (`_on_topic_hits`). Entries whose text speaks to the model (instructions planted in
+        the knowledge base) are left out."""
         k = self.settings.passages
         hits = self.kb.search(text, k=k)
         topic = self.topic(text, history)
         if topic and not names_own_topic(text, hits[0].confidence if hits else 0.0):
             hits = self._follow_up_hits(text, topic, k)
+        else:
+            hits = self._on_topic_hits(text, history, hits, k)
         return [hit for hit in hits if not self._planted(hit)]
+
+    def _on_topic_hits(self, text: str, history: list[Turn], alone: list[SearchHit], k: int) -> list[SearchHit]:
+        """The search of a question leaning on the entry the latest reply drew on (`answer.on_topic_weight`):
+        "is there a fee" after a question about cancelling Plus is about that fee. A remark ("good to know,
+        thanks") is read alone. Leaning reorders; it never makes the turn surer than the message alone is of
+        anything ("are you hiring?" after a shipping question stays unsure), and the cosines the out-of-scope
+        guard reads are the message's own. An entry the message alone found keeps its own confidence where that
+        is higher: a vector pulled towards another entry reads lower than the whole questions confidence is
+        calibrated on."""
+        about = next((t.about for t in reversed(history) if t.about), "")
+        if not about or not asks(text) or goes_back(text) or self.settings.on_topic_weight <= 0:
+            return alone
+        hits = self.kb.search(text, k=k, about=about, about_weight=self.settings.on_topic_weight)
+        found = {hit.entry_id: hit for hit in alone}
+        sure = alone[0].confidence if alone else 0.0  # leaning never makes the turn surer than the message alone is
+        floor = min((hit.dense for hit in alone), default=0.0)  # what the message alone gives an entry it did not find
+
+        def as_read_alone(hit: SearchHit) -> SearchHit:
+            own = found.get(hit.entry_id)
+            if own is None:
+                return replace(hit, confidence=min(hit.confidence, sure), dense=min(hit.dense, floor))
+            return replace(hit, confidence=max(min(hit.confidence, sure), own.confidence), dense=own.dense)
+
+        return [as_read_alone(hit) for hit in hits]
 
     def _follow_up_hits(self, text: str, topic: str, k: int) -> list[SearchHit]:
         """A follow-up's search, leaning on its topic. Confidence is calibrated on whole questions and a leaning
@@ -523,6 +553,18 @@ def passage_bodies(kb: KnowledgeBase) -> set[str]:
 def shown(entry: Entry, passage: Passage) -> tuple[str, str]:
     """(title, text) a prompt shows for a passage of an entry: an FAQ's whole answer, else the passage."""
     return (entry.title, entry.answer) if entry.kind == "faq" and len(entry.passages) == 1 else (passage.title, passage.text)
+
+
+def turns_of(messages: list[LoggedMessage]) -> list[Turn]:
+    """A conversation's logged messages as prompt turns; a bot reply that drew on the knowledge base keeps its
+    first source (a reply to a message retrieval found nothing for, or put outside the knowledge base's
+    subject, is about nothing: its sources are what it looked at)."""
+    return [Turn(m.role, m.text, _drew_on(m)) for m in messages]
+
+
+def _drew_on(message: LoggedMessage) -> str:
+    on_an_entry = message.role == "bot" and message.sources and message.reason not in _FOUND_NOTHING
+    return message.sources[0].get("id", "") if on_an_entry else ""
 
 
 def _is_question(text: str) -> bool:

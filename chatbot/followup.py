@@ -26,6 +26,10 @@ _LEANS_BACK = re.compile(r"\b(?:then|though|too|instead|as well|either|again)\W*
 # Going back to an earlier topic names it: "so back to the refund: ...", "ok, about the missing item, ..."
 _GOES_BACK = re.compile(r"\b(?:back to|going back to|returning to)\b|^\W*(?:\w+\W+){0,2}?(?:for|about) the [\w\s]{1,30},",
                         re.IGNORECASE)
+# Openings of a question put without a question mark: "is there a fee", "what do I bring", "can I skip the wait"
+_ASKS = re.compile(r"^\W*(?:(?:ok(?:ay)?|so|and|but|also|um|hmm)\W+)?(?:what|what's|whats|how|when|where|who|whom|whose|why|which"
+                   r"|is|are|was|were|am|do|does|did|can|could|will|would|should|shall|may|might|must|have|has|any|anything)\b",
+                   re.IGNORECASE)
 # Words that point back to something said before ("there" only where it is not "is there" / "there are").
 _POINTS_BACK = frozenset("it its itself that this these those they them their one ones same such either both there".split())
 _EXISTENTIAL = re.compile(r"\b(?:is|are|was|were|be|any)\s+there\b|\bthere(?:\s+(?:is|are|was|were|be)|'s|'re)\b", re.IGNORECASE)
@@ -49,9 +53,20 @@ def own_words(text: str) -> list[str]:
     return [w for w in words(text) if w not in _EMPTY and len(w) > 1]
 
 
+def asks(text: str) -> bool:
+    """Whether the message is put as a question ("is there a fee", "who do I write to?"), not a remark
+    ("good to know, thanks", "my landlord is so slow")."""
+    return "?" in text or bool(_ASKS.match(text))
+
+
+def goes_back(text: str) -> bool:
+    """Whether the message returns to an earlier topic by name ("back to the refund: ...")."""
+    return bool(_GOES_BACK.search(text))
+
+
 def is_follow_up(text: str) -> bool:
     """Whether the message continues the previous question rather than standing on its own."""
-    if _GOES_BACK.search(text):
+    if goes_back(text):
         return False
     if _CONTINUES.search(text) or _LEANS_BACK.search(text):
         return True

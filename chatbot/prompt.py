@@ -28,6 +28,7 @@ class Source:
 class Turn:
     role: str  # "customer", "bot" or "agent"
     text: str
+    about: str = ""  # a bot reply's first source (the entry it drew on); "" for other turns
 
 
 def system_prompt(settings: AnswerSettings) -> str:

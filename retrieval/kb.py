@@ -83,6 +83,7 @@ class KnowledgeBase:
         self._loaded: tuple[DenseIndex | None, str, str, str] = (None, "", "", "")
         self._index_lock = threading.Lock()
         self._recent: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()  # (model id, query) -> vector
+        self._directions: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()  # (index token, entry id) -> direction
         self._recent_lock = threading.Lock()
         # BM25 runs here while the query is embedded: both release the GIL, and together they are most of a search.
         self._lexical_thread = ThreadPoolExecutor(1, thread_name_prefix="bm25")
@@ -465,12 +466,15 @@ class KnowledgeBase:
 
     # --- reading ----------------------------------------------------------------------------------
 
-    def search(self, query: str, k: int = 5, mode: str = "hybrid", context: str = "", context_weight: float = 0.0) -> list[SearchHit]:
+    def search(self, query: str, k: int = 5, mode: str = "hybrid", context: str = "", context_weight: float = 0.0,
+               about: str = "", about_weight: float = 0.0) -> list[SearchHit]:
         """Entries best first. `mode` is "hybrid", "dense" or "lexical" (the last two for comparison).
 
         `context` is text the query leans on (a follow-up's earlier question): the lexical side reads both, and
         the query vector is pulled towards the context's by `context_weight` (the query keeps weight 1), so the
-        message's own words still decide between the entries of its topic."""
+        message's own words still decide between the entries of its topic. `about` is an entry the query is
+        likely about (the one a conversation is on): the query vector is pulled towards that entry's direction
+        (`entry_direction`) by `about_weight`; the lexical side reads the query alone."""
         if not _clean(query):
             return []
         n = self.settings.candidates
@@ -480,6 +484,8 @@ class KnowledgeBase:
         lexical = (self._lexical_thread.submit(self.store.lexical, words, n, self.settings.lexical_budget, token)
                    if mode != "dense" else None)
         vector = self._leaning_vector(query, context, context_weight, embedder) if index else None
+        if index and about and about_weight > 0:
+            vector = _normalised(vector + about_weight * self.entry_direction(about, token, embedder.dim))
         dense_hits = index.search(vector, n) if index else []
         lexical_hits = lexical.result() if lexical else []
         units = self.store.unit_entries(list({uid for uid, _ in dense_hits + lexical_hits}))
@@ -501,8 +507,24 @@ class KnowledgeBase:
         vector = self.query_vector(query, embedder)
         if not context or weight <= 0:
             return vector
-        mixed = vector + weight * self.query_vector(context, embedder)
-        return (mixed / (np.linalg.norm(mixed) or 1.0)).astype(vector.dtype)
+        return _normalised(vector + weight * self.query_vector(context, embedder))
+
+    def entry_direction(self, entry_id: str, token: str, dim: int) -> np.ndarray:
+        """The normalised mean of an entry's unit vectors (its variants and passages): the direction of what
+        it is about; zeros for an entry that is gone. Remembered per index version for the last few entries."""
+        key = (token, entry_id)
+        with self._recent_lock:
+            if key in self._directions:
+                self._directions.move_to_end(key)
+                return self._directions[key]
+        with self.store.snapshot() as db:
+            _, matrix = db.vectors_for(db.entry_vector_keys(entry_id), dim)
+        direction = _normalised(matrix.mean(axis=0)) if len(matrix) else np.zeros(dim, np.float32)
+        with self._recent_lock:
+            self._directions[key] = direction
+            while len(self._directions) > RECENT_QUERIES:
+                self._directions.popitem(last=False)
+        return direction
 
     def _as_searched(self, text: str, token: str) -> str:
         """The text a search reads: whitespace collapsed, cut to MAX_QUERY_CHARS, misspellings corrected."""
@@ -548,6 +570,10 @@ class KnowledgeBase:
         counts = self.store.counts()
         size = sum(p.stat().st_size for p in self.folder.iterdir() if p.is_file())
         return {**counts, "index_kind": self.store.meta("index_kind", "flat"), "disk_bytes": size}
+
+
+def _normalised(vector: np.ndarray) -> np.ndarray:
+    return (vector / (np.linalg.norm(vector) or 1.0)).astype(np.float32)
 
 
 def _clean(text: str) -> str:

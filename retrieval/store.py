@@ -314,6 +314,10 @@ class Store:
         """The title and text of every unit (variants and passages): the knowledge base's vocabulary."""
         return [f"{title} {text}" for title, text in self._all("SELECT title, text FROM units")]
 
+    def entry_vector_keys(self, entry_id: str) -> list[tuple[int, str]]:
+        """(uid, vector key) of every embedded unit of one entry (its variants and passages)."""
+        return self._all("SELECT uid, vector_key FROM units WHERE entry_id = :e AND vector_key IS NOT NULL", e=entry_id)
+
     def question_entries(self) -> list[tuple[int, str, str]]:
         """(uid, vector key, entry id) of every embedded question variant."""
         return self._all("SELECT uid, vector_key, entry_id FROM units WHERE kind = 'question' AND vector_key IS NOT NULL ORDER BY uid")

@@ -10,6 +10,7 @@ from helpers import start_inference_server, write
 
 from chatbot import LogError, SupportBot, Turn, system_prompt
 from chatbot.backends import OpenAIBackend, TransformersBackend
+from chatbot.engine import turns_of
 from retrieval import KnowledgeBase
 
 FAQ = """id,question,answer,title,category,url
@@ -170,6 +171,38 @@ def test_a_follow_up_is_read_by_its_own_words_within_its_topic(tmp_path, real_em
     kb.close()
 
 
+ON_TOPIC = """id,question,answer,title,category,url
+plus-cancel,How do I cancel my Tidewell Plus membership?,Cancel in My Account > Membership; there is no cancellation fee.,Cancel Plus,Plus,
+plus-cancel,Can I turn off my Plus membership?,Cancel in My Account > Membership; there is no cancellation fee.,Cancel Plus,Plus,
+plus-cancel,Does it cost anything to cancel Plus?,Cancel in My Account > Membership; there is no cancellation fee.,Cancel Plus,Plus,
+gift-fees,Do gift cards have any fees?,Gift cards have no fees and never expire.,Gift card fees,Gift cards,
+gift-fees,Is there a fee on gift cards?,Gift cards have no fees and never expire.,Gift card fees,Gift cards,
+ret-fee,Is there a fee to return an item?,Returns are free with our prepaid label.,Return fees,Returns,
+ret-fee,Do returns cost anything?,Returns are free with our prepaid label.,Return fees,Returns,
+ship-canada,Do you ship to Canada?,"Yes, in 5-10 business days.",Shipping to Canada,Shipping,
+ship-canada,Can you deliver to Toronto?,"Yes, in 5-10 business days.",Shipping to Canada,Shipping,
+"""
+
+
+def test_a_question_after_an_answer_leans_on_the_entry_the_conversation_is_on(tmp_path, real_embedder, home_config):
+    """"is there a fee" after cancelling Plus is about that fee; a question naming another topic, a remark and
+    a message going back to an earlier topic are read alone."""
+    kb = KnowledgeBase(tmp_path / "real", home_config.retrieval, real_embedder)
+    kb.add([write(tmp_path / "faq.csv", ON_TOPIC)])
+    bot = SupportBot(home_config, kb)
+    history = [Turn("customer", "where do I turn off my plus membership"), Turn("bot", "Cancel in My Account.", about="plus-cancel")]
+    assert kb.search("is there a fee", k=1)[0].entry_id != "plus-cancel"
+    assert bot.retrieve("is there a fee", history)[0].entry_id == "plus-cancel"
+    assert bot.retrieve("do you ship to canada?", history)[0].entry_id == "ship-canada"
+    for standing in ("fair enough, fees are annoying", "back to the gift cards, is there a fee"):
+        assert [h.entry_id for h in bot.retrieve(standing, history)] == [h.entry_id for h in kb.search(standing, k=bot.settings.passages)]
+    unsure = kb.search("are you hiring?", k=1)[0].confidence  # leaning never makes a turn surer than its message
+    assert all(hit.confidence <= unsure for hit in bot.retrieve("are you hiring?", history))
+    bot.settings.on_topic_weight = 0.0
+    assert bot.retrieve("is there a fee", history)[0].entry_id != "plus-cancel"
+    kb.close()
+
+
 def test_the_openai_compatible_backend_streams_from_a_server(bot, tiny_lm_path):
     server = start_inference_server(TransformersBackend.from_folder(tiny_lm_path, "tiny"))
     try:
@@ -260,11 +293,15 @@ def test_small_talk_gets_a_reply_in_character_and_no_queue(bot, monkeypatch):
 
 def test_a_follow_up_is_searched_with_its_question_and_a_new_question_alone(bot):
     first = bot.ask("Do gift cards expire?")
-    history = [Turn(m.role, m.text) for m in bot.log.history(first.conversation_id)]
+    history = turns_of(bot.log.history(first.conversation_id))
+    assert [t.about for t in history] == ["", first.sources[0].entry_id]  # the entry the conversation is on
     assert bot.topic("and how long does that take?", history) == "Do gift cards expire?"
     assert bot.topic("How long does delivery to Canada take?", history) == ""
     small_talk = history + [Turn("customer", "thanks!"), Turn("bot", "You're welcome!")]
     assert bot.topic("what about Canada?", small_talk) == "Do gift cards expire?"
+    bot.settings.handoff_confidence = 1.01
+    unsure = bot.ask("Can I pay in instalments?", first.conversation_id)
+    assert unsure.reason == "low_confidence" and turns_of(bot.log.history(first.conversation_id))[-1].about == ""  # looked at, not on
 
 
 def test_agents_suggestion_is_a_draft_or_an_entry_never_the_hand_off_text(bot):

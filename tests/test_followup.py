@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chatbot.followup import is_follow_up, names_own_topic, topic_message
+from chatbot.followup import asks, goes_back, is_follow_up, names_own_topic, topic_message
 
 FOLLOW_UPS = [
     "and how much is it?", "does it affect my credit?", "What about Canada?", "how long does that take?", "And for furniture?",
@@ -41,3 +41,17 @@ def test_a_follow_up_that_names_its_own_topic_surely_is_read_alone():
     assert names_own_topic("also can I return my kettle if I opened it?", 0.9)
     assert not names_own_topic("also can I return my kettle if I opened it?", 0.5)  # unsure alone: lean on the topic
     assert not names_own_topic("and expedited?", 0.99)  # too few words of its own
+
+
+@pytest.mark.parametrize("message, question", [
+    ("is there a fee", True), ("what do I bring", True), ("so what are my options", True), ("Hours?", True),
+    ("good to know, thank u", False), ("fair enough", False), ("my landlord is so slow lol", False),
+])
+def test_a_question_is_told_from_a_remark(message, question):
+    """Only a question leans on the entry the conversation is on; a remark is read alone."""
+    assert asks(message) is question
+
+
+def test_going_back_to_an_earlier_topic_names_it():
+    assert goes_back("back to the refund - what if I paid with PayPal?") and goes_back("ok, about the missing item, how long?")
+    assert not goes_back("is there a fee")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import multiprocessing
 import time
 
+import numpy as np
 import pytest
 from helpers import write
 
@@ -37,6 +38,15 @@ def test_add_then_search_returns_entries_not_variants(make_kb, tmp_path, kb_data
     hits = kb.search("Toronto delivery", k=5)
     assert [h.entry_id for h in hits].count("ship-ca") == 1
     assert hits[0].entry_id == "ship-ca" and hits[0].lexical_rank == 1
+
+
+def test_an_entry_direction_is_the_mean_of_its_vectors_and_a_removed_entry_has_none(make_kb, tmp_path, kb_database):
+    kb = make_kb(database=kb_database)
+    kb.add([write(tmp_path / "faq.csv", FAQ)])
+    _, token, embedder = kb._loaded_index()
+    mean = np.mean(embedder.encode(kb.entry("ship-ca").questions), axis=0)
+    assert np.allclose(kb.entry_direction("ship-ca", token, embedder.dim), mean / np.linalg.norm(mean), atol=1e-5)
+    assert not kb.entry_direction("no-such-entry", token, embedder.dim).any()
 
 
 def test_reingesting_an_unchanged_file_embeds_nothing(make_kb, tmp_path):

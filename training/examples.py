@@ -26,6 +26,7 @@ from pathlib import Path
 
 from chatbot import SupportBot, Turn, build_messages
 from chatbot.citations import renumber_citations
+from chatbot.engine import turns_of
 from chatbot.log import LoggedMessage
 from chatbot.prompt import Source
 from chatbot.redact import redact
@@ -94,7 +95,7 @@ def _context(messages: list[LoggedMessage], before_id: int) -> _Context | None:
     last = max((i for i, m in enumerate(earlier) if m.role == "customer"), default=None)
     if last is None:
         return None
-    return _Context(earlier[last].text, [Turn(m.role, m.text) for m in earlier[:last] if m.text])
+    return _Context(earlier[last].text, [t for t in turns_of(earlier[:last]) if t.text])
 
 
 def log_examples(bot: SupportBot, progress: Callable[[str, int, int], None] | None = None) -> dict[str, list[dict]]:
