@@ -6,7 +6,9 @@ never read joined to an earlier one, however confident the joined search would b
 
 Plain rules, measured with `supportbot eval conversations data/eval/conversations.jsonl`: a message continues
 the conversation when it opens like a continuation ("and ...", "what about ..."), or points back ("it",
-"that", "those") with little of its own, or names no topic at all ("how much?").
+"that", "those") with little of its own, or names no topic at all ("how much?"). Of the rest, a question
+(`asks`) that does not go back to an earlier topic by name (`goes_back`) leans on the entry the conversation
+is on (`SupportBot._on_topic_hits`); a remark is read alone.
 """
 
 from __future__ import annotations
