@@ -488,13 +488,16 @@ class SupportBot:
         anything ("are you hiring?" after a shipping question stays unsure), and the cosines the out-of-scope
         guard reads are the message's own. An entry the message alone found keeps its own confidence where that
         is higher: a vector pulled towards another entry reads lower than the whole questions confidence is
-        calibrated on."""
+        calibrated on. A question that alone would be handed off for low confidence ("what should I do",
+        "how do I get the money") does not know its topic, so it leans harder (`answer.on_topic_unsure_weight`)."""
         about = next((t.about for t in reversed(history) if t.about), "")
         if not about or not asks(text) or goes_back(text) or self.settings.on_topic_weight <= 0:
             return alone
-        hits = self.kb.search(text, k=k, about=about, about_weight=self.settings.on_topic_weight)
-        found = {hit.entry_id: hit for hit in alone}
         sure = alone[0].confidence if alone else 0.0  # leaning never makes the turn surer than the message alone is
+        unsure = sure < self.settings.handoff_confidence
+        weight = self.settings.on_topic_unsure_weight if unsure else self.settings.on_topic_weight
+        hits = self.kb.search(text, k=k, about=about, about_weight=weight)
+        found = {hit.entry_id: hit for hit in alone}
         floor = min((hit.dense for hit in alone), default=0.0)  # what the message alone gives an entry it did not find
 
         def as_read_alone(hit: SearchHit) -> SearchHit:

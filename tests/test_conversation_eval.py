@@ -46,10 +46,10 @@ def test_a_new_topic_is_answered_as_if_asked_alone_and_follow_ups_keep_their_top
     report = json.loads(capsys.readouterr().out)
     kinds = {row["kind"]: row for row in report["by_kind"]}
     assert status == 0 and report["conversations"] >= 150
-    # Measured 2026-12-07 (evening): switch 0.840 as alone; follow-ups 0.777 (their standalone wording alone: 0.876;
-    # before questions leaned on the entry the conversation is on: 0.705; joined to their question as one text:
-    # 0.637); small talk and out-of-scope turns declined 0.81. Joining every message to the one before scored
-    # 0.38 on switches.
+    # Measured 2026-12-08: switch 0.832 (alone 0.840); follow-ups 0.793, 0.905 of their standalone wording asked
+    # alone (0.876); before questions unsure of their own topic leaned harder: 0.777; before any question leaned
+    # on the entry the conversation is on: 0.705; joined to their question as one text: 0.637. Small talk and
+    # out-of-scope turns declined 0.81. Joining every message to the one before scored 0.38 on switches.
     assert kinds["switch"]["correct"] >= kinds["switch"]["correct_alone"] - 0.01
-    assert kinds["follow_up"]["correct"] >= 0.75 and kinds["return"]["correct"] >= 0.65
+    assert kinds["follow_up"]["correct"] >= 0.9 * kinds["follow_up"]["correct_alone"] and kinds["return"]["correct"] >= 0.65
     assert kinds["chitchat"]["correct"] >= 0.75 and report["handoff_recall"] >= 0.75

@@ -203,6 +203,29 @@ def test_a_question_after_an_answer_leans_on_the_entry_the_conversation_is_on(tm
     kb.close()
 
 
+ACCOUNT = """id,question,answer,title,category,url
+acct-phishing,I got an email that says it's from Tidewell and asks for my password,Don't click its links; forward it to security@tidewell.example.,Suspicious emails,Account,
+acct-phishing,Is this text asking me to confirm my card really from you?,Don't click its links; forward it to security@tidewell.example.,Suspicious emails,Account,
+acct-hacked,What should I do if someone got into my account?,Reset your password at once and contact us.,Account hacked,Account,
+acct-hacked,I think my account was hacked,Reset your password at once and contact us.,Account hacked,Account,
+"""
+
+
+def test_a_question_unsure_of_its_own_topic_leans_harder_on_the_entry_the_conversation_is_on(tmp_path, real_embedder, home_config):
+    """"what do you suggest" alone would be handed off, its nearest entry a neighbour: it leans with
+    `on_topic_unsure_weight`, not with the weight of a question that knows its topic."""
+    kb = KnowledgeBase(tmp_path / "real", home_config.retrieval, real_embedder)
+    kb.add([write(tmp_path / "faq.csv", ACCOUNT)])
+    bot = SupportBot(home_config, kb)
+    history = [Turn("customer", "i got a weird email asking for my password"), Turn("bot", "Don't click.", about="acct-phishing")]
+    alone = kb.search("what do you suggest", k=1)[0]
+    assert alone.entry_id == "acct-hacked" and alone.confidence < bot.settings.handoff_confidence
+    assert bot.retrieve("what do you suggest", history)[0].entry_id == "acct-phishing"
+    bot.settings.on_topic_weight = bot.settings.on_topic_unsure_weight = 0.3
+    assert bot.retrieve("what do you suggest", history)[0].entry_id == "acct-hacked"
+    kb.close()
+
+
 def test_the_openai_compatible_backend_streams_from_a_server(bot, tiny_lm_path):
     server = start_inference_server(TransformersBackend.from_folder(tiny_lm_path, "tiny"))
     try:
