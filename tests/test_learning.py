@@ -152,6 +152,9 @@ def test_out_of_scope_questions_teach_handing_off_hardest_first(bot):
     hardest = max(questions, key=lambda q: max(h.confidence for h in bot.kb.search(q, k=bot.settings.passages)))
     assert extra[0]["question"] == hardest and extra[0]["completion"][0]["content"] == bot.messages.handoff
     assert extra[0]["passages"] and hardest in extra[0]["prompt"][-1]["content"]
+    bot.settings.handoff_confidence = 0.0  # all three reach the model
+    beside = seed_examples(bot, handoff_every=0, out_of_scope=questions, out_of_scope_every=4, also_answered=2)
+    assert sum(r["source"] == "out_of_scope" for r in beside) == 2  # worked answers trained beside count too
 
 
 def test_out_of_scope_questions_handed_off_before_the_model_are_left_out(bot):
