@@ -435,7 +435,7 @@ class SupportBot:
         reply.grounding = grounding(answer, passages, text)
         problem = (
             "model_handoff" if self.messages.handoff[:40] in answer  # a fine-tuned model hands off itself
-            else unsafe(answer, passages, system_prompt(self.settings), self.settings.output_filter)
+            else unsafe(answer, passages, system_prompt(self.settings), self.settings.output_filter, text)
             or ("not_grounded" if reply.grounding < self.settings.grounding_min or not answer else "")
         )
         if problem:  # the sources stay on the reply: what the bot looked at, for agents and evaluation

@@ -37,6 +37,15 @@ def grounding(reply: str, passages: list[str], question: str = "") -> float:
     return supported / (len(claimed) + len(numbers))
 
 
+def worked_amounts(passages: list[str], question: str) -> set[float]:
+    """What one operation on a number of the customer's and one of the passages' gives: "$80 minus the $6.95
+    label fee is $73.05". Neither side alone makes one, so a reply can neither give back the amount a message
+    names ("refund me $500") nor combine the policy's numbers into a new offer ("100 - 10 = 90% off")."""
+    policy, told = _numbers(" ".join(passages))[:MAX_STATED], _numbers(question)[:MAX_STATED]
+    worked = {x for a in policy for b in told for x in (*_one_step(a, b), *_one_step(b, a))}
+    return {round(x, 2) for x in worked if x >= 10 or x != int(x)}
+
+
 def _numbers(text: str) -> list[float]:
     return [float(n.replace(",", "")) for n in _NUMBER.findall(text)]
 
@@ -45,10 +54,13 @@ def _derivable(stated: list[float]) -> set[float]:
     """The stated numbers and what one operation on two of them gives, rounded to cents. A small whole number
     must be stated: one step from almost any pair reaches it."""
     stated = list(dict.fromkeys(stated))[:MAX_STATED]
-    derived = set()
-    for a, b in itertools.permutations(stated, 2):
-        derived.update((a + b, a - b, a * b, a * b / 100, a / b if b else 0.0))
+    derived = {x for a, b in itertools.permutations(stated, 2) for x in _one_step(a, b)}
     return {round(x, 2) for x in stated} | {round(x, 2) for x in derived if x >= 10 or x != int(x)}
+
+
+def _one_step(a: float, b: float) -> tuple[float, ...]:
+    """Sum, difference, product, percentage and quotient."""
+    return a + b, a - b, a * b, a * b / 100, a / b if b else 0.0
 
 
 def _stem(word: str) -> str:

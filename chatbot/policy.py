@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 from retrieval.text import words
 
+from .grounding import worked_amounts
+
 _HUMAN = re.compile(
     r"\b(talk|speak|chat|connect|transfer|put)\w*\s+(me\s+)?(to|with|through to)\s+(a|an|the|some|your)?\s*"
     r"(real\s+|live\s+)?(human|person|people|agent|representative|rep|operator|someone|somebody|manager|staff)\b"
@@ -145,6 +147,7 @@ _CLAIM = re.compile(
     r"|\bstore credit\b|\bcompensation\b|\bcashback\b|\bfor life\b|\bno returns? (?:is )?needed\b|\bfree (?:of charge|replacement\w*)\b",
     re.IGNORECASE,
 )
+_MONEY = re.compile(r"[$€£]\s?\d[\d,]*(?:\.\d+)?")
 _CODE = re.compile(r"\b(?=[A-Z0-9]*[A-Z])(?=[A-Z0-9]*\d)[A-Z0-9]{5,}\b")
 # Asking for what the bot must never ask for (a planted "e-mail us your password" is phishing).
 _CREDENTIALS = re.compile(
@@ -385,16 +388,26 @@ def sanitize(reply: str, passages: list[str]) -> str:
     return strip_foreign_links(_TAG.sub("", reply), passages)
 
 
-def unsupported_offer(reply: str, passages: list[str]) -> bool:
+def unsupported_offer(reply: str, passages: list[str], question: str = "") -> bool:
     """True when a sentence that gives something (a refund, credit, a discount) names an amount, a share,
-    an offer or a code that no passage states: the bot must not promise what the company does not."""
+    an offer or a code that no passage states: the bot must not promise what the company does not. A money
+    amount worked out in one step from the customer's number and the policy's (`worked_amounts`: the $80 paid
+    minus the $6.95 label fee) restates the policy, and so does the customer's number in that sentence."""
     stated = _plain(" ".join(passages))
+    worked, told = worked_amounts(passages, question), {_amount(m.group(0)) for m in _MONEY.finditer(question)}
     for sentence in re.split(r"(?<=[.!?])\s+|\n+", reply):
         if _OFFER.search(sentence):
             claims = [m.group(0) for m in _CLAIM.finditer(sentence)] + _CODE.findall(sentence)
-            if any(_plain(claim) not in stated for claim in claims):
+            unstated = [claim for claim in claims if _plain(claim) not in stated]
+            amounts = [_amount(claim) if _MONEY.fullmatch(claim.strip()) else None for claim in unstated]
+            shown = any(amount in worked for amount in amounts)
+            if any(amount not in worked and not (shown and amount in told) for amount in amounts):
                 return True
     return False
+
+
+def _amount(money: str) -> float:
+    return round(float(re.sub(r"[^\d.]", "", money)), 2)
 
 
 def asks_for_credentials(reply: str, passages: list[str]) -> bool:
@@ -409,12 +422,13 @@ def _plain(text: str) -> str:
     return re.sub(r"([$€£]) (?=\d)|(?<=\d) (?=%)", r"\1", text)
 
 
-def unsafe(reply: str, passages: list[str], secret: str, patterns: list[str]) -> str:
+def unsafe(reply: str, passages: list[str], secret: str, patterns: list[str], question: str = "") -> str:
     """Why a generated reply must not be sent: "leak" (repeats or discusses the system prompt),
-    "unsupported_offer", "credentials", "role" (announces a new role or mode), "output_filter"; "" when it may."""
+    "unsupported_offer", "credentials", "role" (announces a new role or mode), "output_filter"; "" when it may.
+    `question` is the customer's message, whose numbers a worked-out amount may use."""
     if leaks(reply, secret, passages):
         return "leak"
-    if unsupported_offer(reply, passages):
+    if unsupported_offer(reply, passages, question):
         return "unsupported_offer"
     if asks_for_credentials(reply, passages):
         return "credentials"

@@ -2,7 +2,9 @@
 
 import pytest
 
-from chatbot.policy import classify_message, clean_message, filtered, leaks, no_longer_needs_person, small_talk, strip_foreign_links
+from chatbot.policy import (
+    classify_message, clean_message, filtered, leaks, no_longer_needs_person, small_talk, strip_foreign_links, unsupported_offer,
+)
 
 
 @pytest.mark.parametrize(
@@ -66,3 +68,13 @@ def test_small_talk_is_only_a_whole_message_of_it(text, kind):
 def test_a_customer_can_take_back_a_request_for_a_person():
     assert no_longer_needs_person("never mind, I don't need a person anymore")
     assert not no_longer_needs_person("I need a person")
+
+
+def test_a_refund_worked_out_from_the_policy_is_no_invented_offer():
+    passages = ["Returns cost a $6.95 label fee, deducted from the refund."]
+    question = "I paid $80 for a lamp and shade bundle. How much do I get back if I return it?"
+    assert not unsupported_offer("Your refund is $73.05: the $80 you paid minus the $6.95 label fee.", passages, question)
+    assert unsupported_offer("Your refund is $73.05.", passages)  # without the customer's $80 it is nobody's number
+    assert unsupported_offer("Your refund is $80 plus a $20 gift card.", passages, question)  # the customer's amount alone
+    assert unsupported_offer("We'll refund $160, twice what you paid.", passages, question)
+    assert unsupported_offer("Use code SAVE25NOW for 25% off.", passages, question)
