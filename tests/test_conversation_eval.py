@@ -3,6 +3,7 @@ data/eval/conversations.jsonl with the real embedder and curated answers (slow: 
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
@@ -31,6 +32,15 @@ def test_the_shipped_file_loads():
     kinds = [turn.kind for turns in conversations for turn in turns]
     assert len(conversations) >= 150 and min(kinds.count(k) for k in ("follow_up", "switch", "chitchat", "return")) >= 20
     assert all(turn.standalone for turns in conversations for turn in turns if turn.kind == "follow_up")
+
+
+@pytest.mark.parametrize("path", ["eval/conversations.jsonl", "train/conversations.jsonl"])
+def test_every_expected_entry_is_in_the_demo_knowledge_base(path):
+    """The eval file and the development file apart from it name real entries (FAQ ids, policy files)."""
+    entries = {row["id"] for row in csv.DictReader((DATA / "kb" / "faq.csv").open(encoding="utf-8"))}
+    entries |= {doc.stem for doc in (DATA / "kb").glob("*.md")}
+    expected = {turn.expected_id for turns in load_conversations(DATA / path) for turn in turns if turn.expected_id}
+    assert expected and expected <= entries, sorted(expected - entries)
 
 
 @pytest.mark.slow
