@@ -169,8 +169,8 @@ def seed_examples(bot: SupportBot, handoff_every: int = 0, max_variants: int = 0
     entry). `out_of_scope` questions (one for every `out_of_scope_every` answerable examples at most, counting
     `also_answered` examples trained beside the seed, such as worked answers) give the hand-off reply, see
     `out_of_scope_examples`: with 129 worked answers beside the demo seed and its 33 out-of-scope examples,
-    hand-off recall fell from 0.90 to 0.75 (docs/learning-loop.md). With `handoff_every` > 0, every `handoff_every`-th variant is shown
-    without its entry's passage and hands off too. Off by default: on the demo data those examples taught
+    hand-off recall fell from 0.90 to 0.75 (docs/learning-loop.md). With `handoff_every` > 0, every
+    `handoff_every`-th variant is shown without its entry's passage and hands off too. Off by default: on the demo data those examples taught
     the model to hand off answerable questions, while near-subject out-of-scope ones in their place raised
     hand-off recall (README, "The default model is fine-tuned"). A sixth of the examples hand off: a quarter
     (every 10th variant as well) cut answer similarity from 0.47 to 0.36.

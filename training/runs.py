@@ -58,16 +58,17 @@ def examples_for(config: Config, bot: SupportBot, request: RunRequest,
     kind = "sft" if request.method == "grpo" else request.method
     logged = deduplicate([redact_row(r, bot.log.redact_kinds) for r in log_examples(bot, progress)[kind]])
     rows, _ = split(logged, config.gate.heldout_share)
-    worked = worked_examples(bot, read_worked(bot, request.worked)) if request.method in ("sft", "grpo") and request.worked else []
-    if request.method in ("sft", "grpo") and request.kb_seed:
-        try:
-            path = OUT_OF_SCOPE if request.out_of_scope is None else request.out_of_scope
-            questions = read_questions(Path(path)) if path else []
-        except ValueError as err:
-            raise TrainError(str(err)) from None
-        rows += seed_examples(bot, max_variants=request.seed_variants, out_of_scope=questions, also_answered=len(worked),
-                              progress=progress)
-    rows += worked
+    if request.method in ("sft", "grpo"):
+        worked = worked_examples(bot, read_worked(bot, request.worked)) if request.worked else []
+        if request.kb_seed:
+            try:
+                path = OUT_OF_SCOPE if request.out_of_scope is None else request.out_of_scope
+                questions = read_questions(Path(path)) if path else []
+            except ValueError as err:
+                raise TrainError(str(err)) from None
+            rows += seed_examples(bot, max_variants=request.seed_variants, out_of_scope=questions,
+                                  also_answered=len(worked), progress=progress)
+        rows += worked
     if not rows:
         raise TrainError(f"no {kind} examples yet: "
                          + {"kto": "customers have rated no bot replies", "dpo": "agents have edited no drafts",
